@@ -1,0 +1,1 @@
+"""The optimizers, one per module; `base` holds what they share."""

@@ -1,0 +1,80 @@
+"""BERT's AdamWeightDecayOptimizer as a Keras 3 optimizer."""
+
+import keras
+from keras import ops
+
+from lamb.optimizers import base
+
+
+@keras.saving.register_keras_serializable(package="lamb")
+class AdamWeightDecay(base.WeightDecayOptimizer):
+    """Adam with weight decay exactly as in google-research/bert `optimization.py`.
+
+    Per variable `w` with gradient `g`:
+
+        m = β1·m + (1 − β1)·g            v = β2·v + (1 − β2)·g²
+        u = m / (√v + ε) + λ·w           (no bias correction; λ where it applies)
+        w ← w − η·u
+
+    Args:
+        learning_rate: A float, a `LearningRateSchedule`, or a callable.
+        beta_1: Decay rate of the first moment, in [0, 1).
+        beta_2: Decay rate of the second moment, in [0, 1).
+        epsilon: Added to √v, ≥ 0.
+        weight_decay: λ, ≥ 0.
+        exclude_from_weight_decay: Regular expressions matched (`re.search`)
+            against `variable.path`; matching variables get no weight decay.
+        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
+
+    References:
+        - [Devlin et al., 2018](https://arxiv.org/abs/1810.04805)
+        - [Loshchilov and Hutter, 2019](https://arxiv.org/abs/1711.05101)
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        weight_decay=0.0,
+        exclude_from_weight_decay=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            exclude_from_weight_decay=exclude_from_weight_decay,
+            **kwargs,
+        )
+        self.beta_1 = float(base.check_range("beta_1", beta_1, 0.0, 1.0))
+        self.beta_2 = float(base.check_range("beta_2", beta_2, 0.0, 1.0))
+        self.epsilon = float(base.check_range("epsilon", epsilon, low=0.0))
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        gradient = base.dense_gradient(gradient, variable)
+        m = self._momentums[index]
+        v = self._velocities[index]
+
+        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        update = m / (ops.sqrt(v) + self.epsilon)
+        update = self._add_weight_decay(update, variable, index)
+        self.assign_sub(variable, ops.cast(learning_rate, dtype) * update)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+        )
+        return config

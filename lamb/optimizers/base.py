@@ -1,0 +1,241 @@
+"""What the optimizers share: argument checks, exclusion lists, the trust ratio.
+
+Weight decay here is part of each optimizer's update direction (BERT, LAMB and
+LARS all define it that way), so the Keras base class's own decoupled decay
+step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
+"""
+
+import numbers
+import re
+
+import keras
+from keras import ops
+
+
+def check_range(
+    name, value, low=None, high=None, low_inclusive=True, high_inclusive=False
+):
+    """Returns `value`, or raises `ValueError` naming `name` and the allowed range."""
+    too_low = low is not None and (value < low if low_inclusive else value <= low)
+    too_high = high is not None and (value > high if high_inclusive else value >= high)
+    if too_low or too_high:
+        lower = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+        upper = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+        raise ValueError(
+            f"`{name}` must be in {lower}, {upper}; received {name}={value!r}."
+        )
+    return value
+
+
+def check_learning_rate(learning_rate):
+    """Accepts a schedule, a callable, or a non-negative number (as a float)."""
+    if isinstance(learning_rate, numbers.Real):
+        return float(check_range("learning_rate", learning_rate, low=0.0))
+    return learning_rate
+
+
+def compile_patterns(name, patterns):
+    """Compiles a list of regular expressions, naming `name` and the bad pattern."""
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        raise ValueError(
+            f"`{name}` must be a list of regular expressions, not a single "
+            f"string; received {name}={patterns!r}. Did you mean [{patterns!r}]?"
+        )
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as error:
+            raise ValueError(
+                f"`{name}` holds an invalid regular expression {pattern!r}: {error}"
+            ) from None
+    return tuple(compiled)
+
+
+def matches_any(patterns, path):
+    return any(pattern.search(path) for pattern in patterns or ())
+
+
+def l2_norm(x):
+    return ops.sqrt(ops.sum(ops.square(x)))
+
+
+def trust_ratio(weight_norm, update_norm, numerator=None):
+    """`numerator / update_norm` (`numerator` defaults to `weight_norm`).
+
+    Returns 1 where `weight_norm` or `update_norm` is zero, so that freshly
+    zero-initialized variables (biases, LayerNorm betas) still move.
+    """
+    numerator = weight_norm if numerator is None else numerator
+    both_positive = ops.logical_and(
+        ops.greater(weight_norm, 0.0), ops.greater(update_norm, 0.0)
+    )
+    safe_norm = ops.where(both_positive, update_norm, ops.ones_like(update_norm))
+    return ops.where(
+        both_positive, numerator / safe_norm, ops.ones_like(update_norm)
+    )
+
+
+def dense_gradient(gradient, variable):
+    """The gradient as a dense tensor of `variable`'s dtype.
+
+    Adam-type and layer-wise optimizers update every row of a variable even
+    when its gradient is sparse (moments decay, norms span the whole
+    variable), so sparse gradients (`tf.IndexedSlices` from embeddings) are
+    summed into their dense equivalent.
+    """
+    if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
+        gradient = ops.scatter(
+            ops.expand_dims(gradient.indices, -1), gradient.values, variable.shape
+        )
+    return ops.cast(gradient, variable.dtype)
+
+
+class WeightDecayOptimizer(keras.optimizers.Optimizer):
+    """Base for optimizers whose update direction includes `weight_decay * w`.
+
+    Args:
+        learning_rate: A float, a `LearningRateSchedule`, or a callable.
+        weight_decay: The decay rate λ added as `λ * w` to the update direction.
+        exclude_from_weight_decay: Regular expressions; variables whose
+            `variable.path` matches one (`re.search`) get no weight decay.
+        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
+    """
+
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=0.0,
+        exclude_from_weight_decay=None,
+        **kwargs,
+    ):
+        weight_decay = float(check_range("weight_decay", weight_decay or 0.0, low=0.0))
+        super().__init__(
+            learning_rate=check_learning_rate(learning_rate),
+            weight_decay=weight_decay,
+            **kwargs,
+        )
+        self._weight_decay_patterns = compile_patterns(
+            "exclude_from_weight_decay", exclude_from_weight_decay
+        )
+
+    def _apply_weight_decay(self, variables):
+        """Disabled: the decay is part of `update_step`, applied exactly once."""
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._decays_weight = [self._decays(variable) for variable in var_list]
+
+    def _decays(self, variable):
+        return (
+            self.weight_decay > 0.0
+            and self._use_weight_decay(variable)
+            and not matches_any(self._weight_decay_patterns, variable.path)
+        )
+
+    def _add_weight_decay(self, update, variable, index):
+        """`update + λ·w` for variables that take weight decay, else `update`."""
+        if not self._decays_weight[index]:
+            return update
+        return update + ops.cast(self.weight_decay, variable.dtype) * variable
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_weight_decay"] = _pattern_strings(
+            self._weight_decay_patterns
+        )
+        return config
+
+
+class LayerAdaptiveOptimizer(WeightDecayOptimizer):
+    """Base for optimizers that rescale each variable's step by a trust ratio.
+
+    Args:
+        exclude_from_layer_adaptation: Regular expressions; variables whose
+            `variable.path` matches one get trust ratio 1. `None` means the
+            same list as `exclude_from_weight_decay`.
+        (other arguments as in `WeightDecayOptimizer`)
+
+    After each step, `layer_statistics()` reports per variable the weight
+    norm, the update-direction norm and the trust ratio that step used.
+    """
+
+    def __init__(
+        self,
+        learning_rate,
+        weight_decay=0.0,
+        exclude_from_weight_decay=None,
+        exclude_from_layer_adaptation=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            exclude_from_weight_decay=exclude_from_weight_decay,
+            **kwargs,
+        )
+        self._layer_adaptation_patterns = compile_patterns(
+            "exclude_from_layer_adaptation", exclude_from_layer_adaptation
+        )
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        patterns = self._layer_adaptation_patterns
+        if patterns is None:
+            patterns = self._weight_decay_patterns
+        self._adapts_layer = [
+            not matches_any(patterns, variable.path) for variable in var_list
+        ]
+        self._statistics_paths = [variable.path for variable in var_list]
+        self._layer_statistics = [
+            self.add_variable(
+                shape=(3,),
+                dtype="float32",
+                name=variable.path.replace("/", "_") + "_layer_statistics",
+            )
+            for variable in var_list
+        ]
+
+    def _scaled_step(self, variable, index, update, numerator_scale=None):
+        """The trust ratio for `variable`'s `update`, recorded for diagnostics.
+
+        `numerator_scale` turns the ratio into `scale(‖w‖) / ‖u‖`.
+        """
+        weight_norm = l2_norm(variable)
+        update_norm = l2_norm(update)
+        if self._adapts_layer[index]:
+            numerator = None if numerator_scale is None else numerator_scale(weight_norm)
+            ratio = trust_ratio(weight_norm, update_norm, numerator)
+        else:
+            ratio = ops.ones_like(weight_norm)
+        self.assign(
+            self._layer_statistics[index],
+            ops.cast(ops.stack([weight_norm, update_norm, ratio]), "float32"),
+        )
+        return ratio
+
+    def layer_statistics(self):
+        """`{variable.path: (weight_norm, update_norm, trust_ratio)}` of the last step."""
+        if not self.built:
+            return {}
+        return {
+            path: tuple(float(x) for x in ops.convert_to_numpy(statistics))
+            for path, statistics in zip(self._statistics_paths, self._layer_statistics)
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config["exclude_from_layer_adaptation"] = _pattern_strings(
+            self._layer_adaptation_patterns
+        )
+        return config
+
+
+def _pattern_strings(patterns):
+    return None if patterns is None else [pattern.pattern for pattern in patterns]

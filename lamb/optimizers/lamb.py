@@ -1,0 +1,141 @@
+"""LAMB: layer-wise adaptive moments for large-batch training."""
+
+import keras
+from keras import ops
+
+from lamb.optimizers import base
+
+
+@keras.saving.register_keras_serializable(package="lamb")
+class LAMB(base.LayerAdaptiveOptimizer):
+    """LAMB, Algorithm 2 of You et al. (arXiv:1904.00962 v3 and later).
+
+    Per variable `w` with gradient `g` at step `t`:
+
+        m = β1·m + (1 − β1)·g            v = β2·v + (1 − β2)·g²
+        m̂ = m / (1 − β1^t)               v̂ = v / (1 − β2^t)   (if bias_correction)
+        u = m̂ / (√v̂ + ε) + λ·w           (λ only where weight decay applies)
+        w ← w − η · φ(‖w‖)/‖u‖ · u       (ratio 1 if a norm is 0 or excluded)
+
+    Unlike `keras.optimizers.Lamb`, the weight decay is inside the trust
+    ratio (as in the paper), and variables can be excluded from weight decay
+    and from layer adaptation by regular expressions on `variable.path`.
+
+    Args:
+        learning_rate: A float, a `LearningRateSchedule`, or a callable.
+        beta_1: Decay rate of the first moment, in [0, 1).
+        beta_2: Decay rate of the second moment, in [0, 1).
+        epsilon: Added to √v̂, ≥ 0.
+        weight_decay: λ, ≥ 0.
+        exclude_from_weight_decay: Regular expressions matched (`re.search`)
+            against `variable.path`; matching variables get no weight decay.
+        exclude_from_layer_adaptation: Regular expressions; matching variables
+            get trust ratio 1. `None` means the weight-decay list.
+        bias_correction: Whether to divide the moments by `1 − β^t`.
+        weight_norm_bounds: `(lower, upper)` to clip ‖w‖ to (the paper's φ),
+            or `None` for φ = identity.
+        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`
+            (`clipnorm`, `global_clipnorm`, `gradient_accumulation_steps`,
+            `use_ema`, `loss_scale_factor`, `name`, ...).
+
+    References:
+        - [You et al., 2019](https://arxiv.org/abs/1904.00962)
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        weight_decay=0.0,
+        exclude_from_weight_decay=None,
+        exclude_from_layer_adaptation=None,
+        bias_correction=True,
+        weight_norm_bounds=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            exclude_from_weight_decay=exclude_from_weight_decay,
+            exclude_from_layer_adaptation=exclude_from_layer_adaptation,
+            **kwargs,
+        )
+        self.beta_1 = float(base.check_range("beta_1", beta_1, 0.0, 1.0))
+        self.beta_2 = float(base.check_range("beta_2", beta_2, 0.0, 1.0))
+        self.epsilon = float(base.check_range("epsilon", epsilon, low=0.0))
+        self.bias_correction = bool(bias_correction)
+        self.weight_norm_bounds = check_weight_norm_bounds(weight_norm_bounds)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums, self._velocities = self.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        gradient = base.dense_gradient(gradient, variable)
+        m = self._momentums[index]
+        v = self._velocities[index]
+
+        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
+        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        update = self._adam_direction(m, v, dtype)
+        update = self._add_weight_decay(update, variable, index)
+        ratio = self._scaled_step(variable, index, update, self._clip_weight_norm)
+        self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)
+
+    def _adam_direction(self, m, v, dtype):
+        """m̂ / (√v̂ + ε), with bias-corrected moments if `bias_correction`."""
+        if self.bias_correction:
+            step = ops.cast(self.iterations + 1, dtype)
+            m = m / (1.0 - ops.power(ops.cast(self.beta_1, dtype), step))
+            v = v / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
+        return m / (ops.sqrt(v) + self.epsilon)
+
+    def _clip_weight_norm(self, weight_norm):
+        if self.weight_norm_bounds is None:
+            return weight_norm
+        lower, upper = self.weight_norm_bounds
+        return ops.clip(weight_norm, lower, upper)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "beta_1": self.beta_1,
+                "beta_2": self.beta_2,
+                "epsilon": self.epsilon,
+                "bias_correction": self.bias_correction,
+                "weight_norm_bounds": (
+                    None
+                    if self.weight_norm_bounds is None
+                    else list(self.weight_norm_bounds)
+                ),
+            }
+        )
+        return config
+
+
+def check_weight_norm_bounds(bounds):
+    """`None`, or `(lower, upper)` floats with `0 <= lower <= upper`."""
+    if bounds is None:
+        return None
+    try:
+        lower, upper = (float(bound) for bound in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "`weight_norm_bounds` must be None or a pair (lower, upper); "
+            f"received weight_norm_bounds={bounds!r}."
+        ) from None
+    if not 0.0 <= lower <= upper:
+        raise ValueError(
+            "`weight_norm_bounds` must satisfy 0 <= lower <= upper; "
+            f"received weight_norm_bounds={bounds!r}."
+        )
+    return (lower, upper)

@@ -1,0 +1,87 @@
+"""LARS with classic momentum, as in the TPU reference implementation."""
+
+import keras
+from keras import ops
+
+from lamb.optimizers import base
+
+
+@keras.saving.register_keras_serializable(package="lamb")
+class LARS(base.LayerAdaptiveOptimizer):
+    """Layer-wise Adaptive Rate Scaling (You et al., 2017), classic momentum.
+
+    Per variable `w` with gradient `g`:
+
+        g ← g + λ·w                       (λ only where weight decay applies)
+        r = η_LARS · ‖w‖ / ‖g‖            (1 if a norm is 0 or excluded)
+        v ← μ·v + η·r·g
+        w ← w − v                         (Nesterov: w ← w − (μ·v + η·r·g))
+
+    Args:
+        learning_rate: A float, a `LearningRateSchedule`, or a callable.
+        momentum: μ, in [0, 1).
+        weight_decay: λ, ≥ 0.
+        eeta: The LARS coefficient η_LARS, > 0.
+        nesterov: Whether to use Nesterov momentum.
+        exclude_from_weight_decay: Regular expressions matched (`re.search`)
+            against `variable.path`; matching variables get no weight decay.
+        exclude_from_layer_adaptation: Regular expressions; matching variables
+            get trust ratio 1. `None` means the weight-decay list.
+        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
+
+    References:
+        - [You et al., 2017](https://arxiv.org/abs/1708.03888)
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.001,
+        momentum=0.9,
+        weight_decay=0.0,
+        eeta=0.001,
+        nesterov=False,
+        exclude_from_weight_decay=None,
+        exclude_from_layer_adaptation=None,
+        **kwargs,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            weight_decay=weight_decay,
+            exclude_from_weight_decay=exclude_from_weight_decay,
+            exclude_from_layer_adaptation=exclude_from_layer_adaptation,
+            **kwargs,
+        )
+        self.momentum = float(base.check_range("momentum", momentum, 0.0, 1.0))
+        self.eeta = float(base.check_range("eeta", eeta, low=0.0, low_inclusive=False))
+        self.nesterov = bool(nesterov)
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        self._momentums = self.add_optimizer_variables(var_list, "momentum")
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        dtype = variable.dtype
+        gradient = base.dense_gradient(gradient, variable)
+        v = self._momentums[index]
+
+        gradient = self._add_weight_decay(gradient, variable, index)
+        ratio = self._scaled_step(variable, index, gradient, self._scale_weight_norm)
+        scaled_gradient = ops.cast(learning_rate, dtype) * ratio * gradient
+        self.assign(v, self.momentum * v + scaled_gradient)
+        if self.nesterov:
+            self.assign_sub(variable, self.momentum * v + scaled_gradient)
+        else:
+            self.assign_sub(variable, v)
+
+    def _scale_weight_norm(self, weight_norm):
+        return self.eeta * weight_norm
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {"momentum": self.momentum, "eeta": self.eeta, "nesterov": self.nesterov}
+        )
+        return config

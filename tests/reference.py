@@ -1,0 +1,64 @@
+"""Independent NumPy implementations of the published update rules (float64)."""
+
+import numpy as np
+
+
+def _trust(weight_norm, update_norm, numerator):
+    if weight_norm > 0 and update_norm > 0:
+        return numerator / update_norm
+    return 1.0
+
+
+def lamb_step(w, g, m, v, t, lr, beta_1, beta_2, epsilon, weight_decay,
+              decays, adapts, bias_correction=True, weight_norm_bounds=None):
+    """One LAMB step (arXiv:1904.00962 v3, Algorithm 2); returns new (w, m, v)."""
+    m = beta_1 * m + (1 - beta_1) * g
+    v = beta_2 * v + (1 - beta_2) * g * g
+    m_hat, v_hat = m, v
+    if bias_correction:
+        m_hat = m / (1 - beta_1**t)
+        v_hat = v / (1 - beta_2**t)
+    u = m_hat / (np.sqrt(v_hat) + epsilon)
+    if decays:
+        u = u + weight_decay * w
+    ratio = 1.0
+    if adapts:
+        w_norm = np.linalg.norm(w)
+        phi = w_norm if weight_norm_bounds is None else np.clip(w_norm, *weight_norm_bounds)
+        ratio = _trust(w_norm, np.linalg.norm(u), phi)
+    return w - lr * ratio * u, m, v
+
+
+def adam_weight_decay_step(w, g, m, v, lr, beta_1, beta_2, epsilon, weight_decay, decays):
+    """One step of BERT's AdamWeightDecayOptimizer; returns new (w, m, v)."""
+    m = beta_1 * m + (1 - beta_1) * g
+    v = beta_2 * v + (1 - beta_2) * g * g
+    u = m / (np.sqrt(v) + epsilon)
+    if decays:
+        u = u + weight_decay * w
+    return w - lr * u, m, v
+
+
+def lars_step(w, g, v, lr, momentum, weight_decay, eeta, nesterov, decays, adapts):
+    """One classic-momentum LARS step (TPU reference); returns new (w, v)."""
+    if decays:
+        g = g + weight_decay * w
+    ratio = 1.0
+    if adapts:
+        w_norm = np.linalg.norm(w)
+        ratio = _trust(w_norm, np.linalg.norm(g), eeta * w_norm)
+    scaled = lr * ratio * g
+    v = momentum * v + scaled
+    update = momentum * v + scaled if nesterov else v
+    return w - update, v
+
+
+def bert_learning_rate(step, init_lr, num_train_steps, num_warmup_steps,
+                       end_learning_rate=0.0, power=1.0):
+    """The learning rate BERT's `create_optimizer` computes at `global_step`."""
+    decay_step = min(step, num_train_steps)
+    lr = (init_lr - end_learning_rate) * (1 - decay_step / num_train_steps) ** power
+    lr += end_learning_rate
+    if num_warmup_steps and step < num_warmup_steps:
+        lr = init_lr * step / num_warmup_steps
+    return lr
