@@ -55,7 +55,9 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
-        remaining = 1.0 - ops.minimum(step, float(self.decay_steps)) / self.decay_steps
+        # (decay_steps - step) / decay_steps rather than 1 - step / decay_steps:
+        # exact in float32 for integer steps, also near the end of the decay.
+        remaining = (self.decay_steps - ops.minimum(step, float(self.decay_steps))) / self.decay_steps
         decayed = (
             self.initial_learning_rate - self.end_learning_rate
         ) * ops.power(remaining, self.power) + self.end_learning_rate

@@ -124,6 +124,16 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
     def _apply_weight_decay(self, variables):
         """Disabled: the decay is part of `update_step`, applied exactly once."""
 
+    def _get_current_learning_rate(self):
+        """A schedule's rate at the number of updates made so far.
+
+        Keras documents that schedules see updates, not micro-batches, under
+        `gradient_accumulation_steps`, but passes the micro-batch count.
+        """
+        if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return self._learning_rate(self.iterations)
+        return super()._get_current_learning_rate()
+
     def build(self, var_list):
         if self.built:
             return

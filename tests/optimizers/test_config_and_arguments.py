@@ -1,0 +1,95 @@
+"""Configs round-trip, bad arguments are named, sparse gradients equal dense ones."""
+
+import keras
+import numpy as np
+import pytest
+
+import lamb
+
+NON_DEFAULT_ARGUMENTS = {
+    lamb.LAMB: dict(
+        learning_rate=0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-5, weight_decay=0.03,
+        exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["gamma", "beta"],
+        bias_correction=False, weight_norm_bounds=(0.1, 10.0),
+    ),
+    lamb.AdamWeightDecay: dict(
+        learning_rate=0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-5, weight_decay=0.03,
+        exclude_from_weight_decay=["LayerNorm", "bias"],
+    ),
+    lamb.LARS: dict(
+        learning_rate=0.5, momentum=0.8, weight_decay=1e-4, eeta=0.002, nesterov=True,
+        exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["batch_norm"],
+    ),
+}
+BASE_ARGUMENTS = dict(
+    global_clipnorm=1.5, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3,
+    loss_scale_factor=128.0, gradient_accumulation_steps=2, name="custom",
+)
+
+
+@pytest.mark.parametrize("cls", list(NON_DEFAULT_ARGUMENTS), ids=lambda c: c.__name__)
+def test_every_argument_round_trips_through_the_config(cls):
+    arguments = dict(NON_DEFAULT_ARGUMENTS[cls], **BASE_ARGUMENTS)
+    optimizer = cls(**arguments)
+    config = optimizer.get_config()
+    for name, value in arguments.items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert config[name] == pytest.approx(expected), name
+    restored = cls.from_config(config)
+    assert restored.get_config() == config
+    by_registry = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(by_registry) is cls and by_registry.get_config() == config
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: lamb.LAMB(learning_rate=-0.1), r"`learning_rate` must be in \[0.0, inf\); received learning_rate=-0.1"),
+        (lambda: lamb.LAMB(weight_decay=-1e-4), r"`weight_decay` must be in \[0.0, inf\)"),
+        (lambda: lamb.LAMB(beta_1=1.0), r"`beta_1` must be in \[0.0, 1.0\)"),
+        (lambda: lamb.LAMB(beta_2=-0.1), r"`beta_2` must be in \[0.0, 1.0\)"),
+        (lambda: lamb.LAMB(epsilon=-1e-8), r"`epsilon` must be in \[0.0, inf\)"),
+        (lambda: lamb.LAMB(exclude_from_weight_decay=["bias", "lay(er"]), r"`exclude_from_weight_decay`.*'lay\(er'"),
+        (lambda: lamb.LAMB(exclude_from_layer_adaptation=["[gamma"]), r"`exclude_from_layer_adaptation`.*'\[gamma'"),
+        (lambda: lamb.LAMB(exclude_from_weight_decay="bias"), r"list of regular expressions"),
+        (lambda: lamb.LAMB(weight_norm_bounds=(2.0, 1.0)), r"`weight_norm_bounds` must satisfy 0 <= lower <= upper"),
+        (lambda: lamb.LAMB(weight_norm_bounds=(1.0,)), r"`weight_norm_bounds` must be None or a pair"),
+        (lambda: lamb.AdamWeightDecay(beta_2=1.5), r"`beta_2` must be in \[0.0, 1.0\)"),
+        (lambda: lamb.AdamWeightDecay(learning_rate=-1.0), r"`learning_rate`"),
+        (lambda: lamb.LARS(momentum=1.0), r"`momentum` must be in \[0.0, 1.0\)"),
+        (lambda: lamb.LARS(eeta=0.0), r"`eeta` must be in \(0.0, inf\)"),
+        (lambda: lamb.LARS(weight_decay=-0.1), r"`weight_decay`"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_naming_them(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_integer_learning_rate_is_accepted():
+    assert lamb.LARS(learning_rate=1).get_config()["learning_rate"] == 1.0
+
+
+@pytest.mark.tensorflow_only
+@pytest.mark.parametrize("cls", list(NON_DEFAULT_ARGUMENTS), ids=lambda c: c.__name__)
+def test_sparse_gradients_give_the_dense_result(cls):
+    import tensorflow as tf
+
+    arguments = {k: v for k, v in NON_DEFAULT_ARGUMENTS[cls].items()}
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(10, 4)).astype("float32")
+    results = []
+    for sparse in (True, False):
+        variable = keras.Variable(table, name="embeddings")
+        optimizer = cls(**arguments)
+        optimizer.build([variable])
+        step_rng = np.random.default_rng(1)
+        for _ in range(5):
+            indices = step_rng.integers(0, 10, size=6)  # with repeats
+            values = step_rng.normal(size=(6, 4)).astype("float32")
+            gradient = tf.IndexedSlices(tf.constant(values), tf.constant(indices), tf.constant([10, 4]))
+            if not sparse:
+                gradient = tf.convert_to_tensor(gradient)
+            optimizer.apply_gradients([(gradient, variable)])
+        results.append(variable.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-6, atol=1e-7)
