@@ -13,6 +13,7 @@ VARIABLE_SPECS = [
     ("encoder/dense/bias", (5,), "zeros"),
     ("encoder/layer_norm/gamma", (5,), "ones"),
     ("head/kernel", (5, 3), "normal"),
+    ("encoder/wide/kernel", (12, 40), "normal"),
     ("frozen/kernel", (4,), "zeros"),
 ]
 NUM_STEPS = 24

@@ -181,3 +181,15 @@ def test_layer_statistics_report_the_last_step():
     assert statistics["encoder/dense/bias"][2] == 1.0  # excluded: ratio 1
     assert statistics["frozen/kernel"] == (0.0, 0.0, 1.0)
     assert kernel_ratio != 1.0
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (30, 16), (4, 6, 64), (2, 3, 5, 17)])
+def test_both_norm_formulations_equal_numpy(shape):
+    from keras import ops
+
+    from lamb.optimizers import base
+
+    x = np.random.default_rng(0).normal(size=shape).astype("float32")
+    expected = np.linalg.norm(x.astype("float64"))
+    for norm in (base.l2_norm, base.l2_norm_by_matvec):
+        np.testing.assert_allclose(float(ops.convert_to_numpy(norm(ops.convert_to_tensor(x)))), expected, rtol=1e-6)
