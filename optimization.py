@@ -6,12 +6,13 @@ each returns a Keras 3 optimizer from `lamb`, taking the original argument
 names (`weight_decay_rate`, `use_nesterov`).
 """
 
-from lamb import AdamWeightDecay, LAMB, LARS, create_optimizer
+from lamb import LAMB, LAMB16, LARS, AdamWeightDecay, create_optimizer
 
 __all__ = [
     "create_optimizer",
     "AdamWeightDecayOptimizer",
     "LAMBOptimizer",
+    "LAMB16Optimizer",
     "LARSOptimizer",
 ]
 
@@ -56,6 +57,25 @@ def LAMBOptimizer(
         beta_1=beta_1,
         beta_2=beta_2,
         epsilon=epsilon,
+        weight_decay=weight_decay_rate,
+        exclude_from_weight_decay=exclude_from_weight_decay,
+        exclude_from_layer_adaptation=exclude_from_layer_adaptation,
+        name=name,
+        **kwargs,
+    )
+
+
+def LAMB16Optimizer(
+    learning_rate,
+    weight_decay_rate=0.0,
+    exclude_from_weight_decay=None,
+    exclude_from_layer_adaptation=None,
+    name="LAMB16Optimizer",
+    **kwargs,
+):
+    """LAMB with 8-bit-float moments, in BERT's conventions: a `lamb.LAMB16`."""
+    return LAMB16(
+        learning_rate,
         weight_decay=weight_decay_rate,
         exclude_from_weight_decay=exclude_from_weight_decay,
         exclude_from_layer_adaptation=exclude_from_layer_adaptation,

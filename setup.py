@@ -2,10 +2,14 @@
 
 from setuptools import find_packages, setup
 
+MNIST = ["tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7"]
+BERT = ["keras-hub>=0.32", "tensorboard>=2.16", "matplotlib>=3.7"]
+NOTEBOOK = MNIST + ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"]
 EXTRAS = {
-    "bert": [],
-    "notebook": [],
-    "test": ["pytest>=7", "jax>=0.4.30", "tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7"],
+    "mnist": MNIST,
+    "bert": BERT,
+    "notebook": NOTEBOOK,
+    "test": sorted(set(MNIST + BERT + NOTEBOOK + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.4"])),
 }
 
 setup(

@@ -4,12 +4,14 @@ from lamb import schedules
 from lamb.factory import OPTIMIZER_TYPES, create_optimizer
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay
 from lamb.optimizers.lamb import LAMB
+from lamb.optimizers.lamb16 import LAMB16
 from lamb.optimizers.lars import LARS
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LAMB",
+    "LAMB16",
     "AdamWeightDecay",
     "LARS",
     "OPTIMIZER_TYPES",

@@ -4,6 +4,7 @@ import keras
 
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay
 from lamb.optimizers.lamb import LAMB
+from lamb.optimizers.lamb16 import LAMB16
 from lamb.optimizers.lars import LARS
 from lamb.schedules import WarmupPolynomialDecay
 
@@ -30,6 +31,16 @@ def _lamb(learning_rate, weight_decay, epsilon, exclude, **kwargs):
     )
 
 
+def _lamb16(learning_rate, weight_decay, epsilon, exclude, **kwargs):
+    return LAMB16(
+        learning_rate,
+        weight_decay=weight_decay,
+        epsilon=epsilon,
+        exclude_from_weight_decay=exclude,
+        **kwargs,
+    )
+
+
 def _lars(learning_rate, weight_decay, epsilon, exclude, **kwargs):
     del epsilon  # LARS has no ε.
     return LARS(
@@ -45,7 +56,13 @@ def _adam(learning_rate, weight_decay, epsilon, exclude, **kwargs):
     return keras.optimizers.Adam(learning_rate, epsilon=epsilon, **kwargs)
 
 
-OPTIMIZER_TYPES = {"adamw": _adamw, "lamb": _lamb, "lars": _lars, "adam": _adam}
+OPTIMIZER_TYPES = {
+    "adamw": _adamw,
+    "lamb": _lamb,
+    "lamb16": _lamb16,
+    "lars": _lars,
+    "adam": _adam,
+}
 
 
 def create_optimizer(
@@ -73,7 +90,8 @@ def create_optimizer(
         num_train_steps: Total optimizer steps (the decay length).
         num_warmup_steps: Linear-warmup steps.
         optimizer_type: One of `OPTIMIZER_TYPES`: `adamw` (BERT's
-            AdamWeightDecay), `lamb`, `lars`, `adam` (Keras Adam, no decay).
+            AdamWeightDecay), `lamb`, `lamb16` (LAMB with 8-bit moments),
+            `lars`, `adam` (Keras Adam, no decay).
         weight_decay: Weight-decay rate (ignored by `adam`).
         epsilon: ε of the Adam-type optimizers (ignored by `lars`).
         end_learning_rate: Rate at the end of the decay.

@@ -13,7 +13,8 @@ from tests import reference
 
 @pytest.mark.parametrize(
     "optimizer_type, cls",
-    [("adamw", lamb.AdamWeightDecay), ("lamb", lamb.LAMB), ("lars", lamb.LARS), ("adam", keras.optimizers.Adam)],
+    [("adamw", lamb.AdamWeightDecay), ("lamb", lamb.LAMB), ("lamb16", lamb.LAMB16), ("lars", lamb.LARS),
+     ("adam", keras.optimizers.Adam)],
 )
 def test_create_optimizer_types_and_bert_defaults(optimizer_type, cls):
     optimizer = lamb.create_optimizer(1e-4, 1000, 100, optimizer_type=optimizer_type)
@@ -29,7 +30,7 @@ def test_create_optimizer_types_and_bert_defaults(optimizer_type, cls):
     if optimizer_type != "adam":
         assert config["weight_decay"] == 0.01
         assert config["exclude_from_weight_decay"] == ["LayerNorm", "layer_norm", "bias"]
-    if optimizer_type in ("adamw", "lamb", "adam"):
+    if optimizer_type in ("adamw", "lamb", "lamb16", "adam"):
         assert config["epsilon"] == 1e-6
 
 
@@ -42,7 +43,7 @@ def test_create_optimizer_passes_optimizer_arguments_through():
 
 
 def test_unknown_optimizer_type_lists_the_valid_ones():
-    with pytest.raises(ValueError, match=r"optimizer_type.*adam.*adamw.*lamb.*lars"):
+    with pytest.raises(ValueError, match=r"optimizer_type.*adam.*adamw.*lamb.*lamb16.*lars"):
         lamb.create_optimizer(1e-3, 10, 1, optimizer_type="sgd")
 
 
@@ -51,6 +52,8 @@ def test_optimization_module_keeps_bert_names():
     assert isinstance(adamw, lamb.AdamWeightDecay) and adamw.weight_decay == 0.01
     lamb_optimizer = optimization.LAMBOptimizer(1e-3, weight_decay_rate=0.02)
     assert isinstance(lamb_optimizer, lamb.LAMB) and lamb_optimizer.weight_decay == 0.02
+    lamb16 = optimization.LAMB16Optimizer(1e-3, weight_decay_rate=0.01)
+    assert isinstance(lamb16, lamb.LAMB16) and lamb16.weight_decay == 0.01
     lars = optimization.LARSOptimizer(0.1, use_nesterov=True, weight_decay=1e-4)
     assert isinstance(lars, lamb.LARS) and lars.nesterov
     assert optimization.create_optimizer is lamb.create_optimizer

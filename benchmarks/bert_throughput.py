@@ -1,0 +1,102 @@
+"""Training throughput of BERT with LAMB and with AdamWeightDecay, side by side.
+
+Both models are built from the same `bert_config.json` and trained on the same
+fixed synthetic batch in BERT's pre-training format; the timed rounds
+alternate between the optimizers so that load on the machine affects both
+alike. Prints examples per second (median over rounds) and LAMB / AdamW.
+
+    python benchmarks/bert_throughput.py --bert_config_file=configs/bert_config_tiny.json
+"""
+
+import platform
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+import lamb
+from lamb.models import bert
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string(
+    "bert_config_file", "configs/bert_config_tiny.json", "The BERT config to benchmark."
+)
+flags.DEFINE_integer("train_batch_size", 64, "Examples per step.")
+flags.DEFINE_integer("max_seq_length", 128, "Sequence length.")
+flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked-LM predictions per sequence.")
+flags.DEFINE_integer("steps", 10, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 5, "Timed rounds per optimizer (alternating).")
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+flags.DEFINE_list("optimizers", ["lamb", "adamw"], "Optimizers to compare (the first two give the ratio).")
+
+
+def synthetic_batch(config, batch_size, seq_length, predictions, seed=0):
+    """A batch in BERT's pre-training format with random tokens."""
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "input_ids": rng.integers(0, config["vocab_size"], (batch_size, seq_length), dtype="int32"),
+        "input_mask": np.ones((batch_size, seq_length), dtype="int32"),
+        "segment_ids": np.repeat(
+            [[0] * (seq_length // 2) + [1] * (seq_length - seq_length // 2)], batch_size, axis=0
+        ).astype("int32"),
+        "masked_lm_positions": np.sort(
+            rng.permuted(np.tile(np.arange(1, seq_length), (batch_size, 1)), axis=1)[:, :predictions],
+            axis=1,
+        ).astype("int32"),
+    }
+    labels = {
+        "masked_lm_ids": rng.integers(0, config["vocab_size"], (batch_size, predictions), dtype="int32"),
+        "masked_lm_weights": np.ones((batch_size, predictions), dtype="float32"),
+        "next_sentence_labels": rng.integers(0, 2, (batch_size,), dtype="int32"),
+    }
+    return inputs, labels
+
+
+def build(config, optimizer_type):
+    keras.utils.set_random_seed(0)
+    model = bert.BertPretrainer(config)
+    model.compile(
+        optimizer=lamb.create_optimizer(1e-3, 10000, 1000, optimizer_type=optimizer_type),
+        jit_compile=FLAGS.jit_compile,
+    )
+    return model
+
+
+def main(argv):
+    del argv
+    config = bert.load_bert_config(FLAGS.bert_config_file)
+    x, y = synthetic_batch(
+        config, FLAGS.train_batch_size, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq
+    )
+    models = {name: build(config, name) for name in FLAGS.optimizers}
+    for model in models.values():  # Trace (and compile) before timing.
+        model.train_on_batch(x, y)
+    rates = {name: [] for name in models}
+    for _ in range(FLAGS.rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                model.train_on_batch(x, y)
+            rates[name].append(FLAGS.steps * FLAGS.train_batch_size / (time.perf_counter() - start))
+    print(
+        f"BERT {FLAGS.bert_config_file}: batch {FLAGS.train_batch_size}, sequence "
+        f"{FLAGS.max_seq_length}, {FLAGS.max_predictions_per_seq} predictions, "
+        f"jit_compile={FLAGS.jit_compile}; TensorFlow {tf.__version__}, Keras "
+        f"{keras.__version__}, {platform.processor() or platform.machine()}"
+    )
+    print(f"{'optimizer':<10} {'examples/s (median)':>20} {'min':>8} {'max':>8}")
+    medians = {}
+    for name, values in rates.items():
+        medians[name] = statistics.median(values)
+        print(f"{name:<10} {medians[name]:>20.1f} {min(values):>8.1f} {max(values):>8.1f}")
+    first, second = FLAGS.optimizers[:2]
+    print(f"ratio {first}/{second}: {medians[first] / medians[second]:.3f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

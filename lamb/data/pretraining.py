@@ -1,0 +1,451 @@
+"""BERT pre-training TFRecords: writing them as BERT does, checking and reading them.
+
+Writing follows google-research/bert's `create_pretraining_data.py` step for
+step (same random stream, so the same instances for the same tokens), with
+keras-hub's `WordPieceTokenizer` (tensorflow-text's FastWordpieceTokenizer)
+for BERT's basic + WordPiece tokenization. The records hold seven
+fixed-length features, parsed with the same `FixedLenFeature` spec as BERT's
+`run_pretraining.py`: files written here and by BERT's tool are interchangeable.
+"""
+
+import collections
+
+from absl import logging
+from google.protobuf.message import DecodeError
+import tensorflow as tf
+
+# Writing.
+
+SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TOKENIZE_BATCH_LINES = 4096
+
+TrainingInstance = collections.namedtuple(
+    "TrainingInstance",
+    ["tokens", "segment_ids", "masked_lm_positions", "masked_lm_labels", "is_random_next"],
+)
+MaskedLmInstance = collections.namedtuple("MaskedLmInstance", ["index", "label"])
+
+
+def load_vocab(vocab_file):
+    """The vocabulary as a list of tokens in file order (the id is the index)."""
+    if not tf.io.gfile.exists(vocab_file):
+        raise FileNotFoundError(f"--vocab_file: {vocab_file} does not exist.")
+    with tf.io.gfile.GFile(vocab_file, "r") as reader:
+        vocab = [line.strip() for line in reader]
+    missing = [token for token in SPECIAL_TOKENS if token not in vocab]
+    if missing:
+        raise ValueError(
+            f"{vocab_file} lacks the special tokens {missing}; "
+            f"a BERT WordPiece vocabulary holds {list(SPECIAL_TOKENS)}."
+        )
+    return vocab
+
+
+def make_tokenizer(vocab, do_lower_case):
+    """keras-hub's WordPiece tokenizer with BERT's basic tokenization."""
+    import keras_hub  # An extra: pip install .[bert]
+
+    return keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=vocab,
+        lowercase=do_lower_case,
+        strip_accents=do_lower_case,
+        split=True,
+        split_on_cjk=True,
+        suffix_indicator="##",
+        oov_token="[UNK]",
+        dtype="string",
+    )
+
+
+def tokenize_lines(tokenizer, lines):
+    """WordPiece tokens (lists of str) of each line, tokenized in batches."""
+    tokens = []
+    for start in range(0, len(lines), TOKENIZE_BATCH_LINES):
+        # A string-dtype keras-hub tokenizer returns lists of Python strings.
+        tokens.extend(tokenizer(tf.constant(lines[start : start + TOKENIZE_BATCH_LINES])))
+    return tokens
+
+
+def read_documents(input_files, tokenizer):
+    """Documents (lists of tokenized sentences) as BERT's tool reads them."""
+    lines = []
+    for input_file in input_files:
+        with tf.io.gfile.GFile(input_file, "r") as reader:
+            lines.extend(line.strip() for line in reader)
+    tokenized = tokenize_lines(tokenizer, [line for line in lines if line])
+    all_documents = [[]]
+    sentences = iter(tokenized)
+    for line in lines:
+        if not line:
+            all_documents.append([])
+            continue
+        tokens = next(sentences)
+        if tokens:
+            all_documents[-1].append(tokens)
+    return [document for document in all_documents if document]
+
+
+def create_training_instances(
+    all_documents,
+    vocab_words,
+    max_seq_length,
+    dupe_factor,
+    short_seq_prob,
+    masked_lm_prob,
+    max_predictions_per_seq,
+    do_whole_word_mask,
+    rng,
+):
+    """`TrainingInstance`s from tokenized documents (shuffled, as BERT's)."""
+    all_documents = list(all_documents)
+    rng.shuffle(all_documents)
+    instances = []
+    for _ in range(dupe_factor):
+        for document_index in range(len(all_documents)):
+            instances.extend(
+                create_instances_from_document(
+                    all_documents,
+                    document_index,
+                    max_seq_length,
+                    short_seq_prob,
+                    masked_lm_prob,
+                    max_predictions_per_seq,
+                    do_whole_word_mask,
+                    vocab_words,
+                    rng,
+                )
+            )
+    rng.shuffle(instances)
+    return instances
+
+
+def create_instances_from_document(
+    all_documents,
+    document_index,
+    max_seq_length,
+    short_seq_prob,
+    masked_lm_prob,
+    max_predictions_per_seq,
+    do_whole_word_mask,
+    vocab_words,
+    rng,
+):
+    """Sentence pairs "A [SEP] B" of one document; B is random half of the time."""
+    document = all_documents[document_index]
+    max_num_tokens = max_seq_length - 3  # [CLS], [SEP], [SEP]
+    target_seq_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+
+    instances = []
+    current_chunk = []
+    current_length = 0
+    i = 0
+    while i < len(document):
+        segment = document[i]
+        current_chunk.append(segment)
+        current_length += len(segment)
+        if i == len(document) - 1 or current_length >= target_seq_length:
+            if current_chunk:
+                a_end = 1
+                if len(current_chunk) >= 2:
+                    a_end = rng.randint(1, len(current_chunk) - 1)
+                tokens_a = []
+                for j in range(a_end):
+                    tokens_a.extend(current_chunk[j])
+
+                tokens_b = []
+                if len(current_chunk) == 1 or rng.random() < 0.5:
+                    is_random_next = True
+                    target_b_length = target_seq_length - len(tokens_a)
+                    for _ in range(10):
+                        random_document_index = rng.randint(0, len(all_documents) - 1)
+                        if random_document_index != document_index:
+                            break
+                    random_document = all_documents[random_document_index]
+                    random_start = rng.randint(0, len(random_document) - 1)
+                    for j in range(random_start, len(random_document)):
+                        tokens_b.extend(random_document[j])
+                        if len(tokens_b) >= target_b_length:
+                            break
+                    # The unused segments go back to the document.
+                    i -= len(current_chunk) - a_end
+                else:
+                    is_random_next = False
+                    for j in range(a_end, len(current_chunk)):
+                        tokens_b.extend(current_chunk[j])
+                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+
+                tokens = ["[CLS]", *tokens_a, "[SEP]", *tokens_b, "[SEP]"]
+                segment_ids = [0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1)
+                tokens, masked_lm_positions, masked_lm_labels = create_masked_lm_predictions(
+                    tokens,
+                    masked_lm_prob,
+                    max_predictions_per_seq,
+                    do_whole_word_mask,
+                    vocab_words,
+                    rng,
+                )
+                instances.append(
+                    TrainingInstance(
+                        tokens=tokens,
+                        segment_ids=segment_ids,
+                        masked_lm_positions=masked_lm_positions,
+                        masked_lm_labels=masked_lm_labels,
+                        is_random_next=is_random_next,
+                    )
+                )
+            current_chunk = []
+            current_length = 0
+        i += 1
+    return instances
+
+
+def create_masked_lm_predictions(
+    tokens, masked_lm_prob, max_predictions_per_seq, do_whole_word_mask, vocab_words, rng
+):
+    """Masks 15% of the tokens: 80% [MASK], 10% random token, 10% unchanged."""
+    cand_indexes = []
+    for i, token in enumerate(tokens):
+        if token in ("[CLS]", "[SEP]"):
+            continue
+        if do_whole_word_mask and cand_indexes and token.startswith("##"):
+            cand_indexes[-1].append(i)
+        else:
+            cand_indexes.append([i])
+    rng.shuffle(cand_indexes)
+
+    output_tokens = list(tokens)
+    num_to_predict = min(
+        max_predictions_per_seq, max(1, int(round(len(tokens) * masked_lm_prob)))
+    )
+    masked_lms = []
+    covered_indexes = set()
+    for index_set in cand_indexes:
+        if len(masked_lms) >= num_to_predict:
+            break
+        if len(masked_lms) + len(index_set) > num_to_predict:
+            continue
+        if any(index in covered_indexes for index in index_set):
+            continue
+        for index in index_set:
+            covered_indexes.add(index)
+            if rng.random() < 0.8:
+                masked_token = "[MASK]"
+            elif rng.random() < 0.5:
+                masked_token = tokens[index]
+            else:
+                masked_token = vocab_words[rng.randint(0, len(vocab_words) - 1)]
+            output_tokens[index] = masked_token
+            masked_lms.append(MaskedLmInstance(index=index, label=tokens[index]))
+    masked_lms.sort(key=lambda x: x.index)
+    return (
+        output_tokens,
+        [p.index for p in masked_lms],
+        [p.label for p in masked_lms],
+    )
+
+
+def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
+    """Truncates the longer sequence, from the front or the back at random."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        if rng.random() < 0.5:
+            del trunc_tokens[0]
+        else:
+            trunc_tokens.pop()
+
+
+def _int_feature(values):
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def _float_feature(values):
+    return tf.train.Feature(float_list=tf.train.FloatList(value=list(values)))
+
+
+def instance_to_example(instance, token_ids, max_seq_length, max_predictions_per_seq):
+    """A `tf.train.Example` with BERT's features, zero-padded to fixed lengths."""
+    input_ids = [token_ids[token] for token in instance.tokens]
+    if len(input_ids) > max_seq_length:
+        raise ValueError(f"An instance has {len(input_ids)} > {max_seq_length} tokens.")
+    pad = max_seq_length - len(input_ids)
+    input_mask = [1] * len(input_ids) + [0] * pad
+    segment_ids = list(instance.segment_ids) + [0] * pad
+    input_ids = input_ids + [0] * pad
+
+    num_predictions = len(instance.masked_lm_positions)
+    pad = max_predictions_per_seq - num_predictions
+    masked_lm_positions = list(instance.masked_lm_positions) + [0] * pad
+    masked_lm_ids = [token_ids[token] for token in instance.masked_lm_labels] + [0] * pad
+    masked_lm_weights = [1.0] * num_predictions + [0.0] * pad
+
+    features = collections.OrderedDict()
+    features["input_ids"] = _int_feature(input_ids)
+    features["input_mask"] = _int_feature(input_mask)
+    features["segment_ids"] = _int_feature(segment_ids)
+    features["masked_lm_positions"] = _int_feature(masked_lm_positions)
+    features["masked_lm_ids"] = _int_feature(masked_lm_ids)
+    features["masked_lm_weights"] = _float_feature(masked_lm_weights)
+    features["next_sentence_labels"] = _int_feature([1 if instance.is_random_next else 0])
+    return tf.train.Example(features=tf.train.Features(feature=features))
+
+
+def write_instance_to_example_files(
+    instances, vocab, max_seq_length, max_predictions_per_seq, output_files
+):
+    """Writes the instances round-robin to the output files; returns the count."""
+    token_ids = {token: i for i, token in enumerate(vocab)}
+    writers = [tf.io.TFRecordWriter(output_file) for output_file in output_files]
+    for index, instance in enumerate(instances):
+        example = instance_to_example(
+            instance, token_ids, max_seq_length, max_predictions_per_seq
+        )
+        writers[index % len(writers)].write(example.SerializeToString())
+        if index < 3:
+            logging.info("tokens: %s", " ".join(instance.tokens))
+    for writer in writers:
+        writer.close()
+    return len(instances)
+
+
+# Reading.
+
+INPUT_FEATURES = ("input_ids", "input_mask", "segment_ids", "masked_lm_positions")
+LABEL_FEATURES = ("masked_lm_ids", "masked_lm_weights", "next_sentence_labels")
+
+
+def feature_spec(max_seq_length, max_predictions_per_seq):
+    """BERT's `name_to_features`: name -> (dtype, length)."""
+    return {
+        "input_ids": (tf.int64, max_seq_length),
+        "input_mask": (tf.int64, max_seq_length),
+        "segment_ids": (tf.int64, max_seq_length),
+        "masked_lm_positions": (tf.int64, max_predictions_per_seq),
+        "masked_lm_ids": (tf.int64, max_predictions_per_seq),
+        "masked_lm_weights": (tf.float32, max_predictions_per_seq),
+        "next_sentence_labels": (tf.int64, 1),
+    }
+
+
+def expand_input_files(input_file):
+    """Files matching the comma-separated globs of `--input_file`, sorted per glob."""
+    files = []
+    for pattern in input_file.split(","):
+        matches = sorted(tf.io.gfile.glob(pattern))
+        if not matches:
+            raise FileNotFoundError(f"--input_file: {pattern!r} matches no file.")
+        files.extend(matches)
+    return files
+
+
+def _length_flag(name):
+    if name in ("input_ids", "input_mask", "segment_ids"):
+        return "--max_seq_length"
+    if name == "next_sentence_labels":
+        return "the format (one label per example)"
+    return "--max_predictions_per_seq"
+
+
+def check_example(example, path, max_seq_length, max_predictions_per_seq):
+    """Raises ValueError naming `path` and the feature if `example` does not fit."""
+    features = example.features.feature
+    for name, (dtype, length) in feature_spec(max_seq_length, max_predictions_per_seq).items():
+        if name not in features:
+            raise ValueError(f"{path}: the records lack the feature {name!r}.")
+        kind = "float_list" if dtype == tf.float32 else "int64_list"
+        if features[name].WhichOneof("kind") != kind:
+            raise ValueError(
+                f"{path}: feature {name!r} is a {features[name].WhichOneof('kind')}, "
+                f"BERT's format has an {kind}."
+            )
+        values = len(getattr(features[name], kind).value)
+        if values != length:
+            raise ValueError(
+                f"{path}: feature {name!r} has {values} values per example but "
+                f"{_length_flag(name)} asks for {length}."
+            )
+
+
+def check_input_files(files, max_seq_length, max_predictions_per_seq, read_all_records):
+    """Checks each file's first record (and all records' checksums if asked).
+
+    Returns:
+        The number of records read (all of them if `read_all_records`).
+
+    Raises:
+        FileNotFoundError, ValueError: naming the file and the problem.
+    """
+    records = 0
+    for path in files:
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(f"{path}: no such input file.")
+        dataset = tf.data.TFRecordDataset(path)
+        if not read_all_records:
+            dataset = dataset.take(1)
+        first = True
+        try:
+            for record in dataset:
+                if first:
+                    example = tf.train.Example.FromString(record.numpy())
+                    check_example(example, path, max_seq_length, max_predictions_per_seq)
+                    first = False
+                records += 1
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            raise ValueError(
+                f"{path}: corrupt TFRecord file ({error.message.splitlines()[0]})."
+            ) from None
+        except DecodeError as error:
+            raise ValueError(f"{path}: the first record is no tf.train.Example ({error}).") from None
+        if first:
+            raise ValueError(f"{path}: the file holds no record.")
+    return records
+
+
+def _parse_batch(serialized, max_seq_length, max_predictions_per_seq):
+    spec = {
+        name: tf.io.FixedLenFeature([length], dtype)
+        for name, (dtype, length) in feature_spec(max_seq_length, max_predictions_per_seq).items()
+    }
+    example = tf.io.parse_example(serialized, spec)
+    # int64 -> int32 as in BERT (TPUs support only int32).
+    example = {
+        name: tf.cast(value, tf.int32) if value.dtype == tf.int64 else value
+        for name, value in example.items()
+    }
+    inputs = {name: example[name] for name in INPUT_FEATURES}
+    labels = {name: example[name] for name in LABEL_FEATURES}
+    labels["next_sentence_labels"] = tf.squeeze(labels["next_sentence_labels"], axis=-1)
+    return inputs, labels
+
+
+def make_dataset(files, batch_size, max_seq_length, max_predictions_per_seq, seed, skip_batches=0):
+    """An endless dataset of `(inputs, labels)` batches in a fixed order.
+
+    The file order, the interleaving and the shuffle buffer (BERT's: 100
+    records) are seeded, so the `n`-th batch is the same in every run with the
+    same files and `seed`: a resumed run skips the `skip_batches` it has
+    already trained on and sees exactly what an uninterrupted run would.
+    Under a multi-worker strategy each worker reads every file and keeps its
+    share of each batch (auto-shard policy DATA).
+    """
+    dataset = tf.data.Dataset.from_tensor_slices(tf.constant(files))
+    dataset = dataset.repeat().shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(4, len(files)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.shuffle(100, seed=seed, reshuffle_each_iteration=False)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.skip(skip_batches)
+    dataset = dataset.map(
+        lambda serialized: _parse_batch(serialized, max_seq_length, max_predictions_per_seq),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)

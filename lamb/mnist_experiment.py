@@ -1,0 +1,903 @@
+"""The MNIST optimizer comparison as library functions (used by the
+`lamb.mnist_compare` app and `notebooks/mnist_tensorflow.ipynb`).
+
+See `lamb.mnist_compare` for the protocols and outputs.
+"""
+
+import csv
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+
+import keras
+
+import lamb
+from lamb import diagnostics
+from lamb.data import mnist as mnist_data
+from lamb.models import mnist as mnist_models
+
+PROTOCOLS = ("modern", "reference2019")
+LR_SCALING_RULES = ("none", "sqrt", "linear")
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+ACCURACY_VS_BATCH_SIZE_PNG = "accuracy_vs_batch_size.png"
+ACCURACY_PER_EPOCH_PNG = "accuracy_per_epoch.png"
+EPOCH_LOG = "epochs.csv"
+TRUST_RATIO_LOG = "trust_ratios.csv"
+TRUST_RATIO_PNG = "trust_ratios.png"
+RESULT_FIELDS = (
+    "optimizer",
+    "model",
+    "batch_size",
+    "epochs",
+    "learning_rate",
+    "test_accuracy",
+    "test_loss",
+    "train_seconds",
+    "examples_per_second",
+    "protocol",
+    "weight_decay",
+    "warmup_steps",
+    "steps_per_epoch",
+    "train_examples",
+    "test_examples",
+    "seed",
+    "run_id",
+    "run_dir",
+)
+EPOCH_FIELDS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+    "train_seconds",
+)
+DISPLAY_NAMES = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "lamb": "LAMB",
+    "lars": "LARS",
+    "lamb16": "LAMB16",
+    "keras_adamw": "Keras AdamW",
+    "keras_lamb": "Keras Lamb",
+    "mlp": "MLP",
+    "cnn": "CNN",
+    "birnn": "Bi-RNN",
+    "bigru": "Bi-GRU",
+    "bilstm": "Bi-LSTM",
+}
+
+
+def _adam(learning_rate, weight_decay, exclude_from_weight_decay, **options):
+    del exclude_from_weight_decay  # No decay to exclude from.
+    if weight_decay:
+        raise ValueError(
+            f"adam has no weight decay (use adamw or keras_adamw); received {weight_decay}."
+        )
+    return keras.optimizers.Adam(learning_rate, **options)
+
+
+def _lamb_package(
+    optimizer_class, learning_rate, weight_decay, exclude_from_weight_decay, **options
+):
+    return optimizer_class(
+        learning_rate,
+        weight_decay=weight_decay,
+        exclude_from_weight_decay=exclude_from_weight_decay,
+        **options,
+    )
+
+
+def _keras_builtin(
+    optimizer_class, learning_rate, weight_decay, exclude_from_weight_decay, **options
+):
+    optimizer = optimizer_class(learning_rate, weight_decay=weight_decay, **options)
+    if exclude_from_weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+    return optimizer
+
+
+# name -> constructor(learning_rate, weight_decay, exclude_from_weight_decay, **options)
+OPTIMIZERS = {
+    "adam": _adam,
+    "adamw": functools.partial(_lamb_package, lamb.AdamWeightDecay),
+    "lamb": functools.partial(_lamb_package, lamb.LAMB),
+    "lars": functools.partial(_lamb_package, lamb.LARS),
+    "keras_adamw": functools.partial(_keras_builtin, keras.optimizers.AdamW),
+    "keras_lamb": functools.partial(_keras_builtin, keras.optimizers.Lamb),
+}
+if hasattr(lamb, "LAMB16"):
+    OPTIMIZERS["lamb16"] = functools.partial(_lamb_package, lamb.LAMB16)
+WITHOUT_WEIGHT_DECAY = ("adam",)
+
+# Rates at batch size 64, from a small search on the MLP (3 epochs, 1e-3 to 2e-2
+# for LAMB, 0.3e-3 to 3e-3 for Adam, 1 to 4 for LARS).
+_MODERN_LEARNING_RATES = {
+    "adam": 1e-3,
+    "adamw": 1e-3,
+    "keras_adamw": 1e-3,
+    "lamb": 5e-3,
+    "lamb16": 5e-3,
+    "keras_lamb": 5e-3,
+    "lars": 1.0,
+}
+PROTOCOL_DEFAULTS = {
+    "modern": {
+        "epochs": 10,
+        "learning_rates": _MODERN_LEARNING_RATES,
+        "weight_decays": {
+            name: 0.0 if name in WITHOUT_WEIGHT_DECAY else 0.01 for name in OPTIMIZERS
+        },
+        "lr_scaling": "sqrt",
+        "base_batch_size": 64,
+        "warmup_epochs": 1.0,
+        "lr_decay_power": 1.0,
+        "exclude_from_weight_decay": ("bias",),
+        "optimizer_options": {},
+        "model_variant": "modern",
+        "train_examples": 60_000,
+        "test_examples": 10_000,
+        "seed": 12345,
+    },
+    "reference2019": {
+        "epochs": 100,
+        "learning_rates": {name: 1e-3 for name in OPTIMIZERS},
+        "weight_decays": {
+            name: 0.0 if name in ("adam", "adamw", "keras_adamw") else 0.01 for name in OPTIMIZERS
+        },
+        "lr_scaling": "none",
+        "base_batch_size": 64,
+        "warmup_epochs": 0.0,
+        "lr_decay_power": 0.0,
+        "exclude_from_weight_decay": None,
+        "optimizer_options": {
+            "adam": {"epsilon": 1e-8},
+            "lamb": {"bias_correction": False},
+            "lamb16": {"bias_correction": False},
+        },
+        "model_variant": "reference2019",
+        "train_examples": 55_000,
+        "test_examples": 10_000,
+        "seed": 12345,
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A fully resolved sweep; build it with `make_config`."""
+
+    protocol: str
+    optimizers: tuple
+    models: tuple
+    batch_sizes: tuple
+    epochs: int
+    learning_rates: dict
+    weight_decays: dict
+    lr_scaling: str
+    base_batch_size: int
+    warmup_epochs: float
+    lr_decay_power: float
+    exclude_from_weight_decay: tuple
+    optimizer_options: dict
+    model_variant: str
+    train_examples: int
+    test_examples: int
+    seed: int
+    output_dir: str
+    data_dir: str = None
+    mnist_manual_dir: str = None
+    trust_ratio_every: int = 0
+    tensorboard_dir: str = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's result; its hash is the run id."""
+
+    protocol: str
+    optimizer: str
+    model: str
+    batch_size: int
+    epochs: int
+    learning_rate: float
+    weight_decay: float
+    warmup_steps: int
+    steps_per_epoch: int
+    lr_decay_power: float
+    exclude_from_weight_decay: tuple
+    optimizer_options: dict
+    model_variant: str
+    train_examples: int
+    test_examples: int
+    seed: int
+
+    @property
+    def run_id(self):
+        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def run_name(self):
+        return f"{self.model}-{self.optimizer}-b{self.batch_size}-{self.run_id}"
+
+
+def make_config(
+    protocol="modern",
+    *,
+    optimizers=("adam", "adamw", "lamb"),
+    models=mnist_models.MODELS,
+    batch_sizes=(64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+    output_dir="results/mnist",
+    epochs=None,
+    learning_rate=None,
+    weight_decay=None,
+    lr_scaling=None,
+    base_batch_size=None,
+    warmup_epochs=None,
+    lr_decay_power=None,
+    train_examples=None,
+    test_examples=None,
+    seed=None,
+    data_dir=None,
+    mnist_manual_dir=None,
+    trust_ratio_every=0,
+    tensorboard_dir=None,
+):
+    """A checked `SweepConfig`: the protocol's settings, overridden where not `None`.
+
+    List arguments take sequences or comma-separated strings; `learning_rate`
+    and `weight_decay` take a number, a dict, or a string like
+    `"0.001,lamb=0.01"` (see the flags). Raises `ValueError` naming the
+    argument (= the flag) and the allowed values.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"`protocol` must be one of {PROTOCOLS}; received protocol={protocol!r}.")
+    defaults = PROTOCOL_DEFAULTS[protocol]
+    optimizers = _choices("optimizers", optimizers, tuple(OPTIMIZERS))
+    models = _choices("models", models, mnist_models.MODELS)
+    batch_sizes = tuple(_positive_int("batch_sizes", b) for b in _split("batch_sizes", batch_sizes))
+    train_examples = _override(defaults, "train_examples", train_examples)
+    test_examples = _override(defaults, "test_examples", test_examples)
+    for name, value, split in (
+        ("train_examples", train_examples, "train"),
+        ("test_examples", test_examples, "test"),
+    ):
+        size = mnist_data.SPLIT_SIZES[split]
+        if not isinstance(value, int) or not 1 <= value <= size:
+            raise ValueError(
+                f"`{name}` must be an integer in [1, {size}]; received {name}={value!r}."
+            )
+    too_large = [b for b in batch_sizes if b > train_examples]
+    if too_large:
+        raise ValueError(
+            f"`batch_sizes` must not exceed train_examples={train_examples}; received {too_large}."
+        )
+    weight_decays = _per_optimizer(
+        "weight_decay", weight_decay, defaults["weight_decays"], optimizers
+    )
+    for name in WITHOUT_WEIGHT_DECAY:
+        if name in optimizers and weight_decays[name]:
+            raise ValueError(
+                f"`weight_decay` for {name} must be 0 ({name} has no weight decay); "
+                f"received {name}={weight_decays[name]}."
+            )
+    lr_scaling = _override(defaults, "lr_scaling", lr_scaling)
+    if lr_scaling not in LR_SCALING_RULES:
+        raise ValueError(
+            f"`lr_scaling` must be one of {LR_SCALING_RULES}; received lr_scaling={lr_scaling!r}."
+        )
+    return SweepConfig(
+        protocol=protocol,
+        optimizers=optimizers,
+        models=models,
+        batch_sizes=batch_sizes,
+        epochs=_positive_int("epochs", _override(defaults, "epochs", epochs)),
+        learning_rates=_per_optimizer(
+            "learning_rate", learning_rate, defaults["learning_rates"], optimizers
+        ),
+        weight_decays=weight_decays,
+        lr_scaling=lr_scaling,
+        base_batch_size=_positive_int(
+            "base_batch_size", _override(defaults, "base_batch_size", base_batch_size)
+        ),
+        warmup_epochs=_non_negative(
+            "warmup_epochs", _override(defaults, "warmup_epochs", warmup_epochs)
+        ),
+        lr_decay_power=_non_negative(
+            "lr_decay_power", _override(defaults, "lr_decay_power", lr_decay_power)
+        ),
+        exclude_from_weight_decay=defaults["exclude_from_weight_decay"],
+        optimizer_options={n: defaults["optimizer_options"].get(n, {}) for n in optimizers},
+        model_variant=defaults["model_variant"],
+        train_examples=train_examples,
+        test_examples=test_examples,
+        seed=int(_override(defaults, "seed", seed)),
+        output_dir=output_dir,
+        data_dir=data_dir,
+        mnist_manual_dir=mnist_manual_dir,
+        trust_ratio_every=_non_negative("trust_ratio_every", int(trust_ratio_every)),
+        tensorboard_dir=tensorboard_dir,
+    )
+
+
+def plan_runs(config):
+    """The sweep's `RunSpec`s: for each model, each batch size, each optimizer."""
+    runs = []
+    for model in config.models:
+        for batch_size in config.batch_sizes:
+            steps_per_epoch = config.train_examples // batch_size
+            for optimizer in config.optimizers:
+                base_rate = config.learning_rates[optimizer]
+                runs.append(
+                    RunSpec(
+                        protocol=config.protocol,
+                        optimizer=optimizer,
+                        model=model,
+                        batch_size=batch_size,
+                        epochs=config.epochs,
+                        learning_rate=(
+                            base_rate
+                            if config.lr_scaling == "none"
+                            else lamb.schedules.scale_learning_rate(
+                                base_rate, batch_size, config.base_batch_size, config.lr_scaling
+                            )
+                        ),
+                        weight_decay=config.weight_decays[optimizer],
+                        warmup_steps=math.ceil(config.warmup_epochs * steps_per_epoch),
+                        steps_per_epoch=steps_per_epoch,
+                        lr_decay_power=config.lr_decay_power,
+                        exclude_from_weight_decay=config.exclude_from_weight_decay,
+                        optimizer_options=config.optimizer_options[optimizer],
+                        model_variant=config.model_variant,
+                        train_examples=config.train_examples,
+                        test_examples=config.test_examples,
+                        seed=config.seed,
+                    )
+                )
+    return runs
+
+
+def build_optimizer(spec):
+    """The run's optimizer, with BERT's warmup + polynomial decay unless constant."""
+    total_steps = spec.epochs * spec.steps_per_epoch
+    if spec.warmup_steps == 0 and spec.lr_decay_power == 0:
+        learning_rate = spec.learning_rate
+    else:
+        learning_rate = lamb.schedules.WarmupPolynomialDecay(
+            spec.learning_rate,
+            decay_steps=total_steps,
+            warmup_steps=min(spec.warmup_steps, total_steps),
+            power=spec.lr_decay_power,
+        )
+    exclude = (
+        None if spec.exclude_from_weight_decay is None else list(spec.exclude_from_weight_decay)
+    )
+    return OPTIMIZERS[spec.optimizer](
+        learning_rate, spec.weight_decay, exclude, **spec.optimizer_options
+    )
+
+
+def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
+    """Runs every planned run not yet in `results.csv`; writes tables and plots.
+
+    Args:
+        config: A `SweepConfig`.
+        verbose: `Model.fit` verbosity (0 silent, 2 one line per epoch).
+        log: Where progress lines go.
+
+    Returns:
+        The sweep's result rows (dicts with `RESULT_FIELDS`), in plan order.
+    """
+    os.makedirs(config.output_dir, exist_ok=True)
+    results_path = os.path.join(config.output_dir, RESULTS_CSV)
+    runs = plan_runs(config)
+    done = {row["run_id"]: row for row in read_results(results_path)}
+    progress = _Progress(runs, log)
+    data = None
+    rows = []
+    for index, spec in enumerate(runs):
+        if spec.run_id in done:
+            progress.skipped(index, spec)
+            rows.append(done[spec.run_id])
+            continue
+        if data is None:
+            data = _load_data(config)
+        progress.starting(index, spec)
+        started = time.monotonic()
+        row = train_and_evaluate(spec, data, config, verbose=verbose)
+        progress.finished(spec, time.monotonic() - started)
+        _append_result(results_path, row)
+        rows.append(row)
+        write_reports(config, rows)
+    write_reports(config, rows)
+    progress.summary()
+    return rows
+
+
+def train_and_evaluate(spec, data, config, verbose=0):
+    """Trains one run (resuming its last finished epoch) and returns its result row."""
+    run_dir = os.path.join(config.output_dir, "runs", spec.run_name)
+    backup_dir = os.path.join(run_dir, "backup")
+    if not os.path.exists(backup_dir):  # Not resuming: start the logs afresh.
+        shutil.rmtree(run_dir, ignore_errors=True)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "spec.json"), "w") as file:
+        json.dump(dataclasses.asdict(spec), file, indent=1, sort_keys=True)
+
+    keras.backend.clear_session()  # Fresh layer names (dense, dense_1, ...) per run.
+    keras.utils.set_random_seed(spec.seed)
+    model = mnist_models.build_model(spec.model, spec.model_variant)
+    model.compile(
+        optimizer=build_optimizer(spec),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    (train_images, train_labels), (test_images, test_labels) = data
+    callbacks = [
+        EpochLog(os.path.join(run_dir, EPOCH_LOG)),
+        keras.callbacks.BackupAndRestore(backup_dir),
+    ]
+    if config.trust_ratio_every:
+        callbacks.append(
+            diagnostics.TrustRatioLogger(
+                config.trust_ratio_every,
+                csv_path=os.path.join(run_dir, TRUST_RATIO_LOG),
+                tensorboard_dir=(
+                    os.path.join(config.tensorboard_dir, spec.run_name)
+                    if config.tensorboard_dir
+                    else None
+                ),
+            )
+        )
+    model.fit(
+        mnist_data.train_dataset(
+            train_images[: spec.train_examples],
+            train_labels[: spec.train_examples],
+            spec.batch_size,
+            spec.seed,
+        ),
+        epochs=spec.epochs,
+        steps_per_epoch=spec.steps_per_epoch,
+        validation_data=mnist_data.eval_dataset(
+            test_images[: spec.test_examples], test_labels[: spec.test_examples], 1000
+        ),
+        callbacks=callbacks,
+        shuffle=False,  # The dataset reshuffles itself.
+        verbose=verbose,
+    )
+    if config.trust_ratio_every:
+        diagnostics.plot_trust_ratios(
+            os.path.join(run_dir, TRUST_RATIO_LOG),
+            os.path.join(run_dir, TRUST_RATIO_PNG),
+            title=f"{_display(spec.optimizer)}, {_display(spec.model)}, batch {spec.batch_size}",
+        )
+    epochs = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
+    train_seconds = sum(epochs["train_seconds"])
+    return {
+        "optimizer": spec.optimizer,
+        "model": spec.model,
+        "batch_size": spec.batch_size,
+        "epochs": spec.epochs,
+        "learning_rate": spec.learning_rate,
+        "test_accuracy": epochs["test_accuracy"][-1],
+        "test_loss": epochs["test_loss"][-1],
+        "train_seconds": round(train_seconds, 3),
+        "examples_per_second": round(
+            spec.epochs * spec.steps_per_epoch * spec.batch_size / train_seconds, 1
+        ),
+        "protocol": spec.protocol,
+        "weight_decay": spec.weight_decay,
+        "warmup_steps": spec.warmup_steps,
+        "steps_per_epoch": spec.steps_per_epoch,
+        "train_examples": spec.train_examples,
+        "test_examples": spec.test_examples,
+        "seed": spec.seed,
+        "run_id": spec.run_id,
+        "run_dir": os.path.relpath(run_dir, config.output_dir),
+    }
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Appends one `EPOCH_FIELDS` row per epoch to a CSV file.
+
+    `train_seconds` is the epoch's training time, without its evaluation.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._epoch_start = None
+        self._train_seconds = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._epoch_start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start
+        logs = logs or {}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": logs.get("loss"),
+            "train_accuracy": logs.get("accuracy"),
+            "test_loss": logs.get("val_loss"),
+            "test_accuracy": logs.get("val_accuracy"),
+            "train_seconds": round(self._train_seconds, 4),
+        }
+        is_new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, EPOCH_FIELDS)
+            if is_new:
+                writer.writeheader()
+            writer.writerow({k: _plain(v) for k, v in row.items()})
+
+
+def read_epoch_log(path):
+    """An `EpochLog` file as `{field: list}` by epoch (a repeated epoch keeps its last row)."""
+    by_epoch = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            by_epoch[int(row["epoch"])] = {k: float(v) for k, v in row.items() if k != "epoch"}
+    epochs = sorted(by_epoch)
+    fields = {"epoch": epochs}
+    fields.update({k: [by_epoch[e][k] for e in epochs] for k in EPOCH_FIELDS[1:]})
+    return fields
+
+
+def read_results(path):
+    """The rows of a `results.csv` (numbers converted); `[]` if it does not exist."""
+    if not os.path.exists(path):
+        return []
+    integers = {
+        "batch_size",
+        "epochs",
+        "warmup_steps",
+        "steps_per_epoch",
+        "train_examples",
+        "test_examples",
+        "seed",
+    }
+    floats = {
+        "learning_rate",
+        "test_accuracy",
+        "test_loss",
+        "train_seconds",
+        "examples_per_second",
+        "weight_decay",
+    }
+    with open(path, newline="") as file:
+        return [
+            {k: int(v) if k in integers else float(v) if k in floats else v for k, v in row.items()}
+            for row in csv.DictReader(file)
+        ]
+
+
+def write_reports(config, rows):
+    """Writes `results.md` and the two accuracy plots for `rows`."""
+    if not rows:
+        return
+    write_markdown(rows, os.path.join(config.output_dir, RESULTS_MD), describe_settings(config))
+    plot_accuracy_vs_batch_size(rows, os.path.join(config.output_dir, ACCURACY_VS_BATCH_SIZE_PNG))
+    plot_accuracy_per_epoch(
+        rows, config.output_dir, os.path.join(config.output_dir, ACCURACY_PER_EPOCH_PNG)
+    )
+
+
+def trust_ratio_plots(config, rows):
+    """The trust-ratio plots of those `rows` whose runs logged trust ratios."""
+    paths = (os.path.join(config.output_dir, row["run_dir"], TRUST_RATIO_PNG) for row in rows)
+    return [path for path in paths if os.path.exists(path)]
+
+
+def describe_settings(config):
+    """One Markdown paragraph stating the sweep's settings."""
+    rates = ", ".join(f"{_display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
+    decays = ", ".join(f"{_display(n)} {config.weight_decays[n]:g}" for n in config.optimizers)
+    if config.lr_scaling == "none":
+        rate_rule = "not scaled with the batch size"
+    else:
+        rate_rule = (
+            f"at batch size {config.base_batch_size}, {config.lr_scaling}-scaled to each batch size"
+        )
+    if config.warmup_epochs == 0 and config.lr_decay_power == 0:
+        schedule = "constant"
+    else:
+        schedule = (
+            f"{config.warmup_epochs:g} epoch(s) of linear warmup, then polynomial decay "
+            f"(power {config.lr_decay_power:g}) to 0"
+        )
+    exclusions = (
+        f", except on variables matching {list(config.exclude_from_weight_decay)}"
+        if config.exclude_from_weight_decay
+        else ""
+    )
+    return (
+        f"Protocol `{config.protocol}`: test accuracy (%) on {config.test_examples:,} MNIST "
+        f"test images after {config.epochs} epochs of {config.train_examples:,} training "
+        f"images ({config.model_variant} initialization), seed {config.seed}. Learning "
+        f"rates {rates} ({rate_rule}; {schedule}). Weight decay {decays}{exclusions}."
+    )
+
+
+def write_markdown(rows, path, description=""):
+    """One table per batch size (rows: optimizers, columns: models), best in bold."""
+    optimizers = _unique(row["optimizer"] for row in rows)
+    models = _unique(row["model"] for row in rows)
+    accuracy = {(r["batch_size"], r["model"], r["optimizer"]): r["test_accuracy"] for r in rows}
+    lines = ["# MNIST: test accuracy by optimizer, model and batch size", ""]
+    if description:
+        lines += [description, ""]
+    for batch_size in sorted({row["batch_size"] for row in rows}):
+        lines += [
+            f"### Batch size {batch_size}",
+            "",
+            "| Optimizer | " + " | ".join(_display(m) for m in models) + " |",
+            "| :-- |" + " --: |" * len(models),
+        ]
+        best = {
+            m: max((accuracy.get((batch_size, m, o), -1.0) for o in optimizers)) for m in models
+        }
+        for optimizer in optimizers:
+            cells = []
+            for model in models:
+                value = accuracy.get((batch_size, model, optimizer))
+                if value is None:
+                    cells.append("–")
+                else:
+                    text = f"{100 * value:.2f}"
+                    cells.append(f"**{text}**" if value == best[model] else text)
+            lines.append(f"| {_display(optimizer)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    with open(path, "w") as file:
+        file.write("\n".join(lines))
+    return path
+
+
+def plot_accuracy_vs_batch_size(rows, path):
+    """Test accuracy against batch size, one panel per model, one line per optimizer."""
+    from matplotlib.figure import Figure
+
+    models = _unique(row["model"] for row in rows)
+    optimizers = _unique(row["optimizer"] for row in rows)
+    figure = Figure(figsize=(4.2 * len(models), 3.6), layout="constrained")
+    axes_list = figure.subplots(1, len(models), squeeze=False)[0]
+    for axes, model in zip(axes_list, models):
+        for optimizer in optimizers:
+            points = sorted(
+                (r["batch_size"], 100 * r["test_accuracy"])
+                for r in rows
+                if r["model"] == model and r["optimizer"] == optimizer
+            )
+            if points:
+                axes.plot(*zip(*points), marker="o", label=_display(optimizer))
+        axes.set_xscale("log", base=2)
+        axes.set(title=_display(model), xlabel="batch size", ylabel="test accuracy (%)")
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def plot_accuracy_per_epoch(rows, output_dir, path):
+    """Test accuracy per epoch: a panel per (model, batch size), a line per optimizer."""
+    from matplotlib.figure import Figure
+
+    models = _unique(row["model"] for row in rows)
+    batch_sizes = sorted({row["batch_size"] for row in rows})
+    figure = Figure(figsize=(3.4 * len(batch_sizes), 2.9 * len(models)), layout="constrained")
+    grid = figure.subplots(len(models), len(batch_sizes), squeeze=False)
+    for row in rows:
+        axes = grid[models.index(row["model"])][batch_sizes.index(row["batch_size"])]
+        history = read_epoch_log(os.path.join(output_dir, row["run_dir"], EPOCH_LOG))
+        axes.plot(
+            history["epoch"],
+            [100 * a for a in history["test_accuracy"]],
+            marker="." if len(history["epoch"]) < 30 else None,
+            label=_display(row["optimizer"]),
+        )
+    for i, model in enumerate(models):
+        for j, batch_size in enumerate(batch_sizes):
+            axes = grid[i][j]
+            axes.set(
+                title=f"{_display(model)}, batch {batch_size}",
+                xlabel="epoch",
+                ylabel="test accuracy (%)",
+            )
+            axes.grid(True, alpha=0.3)
+            if axes.lines:
+                axes.legend(fontsize="small")
+    figure.savefig(path, dpi=100)
+    return path
+
+
+class _Progress:
+    """Prints which run of how many is going, and an estimate of the time left.
+
+    A run is estimated at the seconds per example of the finished runs most
+    like it: same model, batch size and optimizer, else same model and batch
+    size, same model and optimizer, same model, else any.
+    """
+
+    def __init__(self, runs, log):
+        self.runs = runs
+        self.log = log
+        self.started = time.monotonic()
+        self.remaining = list(runs)
+        self.finished_runs = []  # (spec, seconds per example)
+
+    def skipped(self, index, spec):
+        self.remaining.remove(spec)
+        self.log(f"[{index + 1}/{len(self.runs)}] {_describe(spec)}: done before, skipped")
+
+    def starting(self, index, spec):
+        self.log(
+            f"[{index + 1}/{len(self.runs)}] {_describe(spec)} — elapsed "
+            f"{_duration(time.monotonic() - self.started)}, {self._time_left()}"
+        )
+
+    def finished(self, spec, seconds):
+        self.remaining.remove(spec)
+        self.finished_runs.append((spec, seconds / _examples(spec)))
+
+    def summary(self):
+        trained = len(self.finished_runs)
+        self.log(
+            f"Sweep done: {trained} run(s) trained, {len(self.runs) - trained} skipped, "
+            f"in {_duration(time.monotonic() - self.started)}."
+        )
+
+    def _time_left(self):
+        if not self.finished_runs:
+            return "time left unknown until a run finishes"
+        left = sum(_examples(spec) * self._seconds_per_example(spec) for spec in self.remaining)
+        return f"about {_duration(left)} left"
+
+    def _seconds_per_example(self, spec):
+        for key in (
+            ("model", "batch_size", "optimizer"),
+            ("model", "batch_size"),
+            ("model", "optimizer"),
+            ("model",),
+            (),
+        ):
+            similar = [
+                rate
+                for done, rate in self.finished_runs
+                if all(getattr(done, k) == getattr(spec, k) for k in key)
+            ]
+            if similar:
+                return sum(similar) / len(similar)
+
+
+def _examples(spec):
+    return spec.epochs * spec.steps_per_epoch * spec.batch_size
+
+
+def _describe(spec):
+    return (
+        f"{spec.optimizer} on {spec.model}, batch {spec.batch_size}, "
+        f"{spec.epochs} epochs, lr {spec.learning_rate:.3g}"
+    )
+
+
+def _duration(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _load_data(config):
+    kwargs = {"data_dir": config.data_dir, "manual_dir": config.mnist_manual_dir}
+    return (
+        mnist_data.load_mnist("train", config.train_examples, **kwargs),
+        mnist_data.load_mnist("test", config.test_examples, **kwargs),
+    )
+
+
+def _append_result(path, row):
+    is_new = not os.path.exists(path)
+    with open(path, "a", newline="") as file:
+        writer = csv.DictWriter(file, RESULT_FIELDS)
+        if is_new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _split(name, value):
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    value = list(value)
+    if not value:
+        raise ValueError(f"`{name}` must not be empty.")
+    return value
+
+
+def _choices(name, value, allowed):
+    chosen = tuple(_split(name, value))
+    unknown = [item for item in chosen if item not in allowed]
+    if unknown:
+        raise ValueError(
+            f"`{name}` must be a comma-separated subset of {list(allowed)}; "
+            f"received unknown {unknown}."
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
+def _positive_int(name, value):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != float(value) or number < 1:
+        raise ValueError(f"`{name}` must be positive integers; received {name}={value!r}.")
+    return number
+
+
+def _non_negative(name, value):
+    if not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"`{name}` must be a number ≥ 0; received {name}={value!r}.")
+    return value
+
+
+def _override(defaults, name, value):
+    return defaults[name] if value is None else value
+
+
+def _per_optimizer(name, value, defaults, optimizers):
+    """Per-optimizer values: the protocol's, then one value for all, then `name=value` pairs."""
+    values = {n: defaults[n] for n in optimizers}
+    if value is None:
+        return values
+    if isinstance(value, (int, float)):
+        value = str(value)
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else (item.split("=", 1) if "=" in item else (None, item) for item in _split(name, value))
+    )
+    for optimizer, text in items:
+        try:
+            number = float(text)
+        except (TypeError, ValueError):
+            number = -1.0
+        if number < 0:
+            raise ValueError(
+                f"`{name}` values must be numbers ≥ 0; received {text!r} in {name}={value!r}."
+            )
+        if optimizer is None:
+            for n in optimizers:
+                if name != "weight_decay" or n not in WITHOUT_WEIGHT_DECAY:
+                    values[n] = number
+        elif optimizer.strip() in optimizers:
+            values[optimizer.strip()] = number
+        else:
+            raise ValueError(
+                f"`{name}` names optimizer {optimizer.strip()!r}, which is not in "
+                f"optimizers={list(optimizers)}."
+            )
+    return values
+
+
+def _unique(items):
+    return list(dict.fromkeys(items))
+
+
+def _display(name):
+    return DISPLAY_NAMES.get(name, name)
+
+
+def _plain(value):
+    """Floats as plain Python numbers for CSV (not NumPy scalars)."""
+    return float(value) if value is not None and not isinstance(value, int) else value

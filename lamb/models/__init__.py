@@ -1,0 +1,1 @@
+"""Models trained with the lamb optimizers."""

@@ -1,0 +1,450 @@
+"""Pre-train BERT (masked LM + next sentence) with LAMB and friends, on CPU, GPUs or TPUs.
+
+The flags are those of google-research/bert's `run_pretraining.py`, plus the
+optimizer, the `tf.distribute` strategy, XLA, mixed precision and gradient
+accumulation. Training is `keras.Model.fit` on keras-hub's BERT.
+
+Steps: `--num_train_steps` counts optimizer steps of `--train_batch_size`
+examples (the global batch, split into `--gradient_accumulation_steps`
+micro-batches and over the replicas). Every `--save_checkpoints_steps` steps a
+checkpoint `<output_dir>/ckpt-<step>` holds the weights, the optimizer state,
+the dropout RNG state and the step. Started again with the same flags, a run
+resumes from its latest checkpoint and skips the batches it has already
+trained on, so it ends with the weights an uninterrupted run would have.
+
+Two-phase training (the LAMB paper's mixed-batch recipe): phase 2 is a new run
+in a new `--output_dir` with `--init_checkpoint=<phase 1 output_dir>`. It
+loads phase 1's weights (not its optimizer state) and trains with its own
+sequence length, batch size and schedule, which warms up again from zero.
+`--init_checkpoint` is ignored once `--output_dir` has a checkpoint of its own.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+import keras
+import tensorflow as tf
+
+import lamb
+from lamb import distribute
+from lamb.data import pretraining as data
+from lamb.models import bert
+
+FLAGS = flags.FLAGS
+
+# google-research/bert's flags.
+flags.DEFINE_string(
+    "bert_config_file",
+    None,
+    "The config json file corresponding to the pre-trained BERT model. "
+    "This specifies the model architecture.",
+)
+flags.DEFINE_string(
+    "input_file", None, "Input TF example files (can be a glob or comma separated)."
+)
+flags.DEFINE_string(
+    "output_dir",
+    None,
+    "The output directory where the model checkpoints, TensorBoard logs and "
+    "metrics.json will be written.",
+)
+flags.DEFINE_string(
+    "init_checkpoint",
+    None,
+    "Initial weights: a checkpoint of this app, or an output_dir (its latest "
+    "checkpoint). Used only when --output_dir has no checkpoint yet.",
+)
+flags.DEFINE_integer(
+    "max_seq_length",
+    128,
+    "The maximum total input sequence length after WordPiece tokenization. "
+    "Must match the data.",
+)
+flags.DEFINE_integer(
+    "max_predictions_per_seq",
+    20,
+    "Maximum number of masked LM predictions per sequence. Must match the data.",
+)
+flags.DEFINE_integer("train_batch_size", 32, "Global batch size for one optimizer step.")
+flags.DEFINE_float("learning_rate", 5e-5, "The peak learning rate.")
+flags.DEFINE_integer("num_train_steps", 100000, "Number of optimizer steps.")
+flags.DEFINE_integer("num_warmup_steps", 10000, "Number of linear warmup steps.")
+flags.DEFINE_integer(
+    "save_checkpoints_steps", 1000, "How often to save the model checkpoint (in steps)."
+)
+flags.DEFINE_integer(
+    "iterations_per_loop",
+    1000,
+    "How many steps to run on the device per call (Keras steps_per_execution); "
+    "metrics are logged once per loop.",
+)
+flags.DEFINE_bool("use_tpu", False, "Whether to use TPU (the same as --strategy=tpu).")
+flags.DEFINE_string(
+    "tpu_name", None, "The Cloud TPU to use: its name, a grpc:// address, or 'local' on a TPU VM."
+)
+flags.DEFINE_string("tpu_zone", None, "[Optional] GCE zone where the Cloud TPU is located in.")
+flags.DEFINE_string("gcp_project", None, "[Optional] Project name for the Cloud TPU.")
+
+# The optimizer, distribution and precision.
+flags.DEFINE_enum(
+    "optimizer", "lamb", ["lamb", "adamw", "lars", "lamb16", "adam"], "The optimizer."
+)
+flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm and bias).")
+flags.DEFINE_float("beta_1", 0.9, "First-moment decay (lamb, adamw, adam, lamb16).")
+flags.DEFINE_float("beta_2", 0.999, "Second-moment decay (lamb, adamw, adam, lamb16).")
+flags.DEFINE_float("epsilon", 1e-6, "Epsilon of the Adam-type optimizers.")
+flags.DEFINE_float(
+    "end_learning_rate", 0.0, "Learning rate at the end of the polynomial decay."
+)
+flags.DEFINE_float("poly_power", 1.0, "Power of the polynomial learning-rate decay.")
+flags.DEFINE_float(
+    "clip_norm",
+    1.0,
+    "Clip the gradients to this global norm (BERT: 1.0); 0 turns clipping off. With "
+    "several replicas Keras clips each replica's share before summing them.",
+)
+flags.DEFINE_enum(
+    "strategy", "default", distribute.STRATEGIES, "The tf.distribute strategy."
+)
+flags.DEFINE_integer(
+    "num_cpu_devices",
+    1,
+    "Split the CPU into this many logical devices (to run mirrored/multi_worker without GPUs).",
+)
+flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+flags.DEFINE_enum(
+    "mixed_precision",
+    None,
+    ["bf16", "fp16"],
+    "Compute in bfloat16 or float16 (with dynamic loss scaling); variables stay float32.",
+)
+flags.DEFINE_integer(
+    "gradient_accumulation_steps",
+    1,
+    "Micro-batches per optimizer step; each has train_batch_size / this examples.",
+)
+
+# Run control.
+flags.DEFINE_integer("seed", 12345, "Seed of the initial weights, dropout and input order.")
+flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to keep.")
+flags.DEFINE_bool(
+    "verify_input_files",
+    True,
+    "Read every record of every input file before training, to find corrupt "
+    "files early (the first record of each file is always checked).",
+)
+flags.DEFINE_bool(
+    "log_trust_ratios",
+    False,
+    "Log each variable's LAMB/LARS trust ratio, weight norm and update norm to TensorBoard.",
+)
+
+MIXED_PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+
+
+def validate_flags():
+    """Checks the flags against each other; raises ValueError naming them."""
+    for name in ("bert_config_file", "input_file", "output_dir"):
+        if not getattr(FLAGS, name):
+            raise ValueError(f"--{name} is required.")
+    positive = (
+        "max_seq_length", "max_predictions_per_seq", "train_batch_size", "num_train_steps",
+        "save_checkpoints_steps", "iterations_per_loop", "gradient_accumulation_steps",
+        "keep_checkpoint_max",
+    )
+    for name in positive:
+        if getattr(FLAGS, name) < 1:
+            raise ValueError(f"--{name}={getattr(FLAGS, name)} must be at least 1.")
+    if not 0 <= FLAGS.num_warmup_steps <= FLAGS.num_train_steps:
+        raise ValueError(
+            f"--num_warmup_steps={FLAGS.num_warmup_steps} must be in "
+            f"[0, --num_train_steps={FLAGS.num_train_steps}]."
+        )
+    if FLAGS.save_checkpoints_steps % FLAGS.iterations_per_loop:
+        raise ValueError(
+            f"--save_checkpoints_steps={FLAGS.save_checkpoints_steps} must be a multiple "
+            f"of --iterations_per_loop={FLAGS.iterations_per_loop}."
+        )
+    if FLAGS.train_batch_size % FLAGS.gradient_accumulation_steps:
+        raise ValueError(
+            f"--train_batch_size={FLAGS.train_batch_size} is not divisible by "
+            f"--gradient_accumulation_steps={FLAGS.gradient_accumulation_steps}."
+        )
+
+
+def check_model_and_data(bert_config, files):
+    """Checks the data against the flags and the BERT config before training."""
+    if FLAGS.max_seq_length > bert_config["max_position_embeddings"]:
+        raise ValueError(
+            f"--max_seq_length={FLAGS.max_seq_length} exceeds max_position_embeddings="
+            f"{bert_config['max_position_embeddings']} of {FLAGS.bert_config_file}."
+        )
+    if FLAGS.max_predictions_per_seq > FLAGS.max_seq_length:
+        raise ValueError(
+            f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} exceeds "
+            f"--max_seq_length={FLAGS.max_seq_length}."
+        )
+    records = data.check_input_files(
+        files, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, FLAGS.verify_input_files
+    )
+    first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(files[0]))).numpy())
+    for name, bound, key in (
+        ("input_ids", bert_config["vocab_size"], "vocab_size"),
+        ("segment_ids", bert_config["type_vocab_size"], "type_vocab_size"),
+    ):
+        largest = max(first.features.feature[name].int64_list.value)
+        if largest >= bound:
+            raise ValueError(
+                f"{files[0]}: {name} holds {largest}, beyond {key}={bound} of "
+                f"{FLAGS.bert_config_file}."
+            )
+    return records
+
+
+def micro_batch_size(strategy):
+    """Examples per micro-batch; raises if the replicas cannot share it evenly."""
+    size = FLAGS.train_batch_size // FLAGS.gradient_accumulation_steps
+    replicas = strategy.num_replicas_in_sync
+    if size % replicas:
+        raise ValueError(
+            f"--train_batch_size={FLAGS.train_batch_size} / --gradient_accumulation_steps="
+            f"{FLAGS.gradient_accumulation_steps} = {size} examples per micro-batch, not "
+            f"divisible by the {replicas} replicas of --strategy={FLAGS.strategy}."
+        )
+    return size
+
+
+def steps_per_execution(strategy, accumulation):
+    """Micro-batches per device call: a loop, except under (multi-worker) mirrored
+    strategies, whose Keras 3 multi-step loop fails (keras-team/keras#19246)."""
+    if isinstance(
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    ):
+        return 1
+    return FLAGS.iterations_per_loop * accumulation
+
+
+def build_model(bert_config, strategy):
+    """The compiled BertPretrainer with its optimizer built (call in the strategy scope)."""
+    accumulation = FLAGS.gradient_accumulation_steps
+    optimizer_kwargs = {}
+    if FLAGS.optimizer != "lars":
+        optimizer_kwargs.update(beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2)
+    if accumulation > 1:
+        optimizer_kwargs["gradient_accumulation_steps"] = accumulation
+    keras.utils.set_random_seed(FLAGS.seed)
+    model = bert.BertPretrainer(bert_config, name="bert_pretrainer")
+    # The package's optimizers evaluate schedules at their update count;
+    # Keras's Adam at its micro-batch count, so its steps are scaled.
+    schedule_scale = accumulation if FLAGS.optimizer == "adam" else 1
+    optimizer = lamb.create_optimizer(
+        init_lr=FLAGS.learning_rate,
+        num_train_steps=FLAGS.num_train_steps * schedule_scale,
+        num_warmup_steps=FLAGS.num_warmup_steps * schedule_scale,
+        optimizer_type=FLAGS.optimizer,
+        weight_decay=FLAGS.weight_decay,
+        epsilon=FLAGS.epsilon,
+        end_learning_rate=FLAGS.end_learning_rate,
+        power=FLAGS.poly_power,
+        global_clipnorm=FLAGS.clip_norm or None,
+        **optimizer_kwargs,
+    )
+    model.compile(
+        optimizer=optimizer,
+        jit_compile=FLAGS.jit_compile,
+        steps_per_execution=steps_per_execution(strategy, accumulation),
+    )
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+class Checkpoints:
+    """Step-numbered checkpoints `<output_dir>/ckpt-<step>` of everything a resume needs.
+
+    TensorFlow checkpoints are written whole before `<output_dir>/checkpoint`
+    names them, so a process killed while saving leaves the previous one
+    intact. Under multi-worker training every worker saves (the variables may
+    need collective reads); only the chief's copy is kept.
+    """
+
+    def __init__(self, output_dir, model, strategy):
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        self.checkpoint = tf.train.Checkpoint(
+            global_step=self.global_step,
+            model=list(model.variables),
+            optimizer=list(model.optimizer.variables),
+        )
+        self.model_variables = list(model.variables)
+        self.output_dir = output_dir
+        self.chief = distribute.is_chief(strategy)
+        self.worker_dir = os.path.join(
+            output_dir, f"worker_{getattr(strategy.cluster_resolver, 'task_id', 0)}_tmp"
+        ) if not self.chief else None
+        self.manager = tf.train.CheckpointManager(
+            self.checkpoint,
+            output_dir,
+            max_to_keep=FLAGS.keep_checkpoint_max,
+            checkpoint_name="ckpt",
+        ) if self.chief else None
+
+    def restore(self, init_checkpoint):
+        """Restores the latest checkpoint (else `init_checkpoint`'s weights); returns the step."""
+        latest = tf.train.latest_checkpoint(self.output_dir)
+        if latest:
+            logging.info("Resuming from %s", latest)
+            self._read(self.checkpoint, latest, partial=False)
+            return int(self.global_step.numpy())
+        if init_checkpoint:
+            path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
+            logging.info("Initializing the weights from %s", path)
+            self._read(tf.train.Checkpoint(model=self.model_variables), path, partial=True)
+        return 0
+
+    def _read(self, checkpoint, path, partial):
+        try:
+            status = checkpoint.read(path)
+            if partial:
+                status = status.expect_partial()
+            status.assert_existing_objects_matched()
+        except (tf.errors.OpError, ValueError, AssertionError) as error:
+            raise ValueError(
+                f"{path}: cannot restore this checkpoint into the model of "
+                f"--bert_config_file={FLAGS.bert_config_file} and --optimizer="
+                f"{FLAGS.optimizer} ({str(error).strip().splitlines()[0]})."
+            ) from None
+
+    def save(self, step):
+        self.global_step.assign(step)
+        if self.chief:
+            if self.manager.latest_checkpoint != os.path.join(self.output_dir, f"ckpt-{step}"):
+                self.manager.save(checkpoint_number=step)
+        else:
+            self.checkpoint.write(os.path.join(self.worker_dir, "ckpt"))
+            tf.io.gfile.rmtree(self.worker_dir)
+
+
+class TrainingMonitor(keras.callbacks.Callback):
+    """Every `--iterations_per_loop` steps: a log line, TensorBoard scalars, a
+    checkpoint when due; the metrics are averages over the loop."""
+
+    def __init__(self, checkpoints, initial_step, summary_dir):
+        super().__init__()
+        self.checkpoints = checkpoints
+        self.initial_step = initial_step
+        self.step = initial_step
+        self.writer = tf.summary.create_file_writer(summary_dir) if checkpoints.chief else None
+        self.last_logs = {}
+        self.loop_start = (time.time(), initial_step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % FLAGS.gradient_accumulation_steps:
+            return  # Inside an optimizer step.
+        self.step = self.initial_step + (batch + 1) // FLAGS.gradient_accumulation_steps
+        if self.step % FLAGS.iterations_per_loop and self.step < FLAGS.num_train_steps:
+            return
+        start_time, start_step = self.loop_start
+        # Read in the cross-replica context: the metrics of all replicas combined.
+        logs = {
+            name: float(keras.ops.convert_to_numpy(value))
+            for name, value in self.model.get_metrics_result().items()
+        }
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        logs["examples_per_second"] = (
+            (self.step - start_step) * FLAGS.train_batch_size / (time.time() - start_time)
+        )
+        self.last_logs = logs
+        logging.info(
+            "step %d/%d: %s",
+            self.step,
+            FLAGS.num_train_steps,
+            ", ".join(f"{name}={value:.5g}" for name, value in logs.items()),
+        )
+        if self.writer is not None:
+            self._write_summaries(logs)
+        if self.step % FLAGS.save_checkpoints_steps == 0 and self.step < FLAGS.num_train_steps:
+            self.checkpoints.save(self.step)  # main() saves the last step after metrics.json.
+        self.model.reset_metrics()
+        self.loop_start = (time.time(), self.step)
+
+    def _write_summaries(self, logs):
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        with self.writer.as_default(step=self.step):
+            for name, value in logs.items():
+                tf.summary.scalar(name, value)
+            if FLAGS.log_trust_ratios and hasattr(optimizer, "layer_statistics"):
+                statistics = optimizer.layer_statistics()
+                for index, name in enumerate(("weight_norm", "update_norm", "trust_ratio")):
+                    values = [stats[index] for stats in statistics.values()]
+                    tf.summary.histogram(f"{name}s", values)
+                    for path, stats in statistics.items():
+                        tf.summary.scalar(f"{name}/{path}", stats[index])
+        self.writer.flush()
+
+
+def write_metrics(output_dir, step, logs):
+    """Writes `<output_dir>/metrics.json` atomically."""
+    metrics = {"global_step": step, **logs}
+    path = os.path.join(output_dir, "metrics.json")
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    logging.info("Final metrics in %s: %s", path, metrics)
+
+
+def main(argv):
+    del argv
+    strategy = distribute.make_strategy(
+        "tpu" if FLAGS.use_tpu else FLAGS.strategy,
+        FLAGS.tpu_name,
+        FLAGS.tpu_zone,
+        FLAGS.gcp_project,
+        FLAGS.num_cpu_devices,
+    )
+    validate_flags()
+    bert_config = bert.load_bert_config(FLAGS.bert_config_file)
+    files = data.expand_input_files(FLAGS.input_file)
+    records = check_model_and_data(bert_config, files)
+    batch_size = micro_batch_size(strategy)
+    logging.info(
+        "%d input files (%d records checked); %d replicas; micro-batch %d",
+        len(files), records, strategy.num_replicas_in_sync, batch_size,
+    )
+    if FLAGS.mixed_precision:
+        keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
+    tf.io.gfile.makedirs(FLAGS.output_dir)
+    with strategy.scope():
+        model = build_model(bert_config, strategy)
+        checkpoints = Checkpoints(FLAGS.output_dir, model, strategy)
+        step = checkpoints.restore(FLAGS.init_checkpoint)
+    monitor = TrainingMonitor(checkpoints, step, os.path.join(FLAGS.output_dir, "train"))
+    remaining = (FLAGS.num_train_steps - step) * FLAGS.gradient_accumulation_steps
+    if remaining > 0:
+        dataset = data.make_dataset(
+            files,
+            batch_size,
+            FLAGS.max_seq_length,
+            FLAGS.max_predictions_per_seq,
+            FLAGS.seed,
+            skip_batches=step * FLAGS.gradient_accumulation_steps,
+        )
+        model.fit(
+            dataset.take(remaining),
+            epochs=1,
+            steps_per_epoch=remaining,
+            callbacks=[monitor],
+            shuffle=False,  # The dataset is shuffled (with a seed) already.
+            verbose=1 if sys.stdout.isatty() else 0,
+        )
+    if checkpoints.chief and monitor.last_logs:
+        write_metrics(FLAGS.output_dir, FLAGS.num_train_steps, monitor.last_logs)
+    checkpoints.save(FLAGS.num_train_steps)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,447 @@
+"""LAMB16 against a NumPy model of its float8 state (ml_dtypes), in training,
+under heavy-tailed gradients, and through every way of saving."""
+
+import keras
+import ml_dtypes
+import numpy as np
+import pytest
+from keras import ops
+
+from lamb.optimizers.lamb16 import E4M3FN, E5M2, LAMB16, absmax, dequantize, quantize
+from tests.optimizers.helpers import (
+    VARIABLE_SPECS,
+    gradient_sequence,
+    initial_values,
+    matches,
+    run_optimizer,
+)
+from tests.optimizers.test_training import (
+    BATCH_SIZE,
+    assert_weights_close,
+    make_data,
+    make_model,
+    train,
+    weights,
+)
+
+FORMATS = {"float8_e4m3fn": E4M3FN, "float8_e5m2": E5M2}
+MODES = ["eager", "jit"]
+
+
+def compiled(function, mode):
+    """`function` as is ("eager") or XLA-compiled ("jit") on this backend."""
+    if mode == "eager":
+        return function
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, jit_compile=True)
+    import jax
+
+    return jax.jit(function)
+
+
+# ----------------------------------------------------------------------------
+# NumPy model of the state: float32 arithmetic, float8 rounding by ml_dtypes.
+
+
+def np_quantize(x, name, keep_positive=False):
+    """Codes (as ml_dtypes float8) and float32 scale, as `lamb16.quantize` defines them."""
+    dtype = getattr(ml_dtypes, name)
+    info = ml_dtypes.finfo(dtype)
+    max_value = np.float32(info.max)
+    x = np.asarray(x, np.float32)
+    scale = np.maximum(np.abs(x).max() * np.float32(1.0 / info.max), np.float32(2.0**-126))
+    normalized = np.clip(x * (np.float32(1.0) / scale), -max_value, max_value)
+    if keep_positive:
+        smallest = np.float32(info.smallest_subnormal)
+        normalized = np.where(normalized > 0, np.maximum(normalized, smallest), normalized)
+    return normalized.astype(dtype), scale
+
+
+def np_dequantize(codes, scale):
+    return codes.astype(np.float32) * scale
+
+
+def np_lamb16(kwargs, values, gradients, min_8bit_size):
+    """Weights (float64 update math) and final float8 state after `gradients`."""
+    beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
+    epsilon, lr = kwargs.get("epsilon", 1e-6), kwargs["learning_rate"]
+    weight_decay = kwargs.get("weight_decay", 0.0)
+    decay_list = kwargs.get("exclude_from_weight_decay")
+    adapt_list = kwargs.get("exclude_from_layer_adaptation", decay_list)
+    weights_ = [v.astype(np.float64) for v in values]
+    m = [np.zeros_like(v) for v in values]  # float32, as stored
+    v = [np.zeros_like(v) for v in values]
+    state = {}
+    for t, grads in enumerate(gradients, start=1):
+        for i, (path, _, _) in enumerate(VARIABLE_SPECS):
+            g = grads[i]
+            m[i] = m[i] + (g - m[i]) * np.float32(1.0 - beta_1)
+            v[i] = v[i] + (g * g - v[i]) * np.float32(1.0 - beta_2)
+            m_hat = m[i].astype(np.float64) / (1 - beta_1**t)
+            v_hat = v[i].astype(np.float64) / (1 - beta_2**t)
+            u = m_hat / (np.sqrt(v_hat) + epsilon)
+            w = weights_[i]
+            if weight_decay > 0 and not matches(decay_list, path):
+                u = u + weight_decay * w
+            ratio = 1.0
+            if not matches(adapt_list, path):
+                w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(u)
+                if w_norm > 0 and u_norm > 0:
+                    ratio = w_norm / u_norm
+                if kwargs.get("adaptive_trust"):
+                    scaled = ratio * kwargs.get("reference_learning_rate", 1e-3) / lr
+                    ratio = min(scaled ** kwargs.get("trust_exponent", 0.382), 2.0)
+            weights_[i] = w - lr * ratio * u
+            if m[i].size >= min_8bit_size:
+                m_codes, m_scale = np_quantize(m[i], "float8_e4m3fn")
+                v_codes, v_scale = np_quantize(v[i], "float8_e5m2", keep_positive=True)
+                m[i], v[i] = np_dequantize(m_codes, m_scale), np_dequantize(v_codes, v_scale)
+                state[path] = (m_codes, v_codes, np.array([m_scale, v_scale]))
+    return weights_, state
+
+
+# ----------------------------------------------------------------------------
+# The float8 formats and the per-tensor quantization.
+
+
+def _format_test_values(name):
+    """Every finite value of the format, the midpoints between neighbours
+    (ties), random values over the whole range, and signed zeros."""
+    dtype = getattr(ml_dtypes, name)
+    grid = np.arange(256, dtype=np.uint8).view(dtype).astype(np.float32)
+    grid = np.unique(grid[np.isfinite(grid)])
+    midpoints = (grid[:-1] + grid[1:]) / 2
+    rng = np.random.default_rng(0)
+    max_value = float(ml_dtypes.finfo(dtype).max)
+    magnitudes = np.exp(rng.uniform(np.log(1e-7), np.log(max_value), 20000))
+    random = magnitudes * rng.choice([-1.0, 1.0], magnitudes.size)
+    values = np.concatenate([grid, midpoints, random, [0.0, -0.0]]).astype(np.float32)
+    return np.clip(values, -max_value, max_value)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_float8_codes_are_ml_dtypes_bit_patterns(name, mode):
+    """Encoding rounds like ml_dtypes (to nearest, ties to even) and the
+    stored bytes are the format's bits; decoding is exact."""
+    float8_format, dtype = FORMATS[name], getattr(ml_dtypes, name)
+    values = _format_test_values(name)
+    codes = ops.convert_to_numpy(compiled(float8_format.encode, mode)(values))
+    np.testing.assert_array_equal(codes, values.astype(dtype).view(np.uint8))
+
+    all_codes = np.arange(256, dtype=np.uint8)
+    expected = all_codes.view(dtype).astype(np.float32)
+    finite = np.isfinite(expected)
+    decoded = ops.convert_to_numpy(compiled(float8_format.decode, mode)(all_codes[finite]))
+    np.testing.assert_array_equal(decoded, expected[finite])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_absmax_is_exact_for_every_size(mode):
+    rng = np.random.default_rng(2)
+    for shape in [(1,), (3,), (2, 512), (1025,), (7, 13, 11), (4096,), (1000, 1001)]:
+        x = rng.standard_t(1.5, size=shape).astype(np.float32)
+        assert ops.convert_to_numpy(compiled(absmax, mode)(x)) == np.abs(x).max(), shape
+
+
+def _moment_like_tensors():
+    rng = np.random.default_rng(1)
+    return {
+        "normal": rng.normal(scale=1e-3, size=50000),
+        "student_t_1.5": rng.standard_t(1.5, size=50000),
+        "squares": rng.standard_t(3.0, size=50000) ** 2,
+        "sparse": rng.normal(size=50000) * (rng.uniform(size=50000) < 0.01),
+        "zeros": np.zeros(4096),
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_quantize_round_trip_matches_the_numpy_model(name, mode):
+    """Same codes and scales as the NumPy model; the round-trip error is
+    at most half a unit in the last place of the format (relative to the
+    value in the normal range, to the scaled smallest subnormal below)."""
+    float8_format, dtype = FORMATS[name], getattr(ml_dtypes, name)
+    info = ml_dtypes.finfo(dtype)
+    keep_positive = name == "float8_e5m2"
+    round_trip = compiled(
+        lambda x: quantize(x, float8_format, keep_positive=keep_positive), mode
+    )
+    for kind, x in _moment_like_tensors().items():
+        if keep_positive:
+            x = np.abs(x)
+        x = x.astype(np.float32)
+        codes, scale = (ops.convert_to_numpy(t) for t in round_trip(x))
+        expected_codes, expected_scale = np_quantize(x, name, keep_positive)
+        np.testing.assert_array_equal(codes, expected_codes.view(np.uint8), err_msg=kind)
+        assert scale == expected_scale, kind
+
+        restored = ops.convert_to_numpy(dequantize(codes, scale, float8_format))
+        assert np.isfinite(restored).all() and np.isfinite(scale), kind
+        error = np.abs(restored - x)
+        normal = np.abs(x) >= float(info.smallest_normal) * scale
+        half_ulp = 2.0 ** -(info.nmant + 1)
+        assert (error[normal] <= half_ulp * np.abs(x[normal]) * (1 + 1e-6)).all(), kind
+        subnormal_step = float(info.smallest_subnormal) * scale
+        assert (error[~normal] <= subnormal_step * (1 + 1e-6)).all(), kind
+        if keep_positive:
+            assert (restored[x > 0] > 0).all(), kind  # no zero-point
+        if kind == "zeros":
+            assert not restored.any()
+
+
+# ----------------------------------------------------------------------------
+# The optimizer's math.
+
+LAMB16_CASES = {
+    "all_8bit": (dict(learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["bias", "layer_norm"]), 1),
+    "mixed_sizes": (dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, weight_decay=0.05, exclude_from_layer_adaptation=["gamma"]), 16),
+    "adaptive_trust": (dict(learning_rate=0.02, weight_decay=0.01, exclude_from_weight_decay=["bias"], adaptive_trust=True), 1),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", sorted(LAMB16_CASES))
+def test_lamb16_matches_numpy_model(case, mode):
+    kwargs, min_8bit_size = LAMB16_CASES[case]
+    values, gradients = initial_values(), gradient_sequence(num_steps=12)
+    optimizer = LAMB16(min_8bit_size=min_8bit_size, **kwargs)
+    actual = run_optimizer(optimizer, values, gradients, mode)
+    expected, expected_state = np_lamb16(kwargs, values, gradients, min_8bit_size)
+    for (path, _, _), a, e in zip(VARIABLE_SPECS, actual, expected):
+        np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-6, err_msg=path)
+
+    state = {v.name: ops.convert_to_numpy(v) for v in optimizer.variables}
+    for path, (m_codes, v_codes, scales) in expected_state.items():
+        prefix = path.replace("/", "_")
+        np.testing.assert_array_equal(state[prefix + "_momentum"], m_codes.view(np.uint8))
+        np.testing.assert_array_equal(state[prefix + "_velocity"], v_codes.view(np.uint8))
+        np.testing.assert_allclose(state[prefix + "_moment_scales"], scales, rtol=1e-6)
+    quantized = sum(state[name].dtype == np.uint8 for name in state) // 2
+    assert quantized == len(expected_state)
+
+
+def test_state_takes_two_bytes_per_parameter_from_min_8bit_size():
+    def state_bytes(size):
+        optimizer = LAMB16()
+        optimizer.build([keras.Variable(np.zeros(size, "float32"))])
+        moments = [v for v in optimizer.variables if v.name.endswith(("momentum", "velocity", "scales"))]
+        return sum(np.dtype(v.dtype).itemsize * int(np.prod(v.shape)) for v in moments)
+
+    assert state_bytes(4095) == 8 * 4095
+    assert state_bytes(4096) == 2 * 4096 + 8
+
+
+def test_config_round_trips_and_bad_arguments_are_named():
+    arguments = dict(
+        learning_rate=0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-5, weight_decay=0.03,
+        exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["gamma"],
+        bias_correction=False, weight_norm_bounds=[0.1, 10.0], min_8bit_size=1024,
+        adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
+        gradient_accumulation_steps=2, name="custom",
+    )
+    config = LAMB16(**arguments).get_config()
+    for name, value in arguments.items():
+        assert config[name] == pytest.approx(value), name
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(LAMB16(**arguments)))
+    assert type(restored) is LAMB16 and restored.get_config() == config
+
+    for bad, message in [
+        (dict(min_8bit_size=0), r"`min_8bit_size` must be in \[1, inf\)"),
+        (dict(reference_learning_rate=0.0), r"`reference_learning_rate` must be in \(0.0, inf\)"),
+        (dict(trust_exponent=-0.5), r"`trust_exponent` must be in \[0.0, inf\)"),
+        (dict(beta_2=1.0), r"`beta_2` must be in \[0.0, 1.0\)"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LAMB16(**bad)
+
+
+# ----------------------------------------------------------------------------
+# Robustness: heavy tails, bursts, zeros.
+
+
+def _heavy_tailed_gradients(shapes, num_steps, seed=0):
+    """Student-t(1.5) gradients; every 50th step a burst scaled by 1e6 and
+    every 7th step one element at 1e6."""
+    rng = np.random.default_rng(seed)
+    steps = []
+    for step in range(num_steps):
+        grads = []
+        for shape in shapes:
+            g = rng.standard_t(1.5, size=shape).astype(np.float32)
+            if step % 50 == 49:
+                g *= 1e6
+            if step % 7 == 3:
+                g.flat[rng.integers(g.size)] = 1e6
+            grads.append(g)
+        steps.append(grads)
+    return steps
+
+
+def _finite(optimizer, model_values, optimizer_values):
+    """Whether weights and state are finite: float values finite, and no code
+    is a NaN or infinity of its format (e4m3fn: 0x7F, e5m2: 0x7C and above)."""
+    checks = [ops.all(ops.isfinite(w)) for w in model_values]
+    for variable, value in zip(optimizer.variables, optimizer_values):
+        if variable.dtype == "uint8":
+            largest_finite = 0x7E if variable.name.endswith("momentum") else 0x7B
+            magnitude_codes = ops.bitwise_and(ops.cast(value, "int32"), 127)
+            checks.append(ops.max(magnitude_codes) <= largest_finite)
+        elif "float" in variable.dtype:
+            checks.append(ops.all(ops.isfinite(value)))
+    return ops.all(ops.stack(checks))
+
+
+def _xla_stepper(optimizer, variables):
+    """An XLA-compiled `step(grads)` that applies `grads` and returns whether
+    the weights and the optimizer state are all finite afterwards."""
+    optimizer.build(variables)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def apply(grads):
+            optimizer.apply_gradients(zip(grads, variables))
+            return _finite(optimizer, variables, optimizer.variables)
+
+        return lambda grads: bool(apply([tf.constant(g) for g in grads]))
+
+    import jax
+
+    @jax.jit
+    def apply(optimizer_values, grads, model_values):
+        model_values, optimizer_values = optimizer.stateless_apply(
+            optimizer_values, grads, model_values
+        )
+        finite = _finite(optimizer, model_values, optimizer_values)
+        return model_values, optimizer_values, finite
+
+    def step(grads):
+        model_values, optimizer_values, finite = apply(
+            [v.value for v in optimizer.variables], grads, [v.value for v in variables]
+        )
+        for variable, value in zip(variables + optimizer.variables, model_values + optimizer_values):
+            variable.assign(value)
+        return bool(finite)
+
+    return step
+
+
+def test_heavy_tailed_gradients_never_make_state_or_weights_non_finite():
+    shapes = [(64, 64), (4096,), (4096,), (16,)]
+    values = [
+        np.random.default_rng(1).normal(scale=0.05, size=shapes[0]).astype(np.float32),
+        np.zeros(shapes[1], np.float32),  # zero-initialized, trained
+        np.zeros(shapes[2], np.float32),  # all-zero, all-zero gradients
+        np.zeros(shapes[3], np.float32),  # small: float state
+    ]
+    variables = [keras.Variable(v, name=f"v{i}") for i, v in enumerate(values)]
+    optimizer = LAMB16(learning_rate=0.02, weight_decay=0.01)
+    step = _xla_stepper(optimizer, variables)
+    for number, grads in enumerate(_heavy_tailed_gradients(shapes, num_steps=1000)):
+        grads[2] = np.zeros(shapes[2], np.float32)
+        assert step(grads), f"a non-finite weight or state after step {number}"
+    assert int(optimizer.iterations) == 1000
+    trained, untouched = (ops.convert_to_numpy(v) for v in variables[1:3])
+    assert trained.any() and not untouched.any()
+    state = {v.name: ops.convert_to_numpy(v) for v in optimizer.variables}
+    assert not state["v2_momentum"].any() and not state["v2_velocity"].any()
+    assert state["v0_velocity"].min() > 0  # no second moment rounded to zero
+
+
+# ----------------------------------------------------------------------------
+# Training, distribution, saving.
+
+
+def _lamb16(**kwargs):
+    return LAMB16(
+        learning_rate=kwargs.pop("learning_rate", 0.01), weight_decay=0.01,
+        exclude_from_weight_decay=["bias", "layer_norm"], min_8bit_size=64, **kwargs)
+
+
+def _optimizer_state(optimizer):
+    return [np.asarray(ops.convert_to_numpy(v)) for v in optimizer.variables]
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_save_load_round_trips_bit_exactly_and_training_continues_identically(policy, tmp_path):
+    """`.keras` and `.weights.h5` files restore the state bit-exactly, also
+    through the LossScaleOptimizer that mixed_float16 wraps around LAMB16."""
+    keras.config.set_dtype_policy(policy)
+    model = train(_lamb16(), epochs=2, jit_compile=True)
+    assert any(v.dtype == "uint8" for v in model.optimizer.variables)
+    model.save(tmp_path / "model.keras")
+    model.save_weights(tmp_path / "model.weights.h5")
+    saved_state = _optimizer_state(model.optimizer)
+    x, y = make_data()
+    model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
+
+    restored = keras.saving.load_model(tmp_path / "model.keras")
+    from_weights = make_model(seed=1)
+    from_weights.compile(optimizer=_lamb16(), loss="sparse_categorical_crossentropy")
+    from_weights.optimizer.build(from_weights.trainable_variables)
+    from_weights.load_weights(tmp_path / "model.weights.h5")
+    for loaded in (restored, from_weights):
+        assert type(loaded.optimizer) is type(model.optimizer)
+        for saved, value in zip(saved_state, _optimizer_state(loaded.optimizer)):
+            assert saved.dtype == value.dtype
+            np.testing.assert_array_equal(saved, value)
+    restored.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(weights(restored), weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.tensorflow_only
+def test_tf_train_checkpoint_restores_the_state_bit_exactly(tmp_path):
+    import tensorflow as tf
+
+    model = train(_lamb16(), epochs=2)
+    prefix = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
+    saved_state = _optimizer_state(model.optimizer)
+    x, y = make_data()
+    model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
+
+    restored = make_model(seed=1)
+    optimizer = _lamb16()
+    restored.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    optimizer.build(restored.trainable_variables)
+    tf.train.Checkpoint(model=restored, optimizer=optimizer).restore(prefix).assert_consumed()
+    for saved, value in zip(saved_state, _optimizer_state(optimizer)):
+        np.testing.assert_array_equal(saved, value)
+    restored.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
+    for a, b in zip(weights(restored), weights(model)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.tensorflow_only
+def test_mirrored_strategy_matches_one_device():
+    import tensorflow as tf
+
+    single = train(_lamb16(), jit_compile=True)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    with tf.distribute.MirroredStrategy(devices).scope():
+        model = make_model()
+        model.compile(optimizer=_lamb16(), loss="sparse_categorical_crossentropy", jit_compile=False)
+    x, y = make_data()
+    model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
+    assert_weights_close(model, single, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_accumulation_equals_the_larger_batch():
+    large_batch = train(_lamb16(), jit_compile=True)
+    accumulated = train(_lamb16(gradient_accumulation_steps=2), batch_size=BATCH_SIZE // 2, jit_compile=True)
+    assert int(accumulated.optimizer.iterations) == int(large_batch.optimizer.iterations)
+    assert_weights_close(accumulated, large_batch, rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_bfloat16_trains():
+    """(mixed_float16 is trained in the saving test.)"""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = make_model()
+    before = weights(model)
+    train(_lamb16(adaptive_trust=True), epochs=2, model=model, jit_compile=True)
+    after = weights(model)
+    assert all(w.dtype == np.float32 and np.isfinite(w).all() for w in after)
+    assert any(not np.allclose(a, b) for a, b in zip(before, after))

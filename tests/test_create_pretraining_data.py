@@ -1,0 +1,238 @@
+"""`lamb.create_pretraining_data`: BERT's tokenization, instances and record format."""
+
+import collections
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+pytest.importorskip("keras_hub")
+
+from lamb.data import pretraining  # noqa: E402
+from tests import pretraining_helpers as helpers  # noqa: E402
+
+# google-research/bert's tokenization_test.py: vocabulary and expected tokens.
+BERT_TEST_VOCAB = [
+    "[UNK]", "[CLS]", "[SEP]", "[MASK]", "want", "##want", "##ed", "wa", "un", "runn",
+    "##ing", ",", "hello", "!", "how", "are", "you", "?", "ah", "\u535A", "\u63A8", "zz",
+    "HeLLo", "Are", "yoU",
+]
+
+# BERT's run_pretraining.py `name_to_features`, written out independently.
+BERT_NAME_TO_FEATURES = {
+    "input_ids": tf.io.FixedLenFeature([helpers.SEQ_LENGTH], tf.int64),
+    "input_mask": tf.io.FixedLenFeature([helpers.SEQ_LENGTH], tf.int64),
+    "segment_ids": tf.io.FixedLenFeature([helpers.SEQ_LENGTH], tf.int64),
+    "masked_lm_positions": tf.io.FixedLenFeature([helpers.PREDICTIONS], tf.int64),
+    "masked_lm_ids": tf.io.FixedLenFeature([helpers.PREDICTIONS], tf.int64),
+    "masked_lm_weights": tf.io.FixedLenFeature([helpers.PREDICTIONS], tf.float32),
+    "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+}
+
+
+@pytest.mark.parametrize(
+    "lower, text, expected",
+    [
+        (True, "UNwant\u00E9d,running", ["un", "##want", "##ed", ",", "runn", "##ing"]),
+        (True, " \tHeLLo!how  \n Are yoU?  ", ["hello", "!", "how", "are", "you", "?"]),
+        (False, " \tHeLLo!how  \n Are yoU?  ", ["HeLLo", "!", "how", "Are", "yoU", "?"]),
+        (True, "ah\u535A\u63A8zz", ["ah", "\u535A", "\u63A8", "zz"]),
+        (True, "unwanted running", ["un", "##want", "##ed", "runn", "##ing"]),
+        (True, "unwantedX running", ["[UNK]", "runn", "##ing"]),
+    ],
+)
+def test_tokenization_matches_bert_golden_tokens(lower, text, expected):
+    tokenizer = pretraining.make_tokenizer(BERT_TEST_VOCAB, do_lower_case=lower)
+    assert pretraining.tokenize_lines(tokenizer, [text]) == [expected]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    """The app run as a command on the generated corpus: two output files."""
+    directory = str(tmp_path_factory.mktemp("cpd"))
+    corpus = os.path.join(directory, "corpus.txt")
+    vocab = os.path.join(directory, "vocab.txt")
+    helpers.write_corpus(corpus)
+    helpers.write_vocab(vocab)
+    outputs = [os.path.join(directory, f"out-{i}.tfrecord") for i in range(2)]
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "lamb.create_pretraining_data",
+            f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
+            f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
+            f"--max_predictions_per_seq={helpers.PREDICTIONS}", "--dupe_factor=3",
+            "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7",
+        ],
+        env=helpers.app_env(), cwd=helpers.REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(vocab, encoding="utf-8") as f:
+        tokens = [line.strip() for line in f]
+    return {"files": outputs, "vocab": tokens, "corpus": corpus, "dir": directory}
+
+
+def _examples(files):
+    dataset = tf.data.TFRecordDataset(files)
+    return [
+        {k: v.numpy() for k, v in tf.io.parse_single_example(r, BERT_NAME_TO_FEATURES).items()}
+        for r in dataset
+    ]
+
+
+def test_records_have_exactly_berts_features(records):
+    for path in records["files"]:
+        raw = next(iter(tf.data.TFRecordDataset(path))).numpy()
+        example = tf.train.Example.FromString(raw)
+        assert set(example.features.feature) == set(BERT_NAME_TO_FEATURES)
+    examples = _examples(records["files"])
+    assert len(examples) > 100
+    counts = [sum(1 for _ in tf.data.TFRecordDataset(p)) for p in records["files"]]
+    assert abs(counts[0] - counts[1]) <= 1  # Round-robin over the output files.
+
+
+def _sentence_ids(tokens):
+    """(document, sentence) of each "dD sS" pair in a token list."""
+    return [
+        (int(a[1:]), int(b[1:]))
+        for a, b in zip(tokens, tokens[1:])
+        if a.startswith("d") and a[1:].isdigit() and b.startswith("s") and b[1:].isdigit()
+    ]
+
+
+def test_instances_follow_berts_construction(records):
+    vocab = records["vocab"]
+    ids = {t: i for i, t in enumerate(vocab)}
+    replaced = collections.Counter()
+    for example in _examples(records["files"]):
+        mask = example["input_mask"]
+        length = int(mask.sum())
+        assert np.all(mask[:length] == 1) and np.all(mask[length:] == 0)
+        input_ids = example["input_ids"].copy()
+        assert np.all(input_ids[length:] == 0)
+        weights = example["masked_lm_weights"]
+        count = int(weights.sum())
+        assert count == min(helpers.PREDICTIONS, max(1, round(length * 0.15)))
+        positions = example["masked_lm_positions"][:count]
+        assert np.all(np.diff(positions) > 0) and np.all(positions < length)
+        assert np.all(example["masked_lm_positions"][count:] == 0)
+        # Put the original tokens back.
+        for position, label in zip(positions, example["masked_lm_ids"][:count]):
+            if input_ids[position] == ids["[MASK]"]:
+                replaced["mask"] += 1
+            elif input_ids[position] == label:
+                replaced["same"] += 1
+            else:
+                replaced["random"] += 1
+            input_ids[position] = label
+        tokens = [vocab[i] for i in input_ids[:length]]
+        segments = example["segment_ids"][:length]
+        first_sep = tokens.index("[SEP]")
+        assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+        assert np.all(segments[: first_sep + 1] == 0) and np.all(segments[first_sep + 1 :] == 1)
+        assert "[CLS]" not in [vocab[i] for i in example["masked_lm_ids"][:count]]
+        a = _sentence_ids(tokens[1:first_sep])
+        b = _sentence_ids(tokens[first_sep + 1 : -1])
+        if a and b:
+            if example["next_sentence_labels"][0] == 0:  # B follows A in one document.
+                assert a[-1][0] == b[0][0] and b[0][1] > a[-1][1]
+    total = sum(replaced.values())
+    assert 0.7 < replaced["mask"] / total < 0.9
+    assert 0.04 < replaced["same"] / total < 0.17
+    assert 0.04 < replaced["random"] / total < 0.17
+
+
+def test_same_seed_same_examples_other_seed_other_masks(records):
+    vocab = records["vocab"]
+    tokenizer = pretraining.make_tokenizer(vocab, do_lower_case=True)
+    documents = pretraining.read_documents([records["corpus"]], tokenizer)
+
+    def serialized(seed):
+        instances = pretraining.create_training_instances(
+            documents, vocab, helpers.SEQ_LENGTH, 3, 0.1, 0.15, helpers.PREDICTIONS, False,
+            random.Random(seed),
+        )
+        ids = {t: i for i, t in enumerate(vocab)}
+        return [
+            pretraining.instance_to_example(i, ids, helpers.SEQ_LENGTH, helpers.PREDICTIONS)
+            for i in instances
+        ]
+
+    written = [
+        tf.train.Example.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(records["files"][0])
+    ]
+    again = serialized(7)
+    assert written == again[0::2]
+    assert serialized(8) != again
+
+
+def test_whole_word_masking_masks_all_pieces_of_a_word():
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "un", "##want", "##ed", "runn", "##ing"]
+    tokens = ["[CLS]", "un", "##want", "##ed", "runn", "##ing", "[SEP]", "runn", "##ing", "[SEP]"]
+    for seed in range(20):
+        _, positions, _ = pretraining.create_masked_lm_predictions(
+            tokens, 0.5, 5, True, vocab, random.Random(seed)
+        )
+        words = [[1, 2, 3], [4, 5], [7, 8]]
+        for word in words:
+            assert all(p in positions for p in word) or not any(p in positions for p in word)
+
+
+def test_records_written_as_berts_writer_does_are_read(tmp_path):
+    """A record built field by field as BERT's `write_instance_to_example_files` builds it."""
+    seq, preds = helpers.SEQ_LENGTH, helpers.PREDICTIONS
+    features = collections.OrderedDict()
+    features["input_ids"] = tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[2, 7, 4, 3, 8, 3] + [0] * (seq - 6))
+    )
+    features["input_mask"] = tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[1] * 6 + [0] * (seq - 6))
+    )
+    features["segment_ids"] = tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[0, 0, 0, 0, 1, 1] + [0] * (seq - 6))
+    )
+    features["masked_lm_positions"] = tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[2] + [0] * (preds - 1))
+    )
+    features["masked_lm_ids"] = tf.train.Feature(
+        int64_list=tf.train.Int64List(value=[9] + [0] * (preds - 1))
+    )
+    features["masked_lm_weights"] = tf.train.Feature(
+        float_list=tf.train.FloatList(value=[1.0] + [0.0] * (preds - 1))
+    )
+    features["next_sentence_labels"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))
+    path = str(tmp_path / "bert.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        example = tf.train.Example(features=tf.train.Features(feature=features))
+        writer.write(example.SerializeToString())
+    assert pretraining.check_input_files([path], seq, preds, read_all_records=True) == 1
+    inputs, labels = next(iter(pretraining.make_dataset([path], 1, seq, preds, seed=0)))
+    assert inputs["input_ids"].dtype == tf.int32 and inputs["input_ids"].shape == (1, seq)
+    assert inputs["masked_lm_positions"].numpy()[0, 0] == 2
+    assert labels["masked_lm_ids"].numpy()[0, 0] == 9
+    assert labels["next_sentence_labels"].numpy().tolist() == [1]
+
+
+def test_bad_vocab_and_missing_input_are_named(tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[PAD]\nhello\n")
+    with pytest.raises(ValueError, match=r"vocab\.txt lacks the special tokens"):
+        pretraining.load_vocab(str(vocab))
+    with pytest.raises(FileNotFoundError, match="nothing-here"):
+        pretraining.expand_input_files(str(tmp_path / "nothing-here*.txt"))
+
+
+def test_shakespeare_with_berts_vocabulary(tmp_path):
+    text = os.path.join(helpers.SHARED_DATA, "text", "shakespeare", "sonnets_gut.txt")
+    vocab_file = os.path.join(helpers.SHARED_DATA, "bert", "vocab_uncased.txt")
+    if not (os.path.exists(text) and os.path.exists(vocab_file)):
+        pytest.skip(f"shared data not found at {helpers.SHARED_DATA}")
+    vocab = pretraining.load_vocab(vocab_file)
+    assert len(vocab) == 30522
+    tokenizer = pretraining.make_tokenizer(vocab, do_lower_case=True)
+    documents = pretraining.read_documents([text], tokenizer)
+    assert ["from", "fair", "##est", "creatures", "we", "desire", "increase", ","] in documents[2]

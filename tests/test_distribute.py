@@ -1,0 +1,143 @@
+"""`lamb.distribute` through the app: mirrored, multi-worker (with a killed worker), TPU."""
+
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+import tensorflow as tf
+
+pytest.importorskip("keras_hub")
+
+from absl import flags  # noqa: E402
+from absl.testing import flagsaver  # noqa: E402
+
+from lamb import distribute  # noqa: E402
+from lamb import run_pretraining  # noqa: E402
+from tests import pretraining_helpers as helpers  # noqa: E402
+
+# Keras 3 clips each replica's share of the gradient before the cross-replica
+# sum, so equality with one device holds without clipping.
+RUN = dict(num_train_steps=8, save_checkpoints_steps=4, iterations_per_loop=2, clip_norm=0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return helpers.make_pretraining_data(str(tmp_path_factory.mktemp("bert_data")))
+
+
+def run_in_process(args):
+    with flagsaver.flagsaver():
+        flags.FLAGS(["run_pretraining", *args])
+        run_pretraining.main([])
+
+
+@pytest.fixture(scope="module")
+def one_device(data, tmp_path_factory):
+    """Final weights of the run on one device (default strategy)."""
+    output_dir = str(tmp_path_factory.mktemp("one_device"))
+    run_in_process(helpers.app_args(data, output_dir, **RUN))
+    return helpers.checkpoint_values(os.path.join(output_dir, "ckpt-8"))
+
+
+def test_mirrored_over_two_cpus_equals_one_device(data, one_device, tmp_path):
+    assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest's split.
+    run_in_process(helpers.app_args(data, str(tmp_path), strategy="mirrored", **RUN))
+    helpers.assert_same_weights(
+        helpers.model_weights(os.path.join(tmp_path, "ckpt-8")),
+        {k: v for k, v in one_device.items() if k.startswith("model/")},
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _start_workers(args, tmp_path, attempt):
+    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(
+            helpers.start_app(
+                args, tmp_path / f"worker{index}-{attempt}.log", TF_CONFIG=json.dumps(tf_config)
+            )
+        )
+    return processes
+
+
+def _stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_multi_worker_killed_worker_then_restart_resumes(data, one_device, tmp_path):
+    output_dir = str(tmp_path / "out")
+    args = helpers.app_args(data, output_dir, strategy="multi_worker", **RUN)
+    processes = _start_workers(args, tmp_path, 0)
+    try:
+        deadline = time.time() + 240
+        while tf.train.latest_checkpoint(output_dir) is None:
+            if any(p.poll() is not None for p in processes) or time.time() > deadline:
+                pytest.fail((tmp_path / "worker0-0.log").read_text()[-3000:])
+            time.sleep(0.05)
+        processes[1].send_signal(signal.SIGKILL)  # A worker dies ...
+        assert processes[1].wait(timeout=30) == -signal.SIGKILL
+    finally:
+        _stop(processes)  # ... and the job is torn down.
+    assert tf.train.latest_checkpoint(output_dir).endswith("ckpt-4")
+
+    processes = _start_workers(args, tmp_path, 1)
+    try:
+        for index, process in enumerate(processes):
+            log = tmp_path / f"worker{index}-1.log"
+            assert process.wait(timeout=300) == 0, log.read_text()[-3000:]
+    finally:
+        _stop(processes)
+    assert "Resuming from" in (tmp_path / "worker0-1.log").read_text()
+    assert not [name for name in os.listdir(output_dir) if name.startswith("worker_")]
+    final = helpers.checkpoint_values(os.path.join(output_dir, "ckpt-8"))
+    helpers.assert_same_weights(
+        {k: v for k, v in final.items() if k.startswith("model/")},
+        {k: v for k, v in one_device.items() if k.startswith("model/")},
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        assert json.load(f)["global_step"] == 8
+
+
+def test_tpu_without_a_tpu_fails_at_once_with_a_clear_message(data, tmp_path):
+    start = time.time()
+    result = helpers.run_app(
+        helpers.app_args(data, str(tmp_path), use_tpu=True, tpu_name="local"), timeout=120
+    )
+    assert result.returncode != 0
+    assert "--strategy=tpu: no TPU reachable with --tpu_name='local'" in result.stderr
+    assert time.time() - start < 120
+    assert not os.listdir(tmp_path)
+
+
+def test_strategy_and_tf_config_errors_name_the_problem(monkeypatch):
+    with pytest.raises(ValueError, match="--strategy='gpu' must be one of"):
+        distribute.make_strategy("gpu")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="needs the TF_CONFIG environment variable"):
+        distribute.multi_worker_strategy()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1"]},
+                                                "task": {"type": "worker", "index": 3}}))
+    with pytest.raises(ValueError, match="TF_CONFIG=.* is not a cluster of workers"):
+        distribute.multi_worker_strategy()
+

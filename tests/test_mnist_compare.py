@@ -1,0 +1,317 @@
+"""The MNIST comparison: protocols, a tiny real sweep, its files, resuming, bad flags, notebook."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import lamb
+from lamb import mnist_experiment
+from lamb.models import mnist as mnist_models
+
+REPO = Path(__file__).resolve().parents[1]
+MANUAL_DIR = os.environ.get("MNIST_MANUAL_DIR") or str(REPO.parent / "shared" / "data" / "mnist")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+needs_mnist = pytest.mark.skipif(
+    not all(os.path.exists(os.path.join(MANUAL_DIR, name)) for name in IDX_FILES),
+    reason=f"MNIST IDX files not found in {MANUAL_DIR} (set MNIST_MANUAL_DIR)",
+)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REQUIRED_COLUMNS = (
+    "optimizer",
+    "model",
+    "batch_size",
+    "epochs",
+    "learning_rate",
+    "test_accuracy",
+    "test_loss",
+    "train_seconds",
+    "examples_per_second",
+)
+
+
+def tiny_grid(output_dir, **overrides):
+    grid = dict(
+        optimizers="adam,lamb",
+        models="mlp",
+        batch_sizes=[32, 128],
+        epochs=2,
+        train_examples=512,
+        test_examples=200,
+        trust_ratio_every=4,
+        output_dir=str(output_dir),
+        mnist_manual_dir=MANUAL_DIR,
+    )
+    grid.update(overrides)
+    return grid
+
+
+# ----------------------------------------------------------------- protocols
+
+
+def test_reference2019_protocol_has_the_2019_settings(tmp_path):
+    config = mnist_experiment.make_config(
+        "reference2019",
+        optimizers="adam,adamw,lamb",
+        models="mlp",
+        batch_sizes="64,128,1024,16384",
+        output_dir=str(tmp_path),
+    )
+    runs = mnist_experiment.plan_runs(config)
+    assert len(runs) == 12
+    for run in runs:
+        assert run.learning_rate == 0.001  # Constant, not scaled with the batch size.
+        assert (run.warmup_steps, run.lr_decay_power) == (0, 0.0)
+        assert run.epochs == 100
+        assert run.train_examples == 55_000 and run.test_examples == 10_000
+        assert run.steps_per_epoch == 55_000 // run.batch_size  # TF1's int(n / batch)
+        assert run.seed == 12345
+        assert run.model_variant == "reference2019"  # N(0, 1) initialization
+        assert run.exclude_from_weight_decay is None
+
+    adam, adamw, lamb_optimizer = (mnist_experiment.build_optimizer(r) for r in runs[:3])
+    assert type(adam) is keras.optimizers.Adam
+    assert adam.epsilon == 1e-8  # TF1 AdamOptimizer's
+    assert type(adamw) is lamb.AdamWeightDecay and adamw.weight_decay == 0.0
+    assert type(lamb_optimizer) is lamb.LAMB
+    assert lamb_optimizer.weight_decay == 0.01
+    assert lamb_optimizer.bias_correction is False
+    for optimizer in (adam, adamw, lamb_optimizer):
+        assert isinstance(optimizer._learning_rate, keras.Variable)  # a constant rate
+        assert float(optimizer.learning_rate) == pytest.approx(0.001)
+
+
+def test_reference2019_lamb_decays_every_variable(tmp_path):
+    """Zero gradients: LAMB's direction is λ·w, its ratio 1/λ, so w ← (1 − η)·w, biases too."""
+    config = mnist_experiment.make_config(
+        "reference2019",
+        optimizers="lamb",
+        models="mlp",
+        batch_sizes="64",
+        output_dir=str(tmp_path),
+    )
+    (run,) = mnist_experiment.plan_runs(config)
+    model = mnist_models.build_model(run.model, run.model_variant)
+    optimizer = mnist_experiment.build_optimizer(run)
+    before = [np.asarray(v).copy() for v in model.trainable_variables]
+    optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
+    for old, variable in zip(before, model.trainable_variables):
+        np.testing.assert_allclose(np.asarray(variable), (1 - 0.001) * old, rtol=1e-5)
+
+
+def test_modern_protocol_scales_and_warms_up(tmp_path):
+    config = mnist_experiment.make_config(
+        optimizers="adam,lamb",
+        models="mlp",
+        batch_sizes="64,256,1024",
+        output_dir=str(tmp_path),
+    )
+    runs = {(r.optimizer, r.batch_size): r for r in mnist_experiment.plan_runs(config)}
+    base = config.learning_rates["lamb"]
+    assert runs["lamb", 64].learning_rate == pytest.approx(base)
+    assert runs["lamb", 256].learning_rate == pytest.approx(2 * base)  # √(256/64)
+    assert runs["lamb", 1024].learning_rate == pytest.approx(4 * base)
+    assert runs["lamb", 1024].warmup_steps == 60_000 // 1024  # one epoch
+    assert runs["lamb", 64].model_variant == "modern"
+    assert runs["lamb", 64].exclude_from_weight_decay == ("bias",)
+    assert runs["adam", 64].weight_decay == 0.0
+    schedule = mnist_experiment.build_optimizer(runs["lamb", 1024])._learning_rate
+    assert isinstance(schedule, lamb.schedules.WarmupPolynomialDecay)
+
+
+@pytest.mark.parametrize("protocol", mnist_experiment.PROTOCOLS)
+def test_every_registered_optimizer_builds_and_steps(tmp_path, protocol):
+    config = mnist_experiment.make_config(
+        protocol,
+        optimizers=",".join(mnist_experiment.OPTIMIZERS),
+        models="mlp",
+        batch_sizes="64",
+        output_dir=str(tmp_path),
+    )
+    model = mnist_models.build_model("mlp", config.model_variant)
+    gradients = [keras.random.normal(v.shape, seed=1) for v in model.trainable_variables]
+    for run in mnist_experiment.plan_runs(config):
+        optimizer = mnist_experiment.build_optimizer(run)
+        before = [np.asarray(v).copy() for v in model.trainable_variables]
+        for _ in range(2):  # Step 0 of a warmup has learning rate 0.
+            optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        moved = [
+            not np.array_equal(b, np.asarray(v)) for b, v in zip(before, model.trainable_variables)
+        ]
+        assert all(moved), run.optimizer
+
+
+def test_learning_rate_and_weight_decay_per_optimizer(tmp_path):
+    config = mnist_experiment.make_config(
+        optimizers="adam,lamb,lars",
+        models="mlp",
+        batch_sizes="64",
+        learning_rate="0.002,lars=3",
+        weight_decay="0.05",
+        output_dir=str(tmp_path),
+    )
+    assert config.learning_rates == {"adam": 0.002, "lamb": 0.002, "lars": 3.0}
+    assert config.weight_decays == {"adam": 0.0, "lamb": 0.05, "lars": 0.05}
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(optimizers="adam,sgdx"), r"optimizers.*subset of \['adam', 'adamw', 'lamb'"),
+        (dict(models="mlp,resnet"), r"models.*subset of \['mlp', 'cnn'"),
+        (dict(batch_sizes="64,0"), r"batch_sizes.*positive"),
+        (dict(batch_sizes="64", train_examples=32), r"batch_sizes.*train_examples=32"),
+        (dict(learning_rate="lamb=fast"), r"learning_rate.*'fast'"),
+        (dict(learning_rate="lars=1"), r"learning_rate.*'lars'.*not in optimizers"),
+        (dict(weight_decay="adam=0.1"), r"weight_decay.*adam"),
+        (dict(epochs=0), r"epochs"),
+        (dict(test_examples=10_001), r"test_examples.*\[1, 10000\]"),
+        (dict(lr_scaling="cubic"), r"lr_scaling.*'sqrt'"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_allowed_values(tmp_path, arguments, message):
+    arguments = {"optimizers": "adam,lamb", "models": "mlp", "batch_sizes": "64", **arguments}
+    with pytest.raises(ValueError, match=message):
+        mnist_experiment.make_config(output_dir=str(tmp_path), **arguments)
+
+
+def test_command_line_reports_a_bad_flag(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lamb.mnist_compare",
+            "--optimizers=adam,sgdx",
+            f"--output_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert re.search(r"`optimizers` must be .*'lamb'", result.stderr)
+    assert not os.listdir(tmp_path)
+
+
+# ----------------------------------------------------------------- a real sweep
+
+
+@needs_mnist
+def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
+    lines = []
+    config = mnist_experiment.make_config(**tiny_grid(tmp_path))
+    rows = mnist_experiment.run_sweep(config, log=lines.append)
+    assert len(rows) == 4 and sum("done before, skipped" in line for line in lines) == 0
+    assert re.match(r"\[1/4\] adam on mlp, batch 32", lines[0])
+    assert "left" in lines[1]
+
+    # results.csv: one row per run, the required columns, plausible values.
+    with open(tmp_path / "results.csv", newline="") as file:
+        reader = csv.DictReader(file)
+        assert set(REQUIRED_COLUMNS) <= set(reader.fieldnames)
+        written = list(reader)
+    assert [(r["optimizer"], int(r["batch_size"])) for r in written] == [
+        ("adam", 32),
+        ("lamb", 32),
+        ("adam", 128),
+        ("lamb", 128),
+    ]
+    for row in written:
+        assert row["model"] == "mlp" and int(row["epochs"]) == 2
+        assert 0.0 <= float(row["test_accuracy"]) <= 1.0
+        assert float(row["test_loss"]) > 0
+        steps = 512 // int(row["batch_size"])
+        assert float(row["examples_per_second"]) == pytest.approx(
+            2 * steps * int(row["batch_size"]) / float(row["train_seconds"]), rel=1e-2
+        )
+    # Trained well above chance (10 %) even on 512 images.
+    assert max(float(r["test_accuracy"]) for r in written) > 0.5
+
+    # results.md: a table per batch size, rows optimizers, columns models.
+    markdown = (tmp_path / "results.md").read_text()
+    for batch_size in (32, 128):
+        section = markdown.split(f"### Batch size {batch_size}\n")[1].split("###")[0]
+        table = [line for line in section.splitlines() if line.startswith("|")]
+        assert table[0] == "| Optimizer | MLP |"
+        for line, optimizer in zip(table[2:], ("Adam", "LAMB")):
+            cell = line.split("|")[2].strip().strip("*")
+            row = next(
+                r
+                for r in written
+                if r["optimizer"] == optimizer.lower() and int(r["batch_size"]) == batch_size
+            )
+            assert line.startswith(f"| {optimizer} |")
+            assert cell == f"{100 * float(row['test_accuracy']):.2f}"
+
+    # The plots are PNG images, and every run has its trust-ratio log and plot.
+    import matplotlib.image
+
+    for name in ("accuracy_vs_batch_size.png", "accuracy_per_epoch.png"):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
+        assert matplotlib.image.imread(tmp_path / name).shape[2] in (3, 4)
+    for row in written:
+        run_dir = tmp_path / row["run_dir"]
+        assert (run_dir / "trust_ratios.png").read_bytes()[:8] == PNG_MAGIC
+        assert (run_dir / "trust_ratios.csv").stat().st_size > 0
+        assert not (run_dir / "backup").exists()  # removed once the run finished
+
+    # Repeating the command runs nothing; a larger grid runs only what is new.
+    modified = {
+        r["run_id"]: (tmp_path / r["run_dir"] / "epochs.csv").stat().st_mtime_ns for r in written
+    }
+    lines.clear()
+    again = mnist_experiment.run_sweep(config, log=lines.append)
+    assert [r["run_id"] for r in again] == [r["run_id"] for r in written]
+    assert sum("done before, skipped" in line for line in lines) == 4
+    assert "0 run(s) trained, 4 skipped" in lines[-1]
+    lines.clear()
+    larger = mnist_experiment.make_config(
+        **tiny_grid(tmp_path, optimizers="lamb", batch_sizes=[32, 64, 128])
+    )
+    mnist_experiment.run_sweep(larger, log=lines.append)
+    assert "1 run(s) trained, 2 skipped" in lines[-1]
+    with open(tmp_path / "results.csv", newline="") as file:
+        assert len(list(csv.DictReader(file))) == 5
+    for run_id, mtime in modified.items():
+        row = next(r for r in written if r["run_id"] == run_id)
+        assert (tmp_path / row["run_dir"] / "epochs.csv").stat().st_mtime_ns == mtime
+    # Changing a setting makes a new run.
+    changed = mnist_experiment.make_config(**tiny_grid(tmp_path, batch_sizes=[32], seed=7))
+    assert {r.run_id for r in mnist_experiment.plan_runs(changed)}.isdisjoint(modified)
+
+
+# ----------------------------------------------------------------- the notebook
+
+
+@needs_mnist
+@pytest.mark.notebook
+def test_notebook_runs_headless_on_a_small_grid(tmp_path, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    nbformat = pytest.importorskip("nbformat")
+    grid = tiny_grid(tmp_path, batch_sizes=[64, 256], epochs=1, trust_ratio_every=2)
+    monkeypatch.setenv("MNIST_NOTEBOOK_GRID", json.dumps(grid))
+    notebook = nbformat.read(REPO / "notebooks" / "mnist_tensorflow.ipynb", as_version=4)
+    nbclient.NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO / "notebooks")}},
+    ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert any("### Batch size 256" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    assert (tmp_path / "results.csv").exists()

@@ -1,0 +1,227 @@
+"""`lamb.run_pretraining`: resume after SIGKILL, two phases, outputs, bad input."""
+
+import json
+import os
+import random
+import signal
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+pytest.importorskip("keras_hub")
+
+from absl import flags  # noqa: E402
+from absl.testing import flagsaver  # noqa: E402
+
+from lamb import run_pretraining  # noqa: E402
+from lamb.data import pretraining  # noqa: E402
+from tests import pretraining_helpers as helpers  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return helpers.make_pretraining_data(str(tmp_path_factory.mktemp("bert_data")))
+
+
+def run_in_process(args):
+    """Runs the app's `main` in this process with `args` as its flags."""
+    with flagsaver.flagsaver():
+        flags.FLAGS(["run_pretraining", *args])
+        run_pretraining.main([])
+
+
+def scalars(output_dir):
+    """`{tag: {step: value}}` from the TensorBoard event files of a run."""
+    values = {}
+    train_dir = os.path.join(output_dir, "train")
+    for name in os.listdir(train_dir):
+        for record in tf.data.TFRecordDataset(os.path.join(train_dir, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    values.setdefault(value.tag, {})[event.step] = float(
+                        tf.make_ndarray(value.tensor)
+                    )
+    return values
+
+
+def test_sigkill_then_rerun_ends_with_the_uninterrupted_weights(data, tmp_path):
+    # Dropout on: the resumed run must also restore the dropout RNG state.
+    args = dict(config="bert_config_dropout.json", num_train_steps=24)
+    reference_dir, killed_dir = str(tmp_path / "reference"), str(tmp_path / "killed")
+    reference = helpers.start_app(
+        helpers.app_args(data, reference_dir, **args), tmp_path / "reference.log"
+    )
+    killed = helpers.start_app(helpers.app_args(data, killed_dir, **args), tmp_path / "killed.log")
+    deadline = time.time() + 240
+    while not os.path.exists(os.path.join(killed_dir, "checkpoint")):
+        assert killed.poll() is None, (tmp_path / "killed.log").read_text()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 240 s"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    killed_at = tf.train.latest_checkpoint(killed_dir)
+    assert killed_at is not None and not os.path.exists(os.path.join(killed_dir, "metrics.json"))
+
+    resumed = helpers.run_app(helpers.app_args(data, killed_dir, **args))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Resuming from {killed_at}" in resumed.stderr
+    assert reference.wait(timeout=240) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+
+    final = "ckpt-24"
+    helpers.assert_same_weights(
+        helpers.checkpoint_values(os.path.join(reference_dir, final)),
+        helpers.checkpoint_values(os.path.join(killed_dir, final)),
+    )
+    with open(os.path.join(killed_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    with open(os.path.join(reference_dir, "metrics.json")) as f:
+        assert json.load(f)["loss"] == metrics["loss"]
+    assert metrics["global_step"] == 24
+
+
+@pytest.fixture(scope="module")
+def phase1(data, tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("phase1"))
+    run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+    return output_dir
+
+
+@pytest.fixture(scope="module")
+def long_data(data, tmp_path_factory):
+    """The corpus again as records of sequence length 64 (phase 2)."""
+    directory = str(tmp_path_factory.mktemp("bert_data_64"))
+    vocab = pretraining.load_vocab(data["vocab"])
+    documents = pretraining.read_documents([data["corpus"]], pretraining.make_tokenizer(vocab, True))
+    instances = pretraining.create_training_instances(
+        documents, vocab, 64, 1, 0.1, 0.15, 10, False, random.Random(2)
+    )
+    path = os.path.join(directory, "data-0.tfrecord")
+    pretraining.write_instance_to_example_files(instances, vocab, 64, 10, [path])
+    return path
+
+
+def test_outputs_metrics_json_and_tensorboard(phase1):
+    with open(os.path.join(phase1, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["global_step"] == 8
+    for key in ("loss", "masked_lm_accuracy", "next_sentence_accuracy", "masked_lm_loss"):
+        assert np.isfinite(metrics[key])
+    assert sorted(os.path.basename(p) for p in tf.train.get_checkpoint_state(phase1)
+                  .all_model_checkpoint_paths) == ["ckpt-4", "ckpt-8"]
+    logged = scalars(phase1)
+    for tag in ("loss", "masked_lm_accuracy", "next_sentence_accuracy", "learning_rate"):
+        assert sorted(logged[tag]) == [2, 4, 6, 8]
+    assert logged["loss"][8] == pytest.approx(metrics["loss"])
+    # Linear warmup over 3 steps to 1e-2, then linear decay to 0 at step 8.
+    assert logged["learning_rate"][2] == pytest.approx(1e-2 * 2 / 3, rel=1e-5)
+    assert logged["learning_rate"][6] == pytest.approx(1e-2 * (8 - 6) / 8, rel=1e-5)
+
+
+def test_phase_two_starts_from_phase_one_weights_and_rewarms(data, phase1, long_data, tmp_path):
+    phase2 = str(tmp_path / "phase2")
+    args = helpers.app_args(
+        data, phase2, input_file=long_data, max_seq_length=64, max_predictions_per_seq=10,
+        train_batch_size=8, learning_rate=4e-3, num_train_steps=4, num_warmup_steps=2,
+        save_checkpoints_steps=2, iterations_per_loop=1, init_checkpoint=phase1,
+        log_trust_ratios=True,
+    )
+    run_in_process(args)
+    logged = scalars(phase2)
+    assert logged["learning_rate"][1] == pytest.approx(4e-3 / 2, rel=1e-5)  # Re-warmed.
+    assert any(tag.startswith("trust_ratio/transformer_layer_0/") for tag in logged)
+
+    # The weights phase 2 starts from are phase 1's last ones.
+    with flagsaver.flagsaver():
+        flags.FLAGS(["run_pretraining", *args[:-1], f"--output_dir={tmp_path / 'fresh'}"])
+        config = run_pretraining.bert.load_bert_config(flags.FLAGS.bert_config_file)
+        strategy = tf.distribute.get_strategy()
+        model = run_pretraining.build_model(config, strategy)
+        checkpoints = run_pretraining.Checkpoints(str(tmp_path / "fresh"), model, strategy)
+        assert checkpoints.restore(phase1) == 0
+        assert int(model.optimizer.iterations.numpy()) == 0
+    saved = helpers.model_weights(os.path.join(phase1, "ckpt-8"))
+    for index, variable in enumerate(model.variables):
+        np.testing.assert_array_equal(
+            variable.numpy(), saved[f"model/{index}/.ATTRIBUTES/VARIABLE_VALUE"]
+        )
+
+
+def _write_example(path, drop=None, seq=helpers.SEQ_LENGTH, preds=helpers.PREDICTIONS):
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+    features = {
+        "input_ids": ints([2] * seq), "input_mask": ints([1] * seq),
+        "segment_ids": ints([0] * seq), "masked_lm_positions": ints([1] * preds),
+        "masked_lm_ids": ints([5] * preds),
+        "masked_lm_weights": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0] * preds)),
+        "next_sentence_labels": ints([0]),
+    }
+    features.pop(drop, None)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for _ in range(3):
+            example = tf.train.Example(features=tf.train.Features(feature=features))
+            writer.write(example.SerializeToString())
+
+
+def _bad_inputs(data, tmp):
+    """(flag overrides, expected message) for each kind of bad input."""
+    garbage = tmp / "garbage.tfrecord"
+    garbage.write_bytes(b"this is not a TFRecord file at all" * 10)
+    truncated = tmp / "truncated.tfrecord"
+    _write_example(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-40])
+    no_weights = tmp / "no_weights.tfrecord"
+    _write_example(no_weights, drop="masked_lm_weights")
+    unknown_key = tmp / "unknown_key.json"
+    helpers.write_bert_config(unknown_key, 105, hidden_layers=3)
+    missing_key = tmp / "missing_key.json"
+    config = json.loads((tmp / "unknown_key.json").read_text())
+    config.pop("hidden_layers")
+    config.pop("type_vocab_size")
+    missing_key.write_text(json.dumps(config))
+    small_vocab = tmp / "small_vocab.json"
+    helpers.write_bert_config(small_vocab, 10)
+    return [
+        (dict(input_file=str(tmp / "absent-*.tfrecord")), r"absent-\*\.tfrecord.*matches no file"),
+        (dict(input_file=str(garbage)), r"garbage\.tfrecord: corrupt TFRecord"),
+        (dict(input_file=str(truncated)), r"truncated\.tfrecord: corrupt TFRecord"),
+        (dict(input_file=str(no_weights)), r"no_weights\.tfrecord: .*'masked_lm_weights'"),
+        (dict(max_seq_length=64), r"'input_ids' has 32 values .* --max_seq_length asks for 64"),
+        (dict(bert_config_file=str(unknown_key)), r"unknown_key\.json: unknown keys \['hidden_layers'\]"),
+        (dict(bert_config_file=str(missing_key)), r"missing keys \['type_vocab_size'\]"),
+        (dict(bert_config_file=str(small_vocab)), r"input_ids holds .* beyond vocab_size=10"),
+        (dict(train_batch_size=15, strategy="mirrored"), r"15 examples .* not divisible by the 2 replicas"),
+        (dict(save_checkpoints_steps=3), r"--save_checkpoints_steps=3 must be a multiple of --iterations_per_loop=2"),
+    ]
+
+
+def test_bad_input_fails_before_training_and_keeps_output_dir(data, phase1, tmp_path):
+    assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest's split.
+    before = {name: open(os.path.join(phase1, name), "rb").read()
+              for name in os.listdir(phase1) if os.path.isfile(os.path.join(phase1, name))}
+    for overrides, message in _bad_inputs(data, tmp_path):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            run_in_process(helpers.app_args(data, phase1, **overrides))
+    after = {name: open(os.path.join(phase1, name), "rb").read()
+             for name in os.listdir(phase1) if os.path.isfile(os.path.join(phase1, name))}
+    assert after == before
+
+
+def test_bf16_with_gradient_accumulation_counts_optimizer_steps(data, tmp_path):
+    output_dir = str(tmp_path)
+    run_in_process(helpers.app_args(
+        data, output_dir, num_train_steps=4, save_checkpoints_steps=2, iterations_per_loop=2,
+        gradient_accumulation_steps=2, mixed_precision="bf16", optimizer="adamw",
+    ))
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["global_step"] == 4 and np.isfinite(metrics["loss"])
+    values = helpers.checkpoint_values(os.path.join(output_dir, "ckpt-4"))
+    assert values["global_step/.ATTRIBUTES/VARIABLE_VALUE"] == 4
+    # Keras counts micro-batches: 4 optimizer steps of 2 micro-batches each.
+    assert 8 in [int(v) for k, v in values.items() if k.startswith("optimizer/") and v.shape == ()]
+    assert sorted(scalars(output_dir)["loss"]) == [2, 4]
