@@ -25,6 +25,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "tensorflow_only: needs the TensorFlow backend (skipped on others)"
     )
+    config.addinivalue_line(
+        "markers", "notebook: executes notebooks/mnist_tensorflow.ipynb with nbclient"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
