@@ -399,7 +399,7 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     results_path = os.path.join(config.output_dir, RESULTS_CSV)
     runs = plan_runs(config)
     done = {row["run_id"]: row for row in read_results(results_path)}
-    progress = _Progress(runs, log)
+    progress = _Progress(runs, done, log)
     data = None
     rows = []
     for index, spec in enumerate(runs):
@@ -725,20 +725,25 @@ def plot_accuracy_per_epoch(rows, output_dir, path):
 class _Progress:
     """Prints which run of how many is going, and an estimate of the time left.
 
-    A run is estimated at the seconds per example of the finished runs most
-    like it: same model, batch size and optimizer, else same model and batch
-    size, same model and optimizer, same model, else any.
+    A run is estimated at the seconds per example of the finished runs (this
+    sweep's and those of `results.csv`) most like it: same model, batch size
+    and optimizer, else same model and batch size, same model and optimizer,
+    same model, else any.
     """
 
-    def __init__(self, runs, log):
+    def __init__(self, runs, done, log):
         self.runs = runs
         self.log = log
         self.started = time.monotonic()
-        self.remaining = list(runs)
-        self.finished_runs = []  # (spec, seconds per example)
+        self.remaining = [spec for spec in runs if spec.run_id not in done]
+        self.finished_runs = [  # (spec, seconds per example)
+            (spec, done[spec.run_id]["train_seconds"] / _examples(spec))
+            for spec in runs
+            if spec.run_id in done
+        ]
+        self.trained = 0
 
     def skipped(self, index, spec):
-        self.remaining.remove(spec)
         self.log(f"[{index + 1}/{len(self.runs)}] {_describe(spec)}: done before, skipped")
 
     def starting(self, index, spec):
@@ -750,11 +755,11 @@ class _Progress:
     def finished(self, spec, seconds):
         self.remaining.remove(spec)
         self.finished_runs.append((spec, seconds / _examples(spec)))
+        self.trained += 1
 
     def summary(self):
-        trained = len(self.finished_runs)
         self.log(
-            f"Sweep done: {trained} run(s) trained, {len(self.runs) - trained} skipped, "
+            f"Sweep done: {self.trained} run(s) trained, {len(self.runs) - self.trained} skipped, "
             f"in {_duration(time.monotonic() - self.started)}."
         )
 

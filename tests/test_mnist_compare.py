@@ -283,6 +283,15 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
     )
     mnist_experiment.run_sweep(larger, log=lines.append)
     assert "1 run(s) trained, 2 skipped" in lines[-1]
+    # Only the new run (batch 64) is left, estimated from the finished LAMB runs.
+    (starting,) = [line for line in lines if "elapsed" in line]
+    examples = lambda row: row["epochs"] * row["steps_per_epoch"] * row["batch_size"]
+    finished = [r for r in mnist_experiment.read_results(tmp_path / "results.csv")
+                if r["optimizer"] == "lamb" and r["batch_size"] != 64]
+    (new_run,) = [r for r in mnist_experiment.plan_runs(larger) if r.batch_size == 64]
+    seconds_per_example = sum(r["train_seconds"] / examples(r) for r in finished) / len(finished)
+    expected = new_run.epochs * new_run.steps_per_epoch * 64 * seconds_per_example
+    assert f"about {mnist_experiment._duration(expected)} left" in starting
     with open(tmp_path / "results.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) == 5
     for run_id, mtime in modified.items():
