@@ -6,7 +6,8 @@
 Trains each model (`lamb.models.mnist`, Keras' default initialization) with
 LAMB, LAMB16 and LAMB16 with the learning-rate-adaptive trust, at one batch
 size and a constant learning rate (defaults: 1024, 0.02, weight decay 0.01
-except on biases, 10 epochs, XLA-compiled steps), on all 60,000 training
+except on biases, 10 epochs, XLA-compiled steps; `--decay` for BERT's warmup
+and linear decay instead), on all 60,000 training
 images, and prints the test accuracy (10,000 images) after the last epoch
 per seed, the mean and standard deviation over seeds, and each LAMB16 run's
 difference from the LAMB run of the same seed (same initialization and data
@@ -15,6 +16,7 @@ are not repeated.
 """
 
 import csv
+import math
 import os
 import statistics
 import time
@@ -22,6 +24,7 @@ import time
 from absl import app, flags
 import keras
 
+from lamb import schedules
 from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
 from lamb.optimizers.lamb import LAMB
@@ -32,9 +35,14 @@ flags.DEFINE_list("models", "mlp,cnn", "Models of `lamb.models.mnist`.")
 flags.DEFINE_list("seeds", "1,2,3", "Seeds of initialization and data order.")
 flags.DEFINE_list("optimizers", "lamb,lamb16,lamb16_adaptive", "Of: lamb, lamb16, lamb16_adaptive.")
 flags.DEFINE_integer("batch_size", 1024, "Batch size.")
-flags.DEFINE_float("learning_rate", 0.02, "Constant learning rate.")
+flags.DEFINE_float("learning_rate", 0.02, "Learning rate (peak rate with --decay).")
 flags.DEFINE_float("weight_decay", 0.01, "Weight decay (not on biases).")
 flags.DEFINE_integer("epochs", 10, "Epochs.")
+flags.DEFINE_bool(
+    "decay", False,
+    "Warm up linearly over the first epoch, then decay linearly to 0 (BERT's "
+    "schedule) instead of a constant learning rate.",
+)
 flags.DEFINE_bool(
     "jit_compile", True,
     "XLA-compile the train step (on CPU, TensorFlow's own convolutions are faster for the CNN).",
@@ -50,16 +58,22 @@ OPTIMIZERS = {
     "lamb16": lambda **kwargs: LAMB16(**kwargs),
     "lamb16_adaptive": lambda **kwargs: LAMB16(adaptive_trust=True, **kwargs),
 }
-FIELDS = ("model", "optimizer", "seed", "batch_size", "learning_rate", "weight_decay", "epochs",
-          "test_accuracy", "train_seconds")
+FIELDS = ("model", "optimizer", "seed", "batch_size", "learning_rate", "decay", "weight_decay",
+          "epochs", "test_accuracy", "train_seconds")
 
 
 def train_and_evaluate(model_name, optimizer_name, seed, data):
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
     model = mnist_models.build_model(model_name)
+    learning_rate = FLAGS.learning_rate
+    if FLAGS.decay:
+        steps_per_epoch = math.ceil(len(x_train) / FLAGS.batch_size)
+        learning_rate = schedules.WarmupPolynomialDecay(
+            learning_rate, decay_steps=FLAGS.epochs * steps_per_epoch, warmup_steps=steps_per_epoch
+        )
     optimizer = OPTIMIZERS[optimizer_name](
-        learning_rate=FLAGS.learning_rate,
+        learning_rate=learning_rate,
         weight_decay=FLAGS.weight_decay,
         exclude_from_weight_decay=["bias"],
     )
@@ -95,6 +109,7 @@ def settings_match(row):
     return (
         int(row["batch_size"]) == FLAGS.batch_size
         and float(row["learning_rate"]) == FLAGS.learning_rate
+        and row["decay"] == str(FLAGS.decay)
         and float(row["weight_decay"]) == FLAGS.weight_decay
         and int(row["epochs"]) == FLAGS.epochs
     )
@@ -145,7 +160,7 @@ def main(argv):
                 accuracy, seconds = train_and_evaluate(model_name, optimizer_name, seed, data)
                 row = dict(
                     model=model_name, optimizer=optimizer_name, seed=seed,
-                    batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
+                    batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, decay=FLAGS.decay,
                     weight_decay=FLAGS.weight_decay, epochs=FLAGS.epochs,
                     test_accuracy=f"{accuracy:.4f}", train_seconds=f"{seconds:.0f}",
                 )

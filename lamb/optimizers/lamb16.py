@@ -24,11 +24,12 @@ MAX_ADAPTIVE_TRUST = 2.0
 
 
 class Float8Format:
-    """An 8-bit float format (IEEE-style bits, no infinities used).
+    """An 8-bit float format: sign, exponent and mantissa bits as in IEEE 754.
 
     `encode` rounds float32 values in [-max_value, max_value] to the nearest
-    representable value (ties to even) and returns its bit pattern as uint8;
-    `decode` maps bit patterns back to float32 exactly.
+    representable value (ties to even) and returns its bit pattern as uint8
+    (never an infinity or NaN); `decode` maps bit patterns back to float32
+    exactly.
 
     Args:
         name: The format's `ml_dtypes` name.
@@ -159,7 +160,8 @@ class LAMB16(LAMB):
         adaptive_trust: Whether to rescale the trust ratio by the learning
             rate as above (off by default: plain LAMB).
         reference_learning_rate: The learning rate at which, with
-            `trust_exponent = 1`, the adaptive trust equals LAMB's, > 0.
+            `trust_exponent = 1`, the adaptive trust equals LAMB's ratio
+            (below the cap), > 0.
         trust_exponent: The exponent s of the adaptive trust, ≥ 0.
         (other arguments as in `lamb.LAMB`)
 

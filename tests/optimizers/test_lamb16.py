@@ -24,7 +24,7 @@ from tests.optimizers.test_training import (
     weights,
 )
 
-FORMATS = {"float8_e4m3fn": E4M3FN, "float8_e5m2": E5M2}
+FORMATS = {f.name: f for f in (E4M3FN, E5M2)}
 MODES = ["eager", "jit"]
 
 
@@ -302,11 +302,11 @@ def _xla_stepper(optimizer, variables):
         import tensorflow as tf
 
         @tf.function(jit_compile=True)
-        def apply(grads):
+        def apply_and_check(grads):
             optimizer.apply_gradients(zip(grads, variables))
             return _finite(optimizer, variables, optimizer.variables)
 
-        return lambda grads: bool(apply([tf.constant(g) for g in grads]))
+        return lambda grads: bool(apply_and_check([tf.constant(g) for g in grads]))
 
     import jax
 
