@@ -85,6 +85,22 @@ def fastest_exact_l2_norm():
     return l2_norm
 
 
+def compiling_with_xla():
+    """Whether the ops being built now will be compiled by XLA.
+
+    True under JAX, and under TensorFlow inside `jit_compile=True` functions.
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        return True
+    if backend != "tensorflow":
+        return False
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def trust_ratio(weight_norm, update_norm, numerator=None):
     """`numerator / update_norm` (`numerator` defaults to `weight_norm`).
 
@@ -240,6 +256,13 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         """The trust ratio for `variable`'s `update`, recorded for diagnostics.
 
         `numerator_scale` turns the ratio into `scale(‖w‖) / ‖u‖`.
+
+        Under XLA, pass `update` as its own copy of the update's expression,
+        written differently from the one applied to the variable (so that
+        XLA's common-subexpression elimination keeps the two apart). XLA
+        then fuses one copy into the norm and the other into the variable's
+        update, instead of writing u to memory and reading it back twice,
+        which on CPU costs as much as the rest of the step.
         """
         weight_norm = self._l2_norm(variable)
         update_norm = self._l2_norm(update)

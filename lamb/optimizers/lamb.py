@@ -85,18 +85,36 @@ class LAMB(base.LayerAdaptiveOptimizer):
 
         self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
         self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
-        update = self._adam_direction(m, v, dtype)
-        update = self._add_weight_decay(update, variable, index)
-        ratio = self._scaled_step(variable, index, update, self._clip_weight_norm)
+        update, update_for_norm = self._lamb_directions(m, v, variable, index)
+        ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)
 
-    def _adam_direction(self, m, v, dtype):
+    def _lamb_directions(self, m, v, variable, index):
+        """u = m̂ / (√v̂ + ε) + λ·w, twice: to apply, and to take the norm of.
+
+        Under XLA the second is a separately written copy (see
+        `LayerAdaptiveOptimizer._scaled_step`): the same formula on 2·m, 4·v
+        and 2·ε, which gives the same value bit for bit (scaling by powers of
+        two is exact in binary floating point), else the same tensor.
+        """
+        dtype = variable.dtype
+        update = self._add_weight_decay(
+            self._adam_direction(m, v, dtype, self.epsilon), variable, index
+        )
+        if not base.compiling_with_xla():
+            return update, update
+        update_for_norm = self._add_weight_decay(
+            self._adam_direction(2.0 * m, 4.0 * v, dtype, 2.0 * self.epsilon), variable, index
+        )
+        return update, update_for_norm
+
+    def _adam_direction(self, m, v, dtype, epsilon):
         """m̂ / (√v̂ + ε), with bias-corrected moments if `bias_correction`."""
         if self.bias_correction:
             step = ops.cast(self.iterations + 1, dtype)
             m = m / (1.0 - ops.power(ops.cast(self.beta_1, dtype), step))
             v = v / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
-        return m / (ops.sqrt(v) + self.epsilon)
+        return m / (ops.sqrt(v) + epsilon)
 
     def _clip_weight_norm(self, weight_norm):
         if self.weight_norm_bounds is None:

@@ -255,9 +255,8 @@ class LAMB16(LAMB):
         m = m + (gradient - m) * (1.0 - self.beta_1)
         v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
         self._write_moments(index, m, v)
-        update = self._adam_direction(m, v, dtype)
-        update = self._add_weight_decay(update, variable, index)
-        ratio = self._scaled_step(variable, index, update, self._clip_weight_norm)
+        update, update_for_norm = self._lamb_directions(m, v, variable, index)
+        ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         if self.adaptive_trust and self._adapts_layer[index]:
             ratio = self._learning_rate_adaptive_trust(ratio, learning_rate)
         self.assign_sub(variable, learning_rate * ratio * update)

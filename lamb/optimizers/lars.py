@@ -67,9 +67,15 @@ class LARS(base.LayerAdaptiveOptimizer):
         gradient = base.dense_gradient(gradient, variable)
         v = self._momentums[index]
 
-        gradient = self._add_weight_decay(gradient, variable, index)
-        ratio = self._scaled_step(variable, index, gradient, self._scale_weight_norm)
-        scaled_gradient = ops.cast(learning_rate, dtype) * ratio * gradient
+        decayed_gradient = self._add_weight_decay(gradient, variable, index)
+        ratio = self._scaled_step(variable, index, decayed_gradient, self._scale_weight_norm)
+        step_size = ops.cast(learning_rate, dtype) * ratio
+        if self._decays_weight[index] and base.compiling_with_xla():
+            # g + λ·w written anew (see `_scaled_step`).
+            weight_decay = ops.cast(self.weight_decay, dtype)
+            scaled_gradient = step_size * gradient + (step_size * weight_decay) * variable
+        else:
+            scaled_gradient = step_size * decayed_gradient
         self.assign(v, self.momentum * v + scaled_gradient)
         if self.nesterov:
             self.assign_sub(variable, self.momentum * v + scaled_gradient)
