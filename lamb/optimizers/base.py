@@ -96,8 +96,11 @@ def compiling_with_xla():
     if backend != "tensorflow":
         return False
     import tensorflow as tf
-    from tensorflow.python.ops import control_flow_util
 
+    try:  # TensorFlow's own test for this; not a public API.
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:
+        return False
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
