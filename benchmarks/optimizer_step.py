@@ -38,9 +38,8 @@ OPTIMIZERS = {
     "lamb": lambda: lamb.LAMB(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
     "adam_weight_decay": lambda: lamb.AdamWeightDecay(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
     "lars": lambda: lamb.LARS(1.0, weight_decay=1e-4, exclude_from_weight_decay=EXCLUDE),
+    "lamb16": lambda: lamb.LAMB16(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
 }
-if hasattr(lamb, "LAMB16"):
-    OPTIMIZERS["lamb16"] = lambda: lamb.LAMB16(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE)
 
 
 def bert_base_shapes(layers=12, hidden=768, intermediate=3072, vocab=30522, positions=512):

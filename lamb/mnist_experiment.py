@@ -111,9 +111,8 @@ OPTIMIZERS = {
     "lars": functools.partial(_lamb_package, lamb.LARS),
     "keras_adamw": functools.partial(_keras_builtin, keras.optimizers.AdamW),
     "keras_lamb": functools.partial(_keras_builtin, keras.optimizers.Lamb),
+    "lamb16": functools.partial(_lamb_package, lamb.LAMB16),
 }
-if hasattr(lamb, "LAMB16"):
-    OPTIMIZERS["lamb16"] = functools.partial(_lamb_package, lamb.LAMB16)
 WITHOUT_WEIGHT_DECAY = ("adam",)
 
 # Rates at batch size 64, from a small search on the MLP (3 epochs, 1e-3 to 2e-2
