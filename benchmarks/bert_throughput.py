@@ -1,9 +1,10 @@
-"""Training throughput of BERT with LAMB and with AdamWeightDecay, side by side.
+"""Training throughput of BERT with LAMB, Keras AdamW and AdamWeightDecay, side by side.
 
-Both models are built from the same `bert_config.json` and trained on the same
-fixed synthetic batch in BERT's pre-training format; the timed rounds
-alternate between the optimizers so that load on the machine affects both
-alike. Prints examples per second (median over rounds) and LAMB / AdamW.
+One model per optimizer, all built from the same `bert_config.json` and
+trained on the same fixed synthetic batch in BERT's pre-training format; the
+timed rounds alternate between the optimizers so that load on the machine
+affects all alike. Prints examples per second (median over rounds) and the
+ratio of the first two (by default LAMB / Keras AdamW).
 
     python benchmarks/bert_throughput.py --bert_config_file=configs/bert_config_tiny.json
 """
@@ -32,7 +33,11 @@ flags.DEFINE_integer("max_predictions_per_seq", 20, "Masked-LM predictions per s
 flags.DEFINE_integer("steps", 10, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 5, "Timed rounds per optimizer (alternating).")
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
-flags.DEFINE_list("optimizers", ["lamb", "adamw"], "Optimizers to compare (the first two give the ratio).")
+flags.DEFINE_list(
+    "optimizers", ["lamb", "keras_adamw", "adamw"],
+    "Optimizers to compare (`create_optimizer` types, or keras_adamw for Keras' AdamW); "
+    "the first two give the ratio.",
+)
 
 
 def synthetic_batch(config, batch_size, seq_length, predictions, seed=0):
@@ -57,13 +62,20 @@ def synthetic_batch(config, batch_size, seq_length, predictions, seed=0):
     return inputs, labels
 
 
+def make_optimizer(optimizer_type):
+    """`create_optimizer`'s optimizer, or Keras' own AdamW with BERT's settings."""
+    if optimizer_type != "keras_adamw":
+        return lamb.create_optimizer(1e-3, 10000, 1000, optimizer_type=optimizer_type)
+    schedule = lamb.schedules.WarmupPolynomialDecay(1e-3, decay_steps=10000, warmup_steps=1000)
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=0.01, epsilon=1e-6)
+    optimizer.exclude_from_weight_decay(var_names=["LayerNorm", "layer_norm", "bias"])
+    return optimizer
+
+
 def build(config, optimizer_type):
     keras.utils.set_random_seed(0)
     model = bert.BertPretrainer(config)
-    model.compile(
-        optimizer=lamb.create_optimizer(1e-3, 10000, 1000, optimizer_type=optimizer_type),
-        jit_compile=FLAGS.jit_compile,
-    )
+    model.compile(optimizer=make_optimizer(optimizer_type), jit_compile=FLAGS.jit_compile)
     return model
 
 

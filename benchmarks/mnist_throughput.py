@@ -1,0 +1,91 @@
+"""Training throughput of an MNIST model with LAMB and with Keras AdamW, side by side.
+
+One model per optimizer, built with the same initialization and trained on the
+same fixed batch of MNIST-shaped inputs; the timed rounds alternate between the
+optimizers so that load on the machine affects all alike. Prints examples per
+second (median over rounds) and each optimizer's ratio to the first.
+
+    python benchmarks/mnist_throughput.py --model=cnn
+    python benchmarks/mnist_throughput.py --model=mlp --batch_size=8192
+"""
+
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from absl import app, flags  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import lamb  # noqa: E402
+from lamb.models import mnist as mnist_models  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("model", "cnn", list(mnist_models.MODELS), "Model of `lamb.models.mnist`.")
+flags.DEFINE_integer("batch_size", 1024, "Examples per step.")
+flags.DEFINE_integer("steps", 5, "Timed steps per round.")
+flags.DEFINE_integer("rounds", 5, "Timed rounds per optimizer (alternating).")
+flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step.")
+flags.DEFINE_list(
+    "optimizers", ["keras_adamw", "lamb", "adam_weight_decay"],
+    "Optimizers to compare; ratios are to the first.",
+)
+
+EXCLUDE = ["bias"]
+OPTIMIZERS = {
+    "keras_adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.01),
+    "lamb": lambda: lamb.LAMB(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
+    "adam_weight_decay": lambda: lamb.AdamWeightDecay(
+        1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE
+    ),
+    "lars": lambda: lamb.LARS(1.0, weight_decay=1e-4, exclude_from_weight_decay=EXCLUDE),
+    "lamb16": lambda: lamb.LAMB16(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
+}
+
+
+def build(optimizer_name):
+    keras.utils.set_random_seed(0)
+    model = mnist_models.build_model(FLAGS.model)
+    model.compile(
+        optimizer=OPTIMIZERS[optimizer_name](),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=FLAGS.jit_compile,
+    )
+    return model
+
+
+def main(argv):
+    del argv
+    rng = np.random.default_rng(0)
+    x = rng.random((FLAGS.batch_size, *mnist_models.IMAGE_SHAPE), dtype=np.float32)
+    y = rng.integers(0, 10, FLAGS.batch_size)
+    models = {name: build(name) for name in FLAGS.optimizers}
+    for model in models.values():  # Trace (and compile) before timing.
+        model.train_on_batch(x, y)
+    rates = {name: [] for name in models}
+    for _ in range(FLAGS.rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(FLAGS.steps):
+                model.train_on_batch(x, y)
+            rates[name].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start))
+    print(
+        f"MNIST {FLAGS.model}: batch {FLAGS.batch_size}, jit_compile={FLAGS.jit_compile}, "
+        f"{FLAGS.rounds} rounds x {FLAGS.steps} steps; Keras {keras.__version__} "
+        f"({keras.backend.backend()}), {platform.processor() or platform.machine()}"
+    )
+    first = FLAGS.optimizers[0]
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"{'optimizer':<18} {'examples/s':>11} {'min':>8} {'max':>8} {'ratio to ' + first:>20}")
+    for name, values in rates.items():
+        print(
+            f"{name:<18} {medians[name]:>11.1f} {min(values):>8.1f} {max(values):>8.1f} "
+            f"{medians[name] / medians[first]:>20.3f}"
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
