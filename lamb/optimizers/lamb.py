@@ -94,8 +94,9 @@ class LAMB(base.LayerAdaptiveOptimizer):
 
         Under XLA the second is a separately written copy (see
         `LayerAdaptiveOptimizer._scaled_step`): the same formula on 2·m, 4·v
-        and 2·ε, which gives the same value bit for bit (scaling by powers of
-        two is exact in binary floating point), else the same tensor.
+        and 2·ε, which gives the same value exactly (scaling by powers of two
+        commutes with rounding, barring float32 overflow and subnormals),
+        else the same tensor.
         """
         dtype = variable.dtype
         update = self._add_weight_decay(
