@@ -3,15 +3,13 @@
 One model per optimizer, all built from the same `bert_config.json` and
 trained on the same fixed synthetic batch in BERT's pre-training format; the
 timed rounds alternate between the optimizers so that load on the machine
-affects all alike. Prints examples per second (median over rounds) and the
-ratio of the first two (by default LAMB / Keras AdamW).
+affects all alike. Prints examples per second (median over rounds) and each
+optimizer's ratio to the second (by default LAMB / Keras AdamW).
 
     python benchmarks/bert_throughput.py --bert_config_file=configs/bert_config_tiny.json
 """
 
 import platform
-import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -21,6 +19,7 @@ import tensorflow as tf
 
 import lamb
 from lamb.models import bert
+import throughput  # benchmarks/throughput.py
 
 FLAGS = flags.FLAGS
 
@@ -36,7 +35,7 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_list(
     "optimizers", ["lamb", "keras_adamw", "adamw"],
     "Optimizers to compare (`create_optimizer` types, or keras_adamw for Keras' AdamW); "
-    "the first two give the ratio.",
+    "ratios are to the second.",
 )
 
 
@@ -86,29 +85,16 @@ def main(argv):
         config, FLAGS.train_batch_size, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq
     )
     models = {name: build(config, name) for name in FLAGS.optimizers}
-    for model in models.values():  # Trace (and compile) before timing.
-        model.train_on_batch(x, y)
-    rates = {name: [] for name in models}
-    for _ in range(FLAGS.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                model.train_on_batch(x, y)
-            rates[name].append(FLAGS.steps * FLAGS.train_batch_size / (time.perf_counter() - start))
+    rates = throughput.examples_per_second(
+        models, x, y, FLAGS.train_batch_size, FLAGS.steps, FLAGS.rounds
+    )
     print(
         f"BERT {FLAGS.bert_config_file}: batch {FLAGS.train_batch_size}, sequence "
         f"{FLAGS.max_seq_length}, {FLAGS.max_predictions_per_seq} predictions, "
         f"jit_compile={FLAGS.jit_compile}; TensorFlow {tf.__version__}, Keras "
         f"{keras.__version__}, {platform.processor() or platform.machine()}"
     )
-    print(f"{'optimizer':<10} {'examples/s (median)':>20} {'min':>8} {'max':>8}")
-    medians = {}
-    for name, values in rates.items():
-        medians[name] = statistics.median(values)
-        print(f"{name:<10} {medians[name]:>20.1f} {min(values):>8.1f} {max(values):>8.1f}")
-    first, second = FLAGS.optimizers[:2]
-    print(f"ratio {first}/{second}: {medians[first] / medians[second]:.3f}")
-
+    throughput.print_rates(rates, reference=FLAGS.optimizers[1])
 
 if __name__ == "__main__":
     app.run(main)

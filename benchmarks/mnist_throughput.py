@@ -11,8 +11,6 @@ second (median over rounds) and each optimizer's ratio to the first.
 
 import os
 import platform
-import statistics
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
@@ -22,6 +20,7 @@ import numpy as np  # noqa: E402
 
 import lamb  # noqa: E402
 from lamb.models import mnist as mnist_models  # noqa: E402
+import throughput  # noqa: E402  (benchmarks/throughput.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("model", "cnn", list(mnist_models.MODELS), "Model of `lamb.models.mnist`.")
@@ -63,29 +62,15 @@ def main(argv):
     x = rng.random((FLAGS.batch_size, *mnist_models.IMAGE_SHAPE), dtype=np.float32)
     y = rng.integers(0, 10, FLAGS.batch_size)
     models = {name: build(name) for name in FLAGS.optimizers}
-    for model in models.values():  # Trace (and compile) before timing.
-        model.train_on_batch(x, y)
-    rates = {name: [] for name in models}
-    for _ in range(FLAGS.rounds):
-        for name, model in models.items():
-            start = time.perf_counter()
-            for _ in range(FLAGS.steps):
-                model.train_on_batch(x, y)
-            rates[name].append(FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start))
+    rates = throughput.examples_per_second(
+        models, x, y, FLAGS.batch_size, FLAGS.steps, FLAGS.rounds
+    )
     print(
         f"MNIST {FLAGS.model}: batch {FLAGS.batch_size}, jit_compile={FLAGS.jit_compile}, "
         f"{FLAGS.rounds} rounds x {FLAGS.steps} steps; Keras {keras.__version__} "
         f"({keras.backend.backend()}), {platform.processor() or platform.machine()}"
     )
-    first = FLAGS.optimizers[0]
-    medians = {name: statistics.median(values) for name, values in rates.items()}
-    print(f"{'optimizer':<18} {'examples/s':>11} {'min':>8} {'max':>8} {'ratio to ' + first:>20}")
-    for name, values in rates.items():
-        print(
-            f"{name:<18} {medians[name]:>11.1f} {min(values):>8.1f} {max(values):>8.1f} "
-            f"{medians[name] / medians[first]:>20.3f}"
-        )
-
+    throughput.print_rates(rates, reference=FLAGS.optimizers[0])
 
 if __name__ == "__main__":
     app.run(main)
