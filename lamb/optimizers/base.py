@@ -5,6 +5,7 @@ LARS all define it that way), so the Keras base class's own decoupled decay
 step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
 """
 
+import math
 import numbers
 import re
 
@@ -102,6 +103,23 @@ def compiling_with_xla():
     except ImportError:
         return False
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _one_replica():
+    """False inside a TensorFlow distribution strategy with several replicas."""
+    if keras.backend.backend() != "tensorflow":
+        return True
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync == 1
+
+
+def zero_after(variable):
+    """0.0 (float32) computed from `variable`'s value: a scalar that depends
+    on the last update of `variable` without changing what it is added to
+    (a form XLA does not simplify away, and 0 even for NaN weights)."""
+    zero_or_nan = ops.minimum(ops.abs(ops.reshape(variable, (-1,))[0]), 0.0)
+    return ops.cast(ops.where(zero_or_nan == 0.0, zero_or_nan, 0.0), "float32")
 
 
 def trust_ratio(weight_norm, update_norm, numerator=None):
@@ -245,6 +263,8 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             not matches_any(patterns, variable.path) for variable in var_list
         ]
         self._l2_norm = fastest_exact_l2_norm()
+        self._on_cpus = self._l2_norm is l2_norm_by_matvec
+        self._previous_step = None
         self._statistics_paths = [variable.path for variable in var_list]
         self._layer_statistics = [
             self.add_variable(
@@ -254,6 +274,38 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             )
             for variable in var_list
         ]
+
+    def apply(self, grads, trainable_variables=None):
+        self._previous_step = None
+        try:
+            return super().apply(grads, trainable_variables)
+        finally:
+            self._previous_step = None
+
+    def _end_step(self, variable):
+        """Makes the next variable's step wait for `variable`'s update, under
+        XLA on CPUs.
+
+        XLA schedules the passes of independent variables breadth-first
+        (every variable's first pass over its data, then every second
+        pass, ...), so each pass reads its data back from main memory. Chained
+        one variable after another, the later passes find it in the CPU's
+        cache: the next step adds `zero_after(variable)` to a scalar that its
+        first passes read (`_after_previous_step`).
+        """
+        if (
+            self._on_cpus
+            and math.prod(variable.shape) > 0
+            and compiling_with_xla()
+            and _one_replica()
+        ):
+            self._previous_step = zero_after(variable)
+
+    def _after_previous_step(self, x, dtype):
+        """`x` plus the zero set by `_end_step` for the previous variable, if any."""
+        if self._previous_step is None:
+            return x
+        return x + ops.cast(self._previous_step, dtype)
 
     def _scaled_step(self, variable, index, update, numerator_scale=None):
         """The trust ratio for `variable`'s `update`, recorded for diagnostics.
@@ -267,8 +319,8 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         update, instead of writing u to memory and reading it back twice,
         which on CPU costs as much as the rest of the step.
         """
-        weight_norm = self._l2_norm(variable)
-        update_norm = self._l2_norm(update)
+        weight_norm = self._l2_norm(self._after_previous_step(variable, variable.dtype))
+        update_norm = self._l2_norm(self._after_previous_step(update, variable.dtype))
         if self._adapts_layer[index]:
             numerator = None if numerator_scale is None else numerator_scale(weight_norm)
             ratio = trust_ratio(weight_norm, update_norm, numerator)

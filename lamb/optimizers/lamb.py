@@ -83,11 +83,16 @@ class LAMB(base.LayerAdaptiveOptimizer):
         m = self._momentums[index]
         v = self._velocities[index]
 
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        self.assign_add(
+            m, (gradient - m) * self._after_previous_step(1.0 - self.beta_1, dtype)
+        )
+        self.assign_add(
+            v, (ops.square(gradient) - v) * self._after_previous_step(1.0 - self.beta_2, dtype)
+        )
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
         ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)
+        self._end_step(variable)
 
     def _lamb_directions(self, m, v, variable, index):
         """u = m̂ / (√v̂ + ε) + λ·w, twice: to apply, and to take the norm of.

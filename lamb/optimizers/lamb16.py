@@ -26,8 +26,8 @@ MAX_ADAPTIVE_TRUST = 2.0
 class Float8Format:
     """An 8-bit float format: sign, exponent and mantissa bits as in IEEE 754.
 
-    `encode` rounds float32 values in [-max_value, max_value] to the nearest
-    representable value (ties to even) and returns its bit pattern as uint8
+    `encode` rounds float32 values to the nearest representable value (ties
+    to even), saturating at ±max_value, and returns its bit pattern as uint8
     (never an infinity or NaN); `decode` maps bit patterns back to float32
     exactly.
 
@@ -45,20 +45,31 @@ class Float8Format:
         self.smallest_normal = 2.0 ** (1 - exponent_bias)
         self.smallest_subnormal = 2.0 ** (1 - exponent_bias - mantissa_bits)
         self._shift = 23 - mantissa_bits  # float32 mantissa bits dropped
+        # Rounding half to even at the last kept bit, then rebiasing the
+        # exponent, in one addition to the float32 bit pattern.
+        self._normal_rounding = ((1 << (self._shift - 1)) - 1) - ((127 - exponent_bias) << 23)
+        # Adding 2^k whose ulp is the smallest subnormal rounds a magnitude
+        # below smallest_normal to a multiple of it (float addition rounds
+        # half to even), which lands in the low bits of 2^k.
+        self._subnormal_rounder = 2.0 ** (23 - exponent_bias - mantissa_bits + 1)
+        self._subnormal_rounder_bits = (127 + 23 - exponent_bias - mantissa_bits + 1) << 23
         self._exponent_offset = (127 - exponent_bias) << mantissa_bits
 
-    def encode(self, x):
-        magnitude = ops.abs(x)
+    def encode(self, x, keep_nonzero=False):
+        """The codes of `x`; with `keep_nonzero`, nonzero values below the
+        smallest subnormal round to it (keeping their sign) instead of to 0."""
+        magnitude = ops.minimum(ops.abs(x), self.max_value)
         bits = ops.view(magnitude, "int32")
-        # Normal range: round the float32 bit pattern half-to-even at the
-        # format's last mantissa bit, then rebias the exponent.
         lowest_kept_bit = ops.bitwise_and(ops.right_shift(bits, self._shift), 1)
-        rounded = bits + ((1 << (self._shift - 1)) - 1) + lowest_kept_bit
-        normal = ops.right_shift(rounded, self._shift) - self._exponent_offset
-        # Subnormal range: the code is the multiple of the smallest subnormal.
-        subnormal = ops.cast(ops.round(magnitude / self.smallest_subnormal), "int32")
+        normal = ops.right_shift(bits + self._normal_rounding + lowest_kept_bit, self._shift)
+        subnormal = (
+            ops.view(magnitude + self._subnormal_rounder, "int32")
+            - self._subnormal_rounder_bits
+        )
+        if keep_nonzero:  # bits > 0 exactly where magnitude > 0
+            subnormal = ops.maximum(subnormal, ops.minimum(bits, 1))
         code = ops.where(magnitude < self.smallest_normal, subnormal, normal)
-        sign = ops.where(ops.view(x, "int32") < 0, 128, 0)  # also -0.0
+        sign = ops.bitwise_and(ops.right_shift(ops.view(x, "int32"), 24), 128)  # also -0.0
         return ops.cast(code + sign, "uint8")
 
     def decode(self, codes):
@@ -100,35 +111,38 @@ def absmax(x):
     return result
 
 
-def quantize(x, float8_format, keep_positive=False):
+def quantize(x, float8_format, keep_nonzero=False):
     """`(codes, scale)` with `x ≈ float8_format.decode(codes) * scale`.
 
-    The scale maps max|x| onto the format's largest value (absmax scaling),
-    floored at the smallest normal float32 so that an all-zero `x` gets zero
-    codes instead of a division by zero. Values are clipped to the format's
-    range before rounding (float8 casts do not saturate).
+    The scale maps max|x| onto the format's largest value (absmax scaling,
+    `absmax_scale`); values are then rounded (`encode_scaled`).
 
     Args:
         x: A tensor.
         float8_format: `E4M3FN` or `E5M2`.
-        keep_positive: Round positive values below the smallest subnormal up
-            to it instead of to 0 (for the second moment: a zero there would
+        keep_nonzero: Round nonzero values below the smallest subnormal to
+            it instead of to 0 (for the second moment: a zero there would
             make the next step's 1/√v explode).
 
     Returns:
         uint8 codes of `x`'s shape and a float32 scalar scale.
     """
     x = ops.cast(x, "float32")
-    max_value = float8_format.max_value
-    scale = ops.maximum(absmax(x) * (1.0 / max_value), _FLOAT32_TINY)
-    normalized = ops.clip(x * (1.0 / scale), -max_value, max_value)
-    if keep_positive:
-        normalized = ops.where(
-            normalized > 0.0,
-            ops.maximum(normalized, float8_format.smallest_subnormal),
-            normalized,
-        )
-    return float8_format.encode(normalized), scale
+    scale = absmax_scale(absmax(x), float8_format)
+    return encode_scaled(x, scale, float8_format, keep_nonzero), scale
+
+
+def absmax_scale(x_absmax, float8_format):
+    """The scale that maps max|x| onto the format's largest value, floored at
+    the smallest normal float32 so that an all-zero x gets zero codes instead
+    of a division by zero."""
+    return ops.maximum(x_absmax * (1.0 / float8_format.max_value), _FLOAT32_TINY)
+
+
+def encode_scaled(x, scale, float8_format, keep_nonzero=False):
+    """The codes of `x / scale`, saturated at the format's largest value
+    (float8 casts do not saturate); `keep_nonzero` as in `quantize`."""
+    return float8_format.encode(ops.cast(x, "float32") * (1.0 / scale), keep_nonzero)
 
 
 def dequantize(codes, scale, float8_format, dtype="float32"):
@@ -250,16 +264,70 @@ class LAMB16(LAMB):
         dtype = variable.dtype
         learning_rate = ops.cast(learning_rate, dtype)
         gradient = base.dense_gradient(gradient, variable)
+        if self._moment_scales[index] is not None and base.compiling_with_xla():
+            self._recomputing_8bit_step(gradient, variable, learning_rate, index)
+            return
         m, v = self._read_moments(index, dtype)
-
         m = m + (gradient - m) * (1.0 - self.beta_1)
         v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
         self._write_moments(index, m, v)
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
+        self._apply_update(variable, index, learning_rate, update, update_for_norm)
+        self._end_step(variable)
+
+    def _apply_update(self, variable, index, learning_rate, update, update_for_norm):
         ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         if self.adaptive_trust and self._adapts_layer[index]:
             ratio = self._learning_rate_adaptive_trust(ratio, learning_rate)
         self.assign_sub(variable, learning_rate * ratio * update)
+
+    def _recomputing_8bit_step(self, gradient, variable, learning_rate, index):
+        """`update_step` for a variable with 8-bit moments, under XLA.
+
+        Every consumer of the new moments (the update, its norm, the moments'
+        absmax and their encoding) recomputes them from the stored codes and
+        the gradient, each as its own power-of-two multiple of them (exact:
+        the same values as the other path, barring overflow), so that XLA
+        fuses each copy into its consumer instead of writing float32 moments
+        to memory. All of them read the state before it is overwritten.
+        """
+        dtype = variable.dtype
+        m, v = self._new_moments(index, gradient, dtype, 1.0)
+        update = self._add_weight_decay(
+            self._adam_direction(m, v, dtype, self.epsilon), variable, index
+        )
+        m, v = self._new_moments(index, gradient, dtype, 2.0)
+        update_for_norm = self._add_weight_decay(
+            self._adam_direction(m, v, dtype, 2.0 * self.epsilon), variable, index
+        )
+        m, v = self._new_moments(index, gradient, dtype, 4.0)
+        m_scale = absmax_scale(absmax(m) * 0.25, E4M3FN)
+        v_scale = absmax_scale(absmax(v) * (1.0 / 16.0), E5M2)
+        m, v = self._new_moments(index, gradient, dtype, 8.0)
+        self._apply_update(variable, index, learning_rate, update, update_for_norm)
+        # Depending on the updated variable, the encoding comes after every
+        # read of the old codes: XLA overwrites them in place, not a copy.
+        after_update = base.zero_after(variable)
+        self.assign(
+            self._momentums[index],
+            encode_scaled(m, (m_scale + after_update) * 8.0, E4M3FN),
+        )
+        self.assign(
+            self._velocities[index],
+            encode_scaled(v, (v_scale + after_update) * 64.0, E5M2, keep_nonzero=True),
+        )
+        self.assign(self._moment_scales[index], ops.stack([m_scale, v_scale]))
+        self._end_step(variable)
+
+    def _new_moments(self, index, gradient, dtype, multiple):
+        """`multiple`·m and `multiple`²·v of this step, from the stored codes."""
+        scales = self._after_previous_step(self._moment_scales[index], "float32")
+        m = dequantize(self._momentums[index], scales[0] * multiple, E4M3FN, dtype)
+        v = dequantize(self._velocities[index], scales[1] * multiple**2, E5M2, dtype)
+        gradient = gradient * multiple
+        m = m + (gradient - m) * (1.0 - self.beta_1)
+        v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
+        return m, v
 
     def _read_moments(self, index, dtype):
         """m and v as `dtype` tensors."""
@@ -282,7 +350,7 @@ class LAMB16(LAMB):
             self.assign(self._velocities[index], v)
             return
         m_codes, m_scale = quantize(m, E4M3FN)
-        v_codes, v_scale = quantize(v, E5M2, keep_positive=True)
+        v_codes, v_scale = quantize(v, E5M2, keep_nonzero=True)
         self.assign(self._momentums[index], m_codes)
         self.assign(self._velocities[index], v_codes)
         self.assign(scales, ops.stack([m_scale, v_scale]))

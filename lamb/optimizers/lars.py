@@ -81,6 +81,7 @@ class LARS(base.LayerAdaptiveOptimizer):
             self.assign_sub(variable, self.momentum * v + scaled_gradient)
         else:
             self.assign_sub(variable, v)
+        self._end_step(variable)
 
     def _scale_weight_norm(self, weight_norm):
         return self.eeta * weight_norm
