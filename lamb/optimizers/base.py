@@ -105,6 +105,13 @@ def compiling_with_xla():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+# Under XLA, variables with at least this many elements get the restructured
+# step (`LayerAdaptiveOptimizer._xla_restructures`); smaller ones, whose data
+# stays in a core's cache between passes, keep the plain one, which is shorter
+# to trace and compile.
+LARGE_VARIABLE_SIZE = 2**16
+
+
 def _one_replica():
     """False inside a TensorFlow distribution strategy with several replicas."""
     if keras.backend.backend() != "tensorflow":
@@ -262,9 +269,11 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         self._adapts_layer = [
             not matches_any(patterns, variable.path) for variable in var_list
         ]
-        self._l2_norm = fastest_exact_l2_norm()
-        self._on_cpus = self._l2_norm is l2_norm_by_matvec
+        self._large_l2_norm = fastest_exact_l2_norm()
+        self._on_cpus = self._large_l2_norm is l2_norm_by_matvec
+        self._large = [math.prod(variable.shape) >= LARGE_VARIABLE_SIZE for variable in var_list]
         self._previous_step = None
+        self._step_scalars = {}
         self._statistics_paths = [variable.path for variable in var_list]
         self._layer_statistics = [
             self.add_variable(
@@ -277,14 +286,31 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
 
     def apply(self, grads, trainable_variables=None):
         self._previous_step = None
+        self._step_scalars = {}
         try:
             return super().apply(grads, trainable_variables)
         finally:
             self._previous_step = None
+            self._step_scalars = {}
 
-    def _end_step(self, variable):
-        """Makes the next variable's step wait for `variable`'s update, under
-        XLA on CPUs.
+    def _step_scalar(self, key, compute):
+        """`compute()`, computed once per `apply` for all variables (with one
+        replica; else once per variable): shorter graphs, faster tracing."""
+        if not _one_replica():
+            return compute()
+        if key not in self._step_scalars:
+            self._step_scalars[key] = compute()
+        return self._step_scalars[key]
+
+    def _xla_restructures(self, index):
+        """Whether the step of variable `index` is written for XLA: under XLA,
+        for variables of at least `LARGE_VARIABLE_SIZE` elements (see
+        `_scaled_step` and `_end_step`)."""
+        return self._large[index] and compiling_with_xla()
+
+    def _end_step(self, variable, index):
+        """Makes the next large variable's step wait for `variable`'s update,
+        under XLA on CPUs.
 
         XLA schedules the passes of independent variables breadth-first
         (every variable's first pass over its data, then every second
@@ -293,17 +319,13 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         cache: the next step adds `zero_after(variable)` to a scalar that its
         first passes read (`_after_previous_step`).
         """
-        if (
-            self._on_cpus
-            and math.prod(variable.shape) > 0
-            and compiling_with_xla()
-            and _one_replica()
-        ):
+        if self._on_cpus and self._xla_restructures(index) and _one_replica():
             self._previous_step = zero_after(variable)
 
-    def _after_previous_step(self, x, dtype):
-        """`x` plus the zero set by `_end_step` for the previous variable, if any."""
-        if self._previous_step is None:
+    def _after_previous_step(self, x, dtype, index):
+        """`x` plus the zero set by `_end_step` for the previous variable, for
+        large variables (else `x`)."""
+        if self._previous_step is None or not self._large[index]:
             return x
         return x + ops.cast(self._previous_step, dtype)
 
@@ -312,15 +334,17 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
 
         `numerator_scale` turns the ratio into `scale(‖w‖) / ‖u‖`.
 
-        Under XLA, pass `update` as its own copy of the update's expression,
-        written differently from the one applied to the variable (so that
-        XLA's common-subexpression elimination keeps the two apart). XLA
-        then fuses one copy into the norm and the other into the variable's
-        update, instead of writing u to memory and reading it back twice,
-        which on CPU costs as much as the rest of the step.
+        When `_xla_restructures(index)`, pass `update` as its own copy of the
+        update's expression, written differently from the one applied to the
+        variable (so that XLA's common-subexpression elimination keeps the
+        two apart). XLA then fuses one copy into the norm and the other into
+        the variable's update, instead of writing u to memory and reading it
+        back twice, which on CPU costs as much as the rest of the step.
         """
-        weight_norm = self._l2_norm(self._after_previous_step(variable, variable.dtype))
-        update_norm = self._l2_norm(self._after_previous_step(update, variable.dtype))
+        norm = self._large_l2_norm if self._large[index] else l2_norm
+        dtype = variable.dtype
+        weight_norm = norm(self._after_previous_step(variable, dtype, index))
+        update_norm = norm(self._after_previous_step(update, dtype, index))
         if self._adapts_layer[index]:
             numerator = None if numerator_scale is None else numerator_scale(weight_norm)
             ratio = trust_ratio(weight_norm, update_norm, numerator)

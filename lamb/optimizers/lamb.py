@@ -84,20 +84,20 @@ class LAMB(base.LayerAdaptiveOptimizer):
         v = self._velocities[index]
 
         self.assign_add(
-            m, (gradient - m) * self._after_previous_step(1.0 - self.beta_1, dtype)
+            m, (gradient - m) * self._after_previous_step(1.0 - self.beta_1, dtype, index)
         )
         self.assign_add(
-            v, (ops.square(gradient) - v) * self._after_previous_step(1.0 - self.beta_2, dtype)
+            v, (ops.square(gradient) - v) * self._after_previous_step(1.0 - self.beta_2, dtype, index)
         )
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
         ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)
-        self._end_step(variable)
+        self._end_step(variable, index)
 
     def _lamb_directions(self, m, v, variable, index):
         """u = m̂ / (√v̂ + ε) + λ·w, twice: to apply, and to take the norm of.
 
-        Under XLA the second is a separately written copy (see
+        Under XLA, for large variables, the second is a separately written copy (see
         `LayerAdaptiveOptimizer._scaled_step`): the same formula on 2·m, 4·v
         and 2·ε, which gives the same value exactly (scaling by powers of two
         commutes with rounding, barring float32 overflow and subnormals),
@@ -107,7 +107,7 @@ class LAMB(base.LayerAdaptiveOptimizer):
         update = self._add_weight_decay(
             self._adam_direction(m, v, dtype, self.epsilon), variable, index
         )
-        if not base.compiling_with_xla():
+        if not self._xla_restructures(index):
             return update, update
         update_for_norm = self._add_weight_decay(
             self._adam_direction(2.0 * m, 4.0 * v, dtype, 2.0 * self.epsilon), variable, index
@@ -117,10 +117,20 @@ class LAMB(base.LayerAdaptiveOptimizer):
     def _adam_direction(self, m, v, dtype, epsilon):
         """m̂ / (√v̂ + ε), with bias-corrected moments if `bias_correction`."""
         if self.bias_correction:
-            step = ops.cast(self.iterations + 1, dtype)
-            m = m / (1.0 - ops.power(ops.cast(self.beta_1, dtype), step))
-            v = v / (1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
+            m_correction, v_correction = self._step_scalar(
+                ("bias_corrections", dtype), lambda: self._bias_corrections(dtype)
+            )
+            m = m / m_correction
+            v = v / v_correction
         return m / (ops.sqrt(v) + epsilon)
+
+    def _bias_corrections(self, dtype):
+        """(1 − β1^t, 1 − β2^t) for this step."""
+        step = ops.cast(self.iterations + 1, dtype)
+        return (
+            1.0 - ops.power(ops.cast(self.beta_1, dtype), step),
+            1.0 - ops.power(ops.cast(self.beta_2, dtype), step),
+        )
 
     def _clip_weight_norm(self, weight_norm):
         if self.weight_norm_bounds is None:

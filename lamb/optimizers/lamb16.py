@@ -273,7 +273,7 @@ class LAMB16(LAMB):
         self._write_moments(index, m, v)
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
         self._apply_update(variable, index, learning_rate, update, update_for_norm)
-        self._end_step(variable)
+        self._end_step(variable, index)
 
     def _apply_update(self, variable, index, learning_rate, update, update_for_norm):
         ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
@@ -317,11 +317,11 @@ class LAMB16(LAMB):
             encode_scaled(v, (v_scale + after_update) * 64.0, E5M2, keep_nonzero=True),
         )
         self.assign(self._moment_scales[index], ops.stack([m_scale, v_scale]))
-        self._end_step(variable)
+        self._end_step(variable, index)
 
     def _new_moments(self, index, gradient, dtype, multiple):
         """`multiple`·m and `multiple`²·v of this step, from the stored codes."""
-        scales = self._after_previous_step(self._moment_scales[index], "float32")
+        scales = self._after_previous_step(self._moment_scales[index], "float32", index)
         m = dequantize(self._momentums[index], scales[0] * multiple, E4M3FN, dtype)
         v = dequantize(self._velocities[index], scales[1] * multiple**2, E5M2, dtype)
         gradient = gradient * multiple

@@ -70,7 +70,7 @@ class LARS(base.LayerAdaptiveOptimizer):
         decayed_gradient = self._add_weight_decay(gradient, variable, index)
         ratio = self._scaled_step(variable, index, decayed_gradient, self._scale_weight_norm)
         step_size = ops.cast(learning_rate, dtype) * ratio
-        if self._decays_weight[index] and base.compiling_with_xla():
+        if self._decays_weight[index] and self._xla_restructures(index):
             # g + λ·w written anew (see `_scaled_step`).
             weight_decay = ops.cast(self.weight_decay, dtype)
             scaled_gradient = step_size * gradient + (step_size * weight_decay) * variable
@@ -81,7 +81,7 @@ class LARS(base.LayerAdaptiveOptimizer):
             self.assign_sub(variable, self.momentum * v + scaled_gradient)
         else:
             self.assign_sub(variable, v)
-        self._end_step(variable)
+        self._end_step(variable, index)
 
     def _scale_weight_norm(self, weight_norm):
         return self.eeta * weight_norm

@@ -10,8 +10,8 @@ import pytest
 
 import lamb
 
-SHAPE = (256, 128)
-OTHER_SHAPE = (128, 256)  # a second variable, told apart by its shape
+SHAPE = (512, 128)  # large enough for the restructured step (LARGE_VARIABLE_SIZE)
+OTHER_SHAPE = (128, 512)  # a second variable, told apart by its shape
 
 
 def optimized_step(optimizer, shapes):
