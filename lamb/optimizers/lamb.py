@@ -83,12 +83,10 @@ class LAMB(base.LayerAdaptiveOptimizer):
         m = self._momentums[index]
         v = self._velocities[index]
 
-        self.assign_add(
-            m, (gradient - m) * self._after_previous_step(1.0 - self.beta_1, dtype, index)
-        )
-        self.assign_add(
-            v, (ops.square(gradient) - v) * self._after_previous_step(1.0 - self.beta_2, dtype, index)
-        )
+        m_rate = self._after_previous_step(1.0 - self.beta_1, dtype, index)
+        v_rate = self._after_previous_step(1.0 - self.beta_2, dtype, index)
+        self.assign_add(m, (gradient - m) * m_rate)
+        self.assign_add(v, (ops.square(gradient) - v) * v_rate)
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
         ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)
@@ -97,8 +95,8 @@ class LAMB(base.LayerAdaptiveOptimizer):
     def _lamb_directions(self, m, v, variable, index):
         """u = m̂ / (√v̂ + ε) + λ·w, twice: to apply, and to take the norm of.
 
-        Under XLA, for large variables, the second is a separately written copy (see
-        `LayerAdaptiveOptimizer._scaled_step`): the same formula on 2·m, 4·v
+        Under XLA, for large variables, the second is a separately written
+        copy (see `LayerAdaptiveOptimizer._scaled_step`): the same formula on 2·m, 4·v
         and 2·ε, which gives the same value exactly (scaling by powers of two
         commutes with rounding, barring float32 overflow and subnormals),
         else the same tensor.

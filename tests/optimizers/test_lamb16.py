@@ -55,9 +55,8 @@ def np_quantize(x, name, keep_nonzero=False):
     normalized = np.clip(x * (np.float32(1.0) / scale), -max_value, max_value)
     if keep_nonzero:
         smallest = np.float32(info.smallest_subnormal)
-        normalized = np.where(
-            normalized != 0, np.sign(normalized) * np.maximum(np.abs(normalized), smallest), normalized
-        )
+        raised = np.sign(normalized) * np.maximum(np.abs(normalized), smallest)
+        normalized = np.where(normalized != 0, raised, normalized)
     return normalized.astype(dtype), scale
 
 
@@ -188,7 +187,9 @@ def test_quantize_round_trip_matches_the_numpy_model(name, mode):
         assert (error[~normal] <= subnormal_step * (1 + 1e-6)).all(), kind
         if keep_nonzero:  # no zero-point
             nonzero = x != 0
-            np.testing.assert_array_equal(np.sign(restored[nonzero]), np.sign(x[nonzero]), err_msg=kind)
+            np.testing.assert_array_equal(
+                np.sign(restored[nonzero]), np.sign(x[nonzero]), err_msg=kind
+            )
         if kind == "zeros":
             assert not restored.any()
 
