@@ -57,6 +57,18 @@ def assert_weights_close(a, b, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
+def assert_layer_statistics_close(a, b):
+    """The (‖w‖, ‖u‖, trust ratio) rows of the two models' last steps, for
+    optimizers that record them (variable paths may differ between models)."""
+    if not hasattr(a.optimizer, "layer_statistics"):
+        return
+    rows_a = list(a.optimizer.layer_statistics().values())
+    rows_b = list(b.optimizer.layer_statistics().values())
+    assert len(rows_a) == len(rows_b) == len(a.trainable_variables)
+    assert all(row[0] > 0 for row in rows_a)  # recorded: every weight norm is set
+    np.testing.assert_allclose(rows_a, rows_b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_jit_compiled_fit_equals_eager_fit(name):
     compiled = train(OPTIMIZERS[name](), jit_compile=True)
@@ -117,6 +129,7 @@ def test_mirrored_strategy_matches_one_device(name):
     x, y = make_data()
     model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
     assert_weights_close(model, single, rtol=1e-5, atol=1e-6)
+    assert_layer_statistics_close(model, single)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
@@ -131,6 +144,7 @@ def test_gradient_accumulation_equals_the_larger_batch(name):
         batch_size=BATCH_SIZE // 2, jit_compile=True)
     assert int(accumulated.optimizer.iterations) == int(large_batch.optimizer.iterations)
     assert_weights_close(accumulated, large_batch, rtol=1e-5, atol=1e-6)
+    assert_layer_statistics_close(accumulated, large_batch)
 
 
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
