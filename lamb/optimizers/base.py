@@ -74,8 +74,9 @@ def l2_norm_by_matvec(x):
     """
     if len(x.shape) < 2 or x.shape[-1] < 16:
         return l2_norm(x)
-    rows = ops.reshape(ops.square(x), (-1, x.shape[-1]))
-    return ops.sqrt(ops.sum(ops.matmul(rows, ops.ones((x.shape[-1],), x.dtype))))
+    columns = x.shape[-1]
+    rows = ops.reshape(ops.square(x), (-1, columns))
+    return ops.sqrt(ops.sum(ops.matmul(rows, ops.ones((columns, 1), x.dtype))))
 
 
 def fastest_exact_l2_norm():
@@ -136,13 +137,9 @@ def trust_ratio(weight_norm, update_norm, numerator=None):
     zero-initialized variables (biases, LayerNorm betas) still move.
     """
     numerator = weight_norm if numerator is None else numerator
-    both_positive = ops.logical_and(
-        ops.greater(weight_norm, 0.0), ops.greater(update_norm, 0.0)
-    )
-    safe_norm = ops.where(both_positive, update_norm, ops.ones_like(update_norm))
-    return ops.where(
-        both_positive, numerator / safe_norm, ops.ones_like(update_norm)
-    )
+    both_positive = ops.minimum(weight_norm, update_norm) > 0.0
+    safe_norm = ops.where(both_positive, update_norm, 1.0)
+    return ops.where(both_positive, numerator / safe_norm, 1.0)
 
 
 def dense_gradient(gradient, variable):

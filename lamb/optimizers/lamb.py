@@ -103,32 +103,38 @@ class LAMB(base.LayerAdaptiveOptimizer):
         """
         dtype = variable.dtype
         update = self._add_weight_decay(
-            self._adam_direction(m, v, dtype, self.epsilon), variable, index
+            self._adam_direction(m, v, dtype), variable, index
         )
         if not self._xla_restructures(index):
             return update, update
         update_for_norm = self._add_weight_decay(
-            self._adam_direction(2.0 * m, 4.0 * v, dtype, 2.0 * self.epsilon), variable, index
+            self._adam_direction(2.0 * m, 4.0 * v, dtype, multiple=2.0), variable, index
         )
         return update, update_for_norm
 
-    def _adam_direction(self, m, v, dtype, epsilon):
-        """m̂ / (√v̂ + ε), with bias-corrected moments if `bias_correction`."""
-        if self.bias_correction:
-            m_correction, v_correction = self._step_scalar(
-                ("bias_corrections", dtype), lambda: self._bias_corrections(dtype)
-            )
-            m = m / m_correction
-            v = v / v_correction
-        return m / (ops.sqrt(v) + epsilon)
+    def _adam_direction(self, m, v, dtype, multiple=1.0):
+        """m̂ / (√v̂ + ε) for `m`, `v` that are `multiple` and `multiple`² times
+        the moments (`multiple` a power of two).
 
-    def _bias_corrections(self, dtype):
-        """(1 − β1^t, 1 − β2^t) for this step."""
-        step = ops.cast(self.iterations + 1, dtype)
-        return (
-            1.0 - ops.power(ops.cast(self.beta_1, dtype), step),
-            1.0 - ops.power(ops.cast(self.beta_2, dtype), step),
+        With `bias_correction`, computed as m·(√c2 / c1) / (√v + ε·√c2) with
+        c = 1 − β^t (the same value up to float rounding): two factors per
+        step instead of two more divisions per element.
+        """
+        if not self.bias_correction:
+            return m / (ops.sqrt(v) + self.epsilon * multiple)
+        m_factor, epsilon = self._step_scalar(
+            ("adam_factors", dtype), lambda: self._adam_factors(dtype)
         )
+        if multiple != 1.0:
+            epsilon = epsilon * multiple
+        return m * m_factor / (ops.sqrt(v) + epsilon)
+
+    def _adam_factors(self, dtype):
+        """(√c2 / c1, ε·√c2) for this step, with c = 1 − β^t."""
+        step = ops.cast(self.iterations + 1, dtype)
+        m_correction = 1.0 - ops.power(ops.cast(self.beta_1, dtype), step)
+        v_correction_sqrt = ops.sqrt(1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
+        return v_correction_sqrt / m_correction, self.epsilon * v_correction_sqrt
 
     def _clip_weight_norm(self, weight_norm):
         if self.weight_norm_bounds is None:

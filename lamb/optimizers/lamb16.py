@@ -294,11 +294,11 @@ class LAMB16(LAMB):
         dtype = variable.dtype
         m, v = self._new_moments(index, gradient, dtype, 1.0)
         update = self._add_weight_decay(
-            self._adam_direction(m, v, dtype, self.epsilon), variable, index
+            self._adam_direction(m, v, dtype), variable, index
         )
         m, v = self._new_moments(index, gradient, dtype, 2.0)
         update_for_norm = self._add_weight_decay(
-            self._adam_direction(m, v, dtype, 2.0 * self.epsilon), variable, index
+            self._adam_direction(m, v, dtype, multiple=2.0), variable, index
         )
         m, v = self._new_moments(index, gradient, dtype, 4.0)
         m_scale = absmax_scale(absmax(m) * 0.25, E4M3FN)
