@@ -7,8 +7,10 @@ the rounds is reported, with its ratio to Keras Adam measured in the same run.
     python benchmarks/optimizer_step.py --variable_set=50x1M
     python benchmarks/optimizer_step.py --variable_set=bert_base --rounds=5
     python benchmarks/optimizer_step.py --first_call   # trace + compile cost
+    python benchmarks/optimizer_step.py --first_call --first_call_model=bert_large
 """
 
+import multiprocessing
 import os
 import statistics
 import time
@@ -29,8 +31,13 @@ flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds; the median is repo
 flags.DEFINE_integer("steps_per_round", 10, "Optimizer steps timed per round.")
 flags.DEFINE_list("optimizers", None, "Subset of optimizers to time (default: all).")
 flags.DEFINE_bool("first_call", False, "Measure first-step trace + compile time on a ~400-variable model instead.")
-flags.DEFINE_integer("first_call_width", 64, "Width of the --first_call model's layers (256: kernels of 65,536 "
-                     "elements, which get the restructured XLA step).")
+flags.DEFINE_enum("first_call_model", "dense", ["dense", "bert_large"],
+                  "--first_call model: 100 dense layers with LayerNorm (400 variables), or BERT-Large's 391 "
+                  "variables with their shapes (335M parameters).")
+flags.DEFINE_integer("first_call_rounds", 3, "--first_call: fresh processes per optimizer, in alternating "
+                     "order; the median is reported.")
+flags.DEFINE_integer("first_call_width", 64, "Width of the dense --first_call model's layers (256: kernels of "
+                     "65,536 elements, which get the restructured XLA step).")
 
 EXCLUDE = ["LayerNorm", "layer_norm", "bias"]
 OPTIMIZERS = {
@@ -44,8 +51,9 @@ OPTIMIZERS = {
 }
 
 
-def bert_base_shapes(layers=12, hidden=768, intermediate=3072, vocab=30522, positions=512):
-    """(path, shape) of BERT-Base's 110M parameters, with its variable names."""
+def bert_shapes(layers=12, hidden=768, intermediate=3072, vocab=30522, positions=512):
+    """(path, shape) of BERT's parameters, with its variable names (default:
+    BERT-Base's 110M)."""
     shapes = [
         ("embeddings/word_embeddings", (vocab, hidden)),
         ("embeddings/position_embeddings", (positions, hidden)),
@@ -74,7 +82,7 @@ def bert_base_shapes(layers=12, hidden=768, intermediate=3072, vocab=30522, posi
 def variable_shapes(variable_set):
     if variable_set == "50x1M":
         return [(f"layer_{i}/kernel", (1000, 1000)) for i in range(50)]
-    return bert_base_shapes()
+    return bert_shapes()
 
 
 def make_variables(shapes, rng):
@@ -112,19 +120,24 @@ def time_steps(optimizers, variables, gradients):
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def first_call_seconds(make_optimizer, num_layers=100, width=64):
-    """Trace + compile + run time of the first XLA-compiled `apply_gradients`
-    over `4 * num_layers` variables (a Dense kernel and bias and a LayerNorm
-    gamma and beta per layer, as in a 24-layer BERT-Large's ~400), and the
-    time of a later call."""
-    rng = np.random.default_rng(0)
+def dense_shapes(num_layers=100, width=64):
+    """A Dense kernel and bias and a LayerNorm gamma and beta per layer: with
+    100 layers, about as many variables as a 24-layer BERT-Large."""
     shapes = []
     for i in range(num_layers):
         shapes += [(f"layer_{i}/dense/kernel", (width, width)), (f"layer_{i}/dense/bias", (width,)),
                    (f"layer_{i}/LayerNorm/gamma", (width,)), (f"layer_{i}/LayerNorm/beta", (width,))]
+    return shapes
+
+
+def first_call_seconds(name, shapes):
+    """Trace + compile + run time of the first XLA-compiled `apply_gradients`
+    of optimizer `name` over variables of `shapes` (the optimizer is built
+    inside it, as in a custom training loop), and the time of a later call."""
+    rng = np.random.default_rng(0)
     variables = make_variables(shapes, rng)
     gradients = [tf.constant(rng.normal(size=v.shape).astype("float32")) for v in variables]
-    optimizer = make_optimizer()
+    optimizer = OPTIMIZERS[name]()
 
     @tf.function(jit_compile=True)
     def step(grads):
@@ -136,17 +149,40 @@ def first_call_seconds(make_optimizer, num_layers=100, width=64):
     start = time.perf_counter()
     step(gradients)
     float(variables[0][0, 0])
-    return first, time.perf_counter() - start, len(variables)
+    return first, time.perf_counter() - start
+
+
+def first_call_medians(names, shapes, rounds):
+    """{name: (median first call, median later call)}, each call in a fresh
+    process (in one process, the second optimizer measured is slowed by the
+    first's memory and sped up by its one-time initializations); the order
+    of the optimizers alternates between rounds."""
+    samples = {name: [] for name in names}
+    context = multiprocessing.get_context("spawn")
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            with context.Pool(1) as pool:
+                samples[name].append(pool.apply(first_call_seconds, (name, shapes)))
+    return {
+        name: tuple(statistics.median(column) for column in zip(*times))
+        for name, times in samples.items()
+    }
 
 
 def main(argv):
     del argv
     names = FLAGS.optimizers or list(OPTIMIZERS)
     if FLAGS.first_call:
-        print("optimizer           variables  first step (s)  later step (s)")
-        for name in names:
-            first, later, count = first_call_seconds(OPTIMIZERS[name], width=FLAGS.first_call_width)
-            print(f"{name:<18}  {count:9d}  {first:14.2f}  {later:14.4f}")
+        if FLAGS.first_call_model == "bert_large":
+            shapes = bert_shapes(layers=24, hidden=1024, intermediate=4096)
+        else:
+            shapes = dense_shapes(width=FLAGS.first_call_width)
+        medians = first_call_medians(names, shapes, FLAGS.first_call_rounds)
+        print(f"{FLAGS.first_call_model}: {len(shapes)} variables, median of {FLAGS.first_call_rounds} fresh "
+              "processes per optimizer")
+        print("optimizer           first step (s)  later step (s)")
+        for name, (first, later) in medians.items():
+            print(f"{name:<18}  {first:14.2f}  {later:14.4f}")
         return
     rng = np.random.default_rng(0)
     shapes = variable_shapes(FLAGS.variable_set)
