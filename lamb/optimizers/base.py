@@ -63,6 +63,11 @@ def l2_norm(x):
     return ops.sqrt(ops.sum(ops.square(x)))
 
 
+# XLA on CPU fuses x² into the matrix-vector product only when the vector
+# is under 16 KiB (kFusionThresholdBytes): else x² is written to memory.
+MAX_FUSED_VECTOR_LENGTH = 4096
+
+
 def l2_norm_by_matvec(x):
     """‖x‖ as the sum of a matrix-vector product of x² with ones.
 
@@ -75,6 +80,9 @@ def l2_norm_by_matvec(x):
     if len(x.shape) < 2 or x.shape[-1] < 16:
         return l2_norm(x)
     columns = x.shape[-1]
+    # Longer rows are split in halves: a (1024, 4096) kernel as (2048, 2048).
+    while columns >= MAX_FUSED_VECTOR_LENGTH and columns % 2 == 0:
+        columns //= 2
     rows = ops.reshape(ops.square(x), (-1, columns))
     return ops.sqrt(ops.sum(ops.matmul(rows, ops.ones((columns, 1), x.dtype))))
 

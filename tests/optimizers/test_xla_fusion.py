@@ -65,6 +65,17 @@ def test_xla_writes_only_the_new_state(make_optimizer, float_outputs, codes):
 
 
 @pytest.mark.tensorflow_only
+def test_xla_fuses_the_norms_of_rows_of_4096():
+    """XLA fuses x² into a matrix-vector product only for vectors under
+    16 KiB, so rows of 4,096 (BERT-Large's (1024, 4096) kernels) are split:
+    neither w² nor u² is written, in either shape."""
+    shape, split_shape = (64, 4096), (128, 2048)
+    entry = optimized_step(lamb.LAMB(1e-3, weight_decay=0.01), [shape])
+    written = computed(entry, "f32", shape) + computed(entry, "f32", split_shape)
+    assert written.count("fusion") == 3, written
+
+
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize(
     "make_optimizer",
     [
