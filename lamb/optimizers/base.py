@@ -297,9 +297,9 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             self._step_scalars = {}
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Runs the update steps, then records their layer statistics in one
-        assignment (with one replica; with several, each step records its own
-        row): 400 row updates take XLA seconds longer to compile."""
+        """Runs the update steps, then writes their layer statistics in one
+        assignment (with one replica; with several, each step writes its own
+        row): one row update per variable makes XLA compile seconds longer."""
         self._statistics_rows = {} if _one_replica() else None
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
