@@ -287,24 +287,20 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             shape=(len(var_list), 3), dtype="float32", name="layer_statistics"
         )
 
-    def apply(self, grads, trainable_variables=None):
-        self._previous_step = None
-        self._step_scalars = {}
-        try:
-            return super().apply(grads, trainable_variables)
-        finally:
-            self._previous_step = None
-            self._step_scalars = {}
-
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Runs the update steps, then writes their layer statistics in one
+        """Runs the update steps with fresh per-step state (the ordering
+        chain, shared scalars), then writes their layer statistics in one
         assignment (with one replica; with several, each step writes its own
         row): one row update per variable makes XLA compile seconds longer."""
+        self._previous_step = None
+        self._step_scalars = {}
         self._statistics_rows = {} if _one_replica() else None
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
             rows = self._statistics_rows
         finally:
+            self._previous_step = None
+            self._step_scalars = {}
             self._statistics_rows = None
         if rows:
             indices = sorted(rows)
@@ -318,7 +314,7 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             )
 
     def _step_scalar(self, key, compute):
-        """`compute()`, computed once per `apply` for all variables (with one
+        """`compute()`, computed once per step for all variables (with one
         replica; else once per variable): shorter graphs, faster tracing."""
         if not _one_replica():
             return compute()
@@ -332,9 +328,9 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         `_scaled_step` and `_end_step`)."""
         return self._large[index] and compiling_with_xla()
 
-    def _end_step(self, variable, index):
+    def _end_step(self, variable, index, zero=None):
         """Makes the next large variable's step wait for `variable`'s update,
-        under XLA on CPUs.
+        under XLA on CPUs (`zero`: `zero_after(variable)` if already built).
 
         XLA schedules the passes of independent variables breadth-first
         (every variable's first pass over its data, then every second
@@ -344,7 +340,7 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         first passes read (`_after_previous_step`).
         """
         if self._on_cpus and self._xla_restructures(index) and _one_replica():
-            self._previous_step = zero_after(variable)
+            self._previous_step = zero_after(variable) if zero is None else zero
 
     def _after_previous_step(self, x, dtype, index):
         """`x` plus the zero set by `_end_step` for the previous variable, for

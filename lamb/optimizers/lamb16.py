@@ -267,9 +267,7 @@ class LAMB16(LAMB):
         if self._moment_scales[index] is not None and base.compiling_with_xla():
             self._recomputing_8bit_step(gradient, variable, learning_rate, index)
             return
-        m, v = self._read_moments(index, dtype)
-        m = m + (gradient - m) * (1.0 - self.beta_1)
-        v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
+        m, v = self._next_moments(*self._read_moments(index, dtype), gradient)
         self._write_moments(index, m, v)
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
         self._apply_update(variable, index, learning_rate, update, update_for_norm)
@@ -317,14 +315,17 @@ class LAMB16(LAMB):
             encode_scaled(v, (v_scale + after_update) * 64.0, E5M2, keep_nonzero=True),
         )
         self.assign(self._moment_scales[index], ops.stack([m_scale, v_scale]))
-        self._end_step(variable, index)
+        self._end_step(variable, index, after_update)
 
     def _new_moments(self, index, gradient, dtype, multiple):
         """`multiple`·m and `multiple`²·v of this step, from the stored codes."""
         scales = self._after_previous_step(self._moment_scales[index], "float32", index)
         m = dequantize(self._momentums[index], scales[0] * multiple, E4M3FN, dtype)
         v = dequantize(self._velocities[index], scales[1] * multiple**2, E5M2, dtype)
-        gradient = gradient * multiple
+        return self._next_moments(m, v, gradient * multiple)
+
+    def _next_moments(self, m, v, gradient):
+        """This step's m and v from the previous ones and the gradient."""
         m = m + (gradient - m) * (1.0 - self.beta_1)
         v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
         return m, v
