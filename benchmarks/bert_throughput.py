@@ -14,12 +14,12 @@ import platform
 from absl import app
 from absl import flags
 import keras
-import numpy as np
 import tensorflow as tf
 
 import lamb
 from lamb.models import bert
 import throughput  # benchmarks/throughput.py
+from throughput import synthetic_batch
 
 FLAGS = flags.FLAGS
 
@@ -37,28 +37,6 @@ flags.DEFINE_list(
     "Optimizers to compare (`create_optimizer` types, or keras_adamw for Keras' AdamW); "
     "ratios are to the second.",
 )
-
-
-def synthetic_batch(config, batch_size, seq_length, predictions, seed=0):
-    """A batch in BERT's pre-training format with random tokens."""
-    rng = np.random.default_rng(seed)
-    inputs = {
-        "input_ids": rng.integers(0, config["vocab_size"], (batch_size, seq_length), dtype="int32"),
-        "input_mask": np.ones((batch_size, seq_length), dtype="int32"),
-        "segment_ids": np.repeat(
-            [[0] * (seq_length // 2) + [1] * (seq_length - seq_length // 2)], batch_size, axis=0
-        ).astype("int32"),
-        "masked_lm_positions": np.sort(
-            rng.permuted(np.tile(np.arange(1, seq_length), (batch_size, 1)), axis=1)[:, :predictions],
-            axis=1,
-        ).astype("int32"),
-    }
-    labels = {
-        "masked_lm_ids": rng.integers(0, config["vocab_size"], (batch_size, predictions), dtype="int32"),
-        "masked_lm_weights": np.ones((batch_size, predictions), dtype="float32"),
-        "next_sentence_labels": rng.integers(0, 2, (batch_size,), dtype="int32"),
-    }
-    return inputs, labels
 
 
 def make_optimizer(optimizer_type):

@@ -1,10 +1,13 @@
-"""Training throughput of several compiled models, timed in alternating rounds.
+"""Training throughput of several compiled models, timed in alternating rounds,
+and a synthetic BERT batch.
 
-Shared by `mnist_throughput.py` and `bert_throughput.py`.
+Shared by `mnist_throughput.py`, `bert_throughput.py` and `gradient_accumulation.py`.
 """
 
 import statistics
 import time
+
+import numpy as np
 
 
 def examples_per_second(models, x, y, batch_size, steps, rounds):
@@ -35,3 +38,25 @@ def print_rates(rates, reference):
             f"{name:<18} {medians[name]:>11.1f} {min(values):>8.1f} {max(values):>8.1f} "
             f"{medians[name] / medians[reference]:>22.3f}"
         )
+
+
+def synthetic_batch(config, batch_size, seq_length, predictions, seed=0):
+    """A batch in BERT's pre-training format with random tokens."""
+    rng = np.random.default_rng(seed)
+    inputs = {
+        "input_ids": rng.integers(0, config["vocab_size"], (batch_size, seq_length), dtype="int32"),
+        "input_mask": np.ones((batch_size, seq_length), dtype="int32"),
+        "segment_ids": np.repeat(
+            [[0] * (seq_length // 2) + [1] * (seq_length - seq_length // 2)], batch_size, axis=0
+        ).astype("int32"),
+        "masked_lm_positions": np.sort(
+            rng.permuted(np.tile(np.arange(1, seq_length), (batch_size, 1)), axis=1)[:, :predictions],
+            axis=1,
+        ).astype("int32"),
+    }
+    labels = {
+        "masked_lm_ids": rng.integers(0, config["vocab_size"], (batch_size, predictions), dtype="int32"),
+        "masked_lm_weights": np.ones((batch_size, predictions), dtype="float32"),
+        "next_sentence_labels": rng.integers(0, 2, (batch_size,), dtype="int32"),
+    }
+    return inputs, labels

@@ -6,6 +6,7 @@ from lamb.optimizers.adam_weight_decay import AdamWeightDecay
 from lamb.optimizers.lamb import LAMB
 from lamb.optimizers.lamb16 import LAMB16
 from lamb.optimizers.lars import LARS
+from lamb.training import AccumulatingModel, GradientAccumulation
 
 __version__ = "0.1.0"
 
@@ -14,6 +15,8 @@ __all__ = [
     "LAMB16",
     "AdamWeightDecay",
     "LARS",
+    "AccumulatingModel",
+    "GradientAccumulation",
     "OPTIMIZER_TYPES",
     "create_optimizer",
     "schedules",

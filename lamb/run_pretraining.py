@@ -5,8 +5,11 @@ optimizer, the `tf.distribute` strategy, XLA, mixed precision and gradient
 accumulation. Training is `keras.Model.fit` on keras-hub's BERT.
 
 Steps: `--num_train_steps` counts optimizer steps of `--train_batch_size`
-examples (the global batch, split into `--gradient_accumulation_steps`
-micro-batches and over the replicas). Every `--save_checkpoints_steps` steps a
+examples (the global batch, split over the replicas and, on each, into
+`--gradient_accumulation_steps` micro-batches that run one after another
+inside the step: `lamb.training.GradientAccumulation`; their gradients are
+summed over the replicas once, then clipped to `--clip_norm`). Every
+`--save_checkpoints_steps` steps a
 checkpoint `<output_dir>/ckpt-<step>` holds the weights, the optimizer state,
 the dropout RNG state and the step. Started again with the same flags, a run
 resumes from its latest checkpoint and skips the batches it has already
@@ -20,6 +23,7 @@ sequence length, batch size and schedule, which warms up again from zero.
 """
 
 import json
+import math
 import os
 import sys
 import time
@@ -80,8 +84,8 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "iterations_per_loop",
     1000,
-    "How many steps to run on the device per call (Keras steps_per_execution); "
-    "metrics are logged once per loop.",
+    "Log metrics every this many steps. Steps run on the device in loops that end at "
+    "every log and checkpoint step (Keras steps_per_execution).",
 )
 flags.DEFINE_bool("use_tpu", False, "Whether to use TPU (the same as --strategy=tpu).")
 flags.DEFINE_string(
@@ -105,8 +109,8 @@ flags.DEFINE_float("poly_power", 1.0, "Power of the polynomial learning-rate dec
 flags.DEFINE_float(
     "clip_norm",
     1.0,
-    "Clip the gradients to this global norm (BERT: 1.0); 0 turns clipping off. With "
-    "several replicas Keras clips each replica's share before summing them.",
+    "Clip the gradients to this global norm (BERT: 1.0), after summing them over "
+    "the micro-batches and replicas; 0 turns clipping off.",
 )
 flags.DEFINE_enum(
     "strategy", "default", distribute.STRATEGIES, "The tf.distribute strategy."
@@ -126,7 +130,8 @@ flags.DEFINE_enum(
 flags.DEFINE_integer(
     "gradient_accumulation_steps",
     1,
-    "Micro-batches per optimizer step; each has train_batch_size / this examples.",
+    "Micro-batches per optimizer step, run one after another on each replica; each "
+    "has train_batch_size / (replicas x this) examples per replica.",
 )
 
 # Run control.
@@ -165,16 +170,6 @@ def validate_flags():
             f"--num_warmup_steps={FLAGS.num_warmup_steps} must be in "
             f"[0, --num_train_steps={FLAGS.num_train_steps}]."
         )
-    if FLAGS.save_checkpoints_steps % FLAGS.iterations_per_loop:
-        raise ValueError(
-            f"--save_checkpoints_steps={FLAGS.save_checkpoints_steps} must be a multiple "
-            f"of --iterations_per_loop={FLAGS.iterations_per_loop}."
-        )
-    if FLAGS.train_batch_size % FLAGS.gradient_accumulation_steps:
-        raise ValueError(
-            f"--train_batch_size={FLAGS.train_batch_size} is not divisible by "
-            f"--gradient_accumulation_steps={FLAGS.gradient_accumulation_steps}."
-        )
 
 
 def check_model_and_data(bert_config, files):
@@ -206,46 +201,55 @@ def check_model_and_data(bert_config, files):
     return records
 
 
-def micro_batch_size(strategy):
-    """Examples per micro-batch; raises if the replicas cannot share it evenly."""
-    size = FLAGS.train_batch_size // FLAGS.gradient_accumulation_steps
+def micro_batch_size(strategy, strategy_name):
+    """Examples per micro-batch on each replica; raises unless the replicas
+    and micro-batches share `--train_batch_size` evenly, or if `--jit_compile`
+    cannot work with the strategy."""
     replicas = strategy.num_replicas_in_sync
-    if size % replicas:
+    accumulation = FLAGS.gradient_accumulation_steps
+    if FLAGS.train_batch_size % (replicas * accumulation):
         raise ValueError(
-            f"--train_batch_size={FLAGS.train_batch_size} / --gradient_accumulation_steps="
-            f"{FLAGS.gradient_accumulation_steps} = {size} examples per micro-batch, not "
-            f"divisible by the {replicas} replicas of --strategy={FLAGS.strategy}."
+            f"--train_batch_size={FLAGS.train_batch_size} is not divisible by the "
+            f"{replicas} replicas of --strategy={strategy_name} x "
+            f"--gradient_accumulation_steps={accumulation}."
         )
-    return size
+    if FLAGS.jit_compile and replicas > 1 and strategy_name in ("mirrored", "multi_worker"):
+        raise ValueError(
+            f"--jit_compile does not work with --strategy={strategy_name} over {replicas} "
+            "replicas: Keras 3 compiles the step of all replicas as one XLA function, which "
+            "TensorFlow cannot place on several devices (keras-team/keras#19005). Add "
+            "--nojit_compile."
+        )
+    return FLAGS.train_batch_size // (replicas * accumulation)
 
 
-def steps_per_execution(strategy, accumulation):
-    """Micro-batches per device call: a loop, except under (multi-worker) mirrored
+def steps_per_execution(strategy, initial_step):
+    """Steps per device call: loops that end at every log and checkpoint step
+    (counted from `initial_step`), except under (multi-worker) mirrored
     strategies, whose Keras 3 multi-step loop fails (keras-team/keras#19246)."""
     if isinstance(
         strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
     ):
         return 1
-    return FLAGS.iterations_per_loop * accumulation
+    return math.gcd(FLAGS.iterations_per_loop, FLAGS.save_checkpoints_steps, initial_step)
 
 
-def build_model(bert_config, strategy):
-    """The compiled BertPretrainer with its optimizer built (call in the strategy scope)."""
-    accumulation = FLAGS.gradient_accumulation_steps
+def build_model(bert_config):
+    """The compiled BertPretrainer with its optimizer built (call in the
+    strategy scope); `main` sets its steps per execution."""
     optimizer_kwargs = {}
     if FLAGS.optimizer != "lars":
         optimizer_kwargs.update(beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2)
-    if accumulation > 1:
-        optimizer_kwargs["gradient_accumulation_steps"] = accumulation
     keras.utils.set_random_seed(FLAGS.seed)
-    model = bert.BertPretrainer(bert_config, name="bert_pretrainer")
-    # The package's optimizers evaluate schedules at their update count;
-    # Keras's Adam at its micro-batch count, so its steps are scaled.
-    schedule_scale = accumulation if FLAGS.optimizer == "adam" else 1
+    model = bert.BertPretrainer(
+        bert_config,
+        gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
+        name="bert_pretrainer",
+    )
     optimizer = lamb.create_optimizer(
         init_lr=FLAGS.learning_rate,
-        num_train_steps=FLAGS.num_train_steps * schedule_scale,
-        num_warmup_steps=FLAGS.num_warmup_steps * schedule_scale,
+        num_train_steps=FLAGS.num_train_steps,
+        num_warmup_steps=FLAGS.num_warmup_steps,
         optimizer_type=FLAGS.optimizer,
         weight_decay=FLAGS.weight_decay,
         epsilon=FLAGS.epsilon,
@@ -254,11 +258,7 @@ def build_model(bert_config, strategy):
         global_clipnorm=FLAGS.clip_norm or None,
         **optimizer_kwargs,
     )
-    model.compile(
-        optimizer=optimizer,
-        jit_compile=FLAGS.jit_compile,
-        steps_per_execution=steps_per_execution(strategy, accumulation),
-    )
+    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
     model.optimizer.build(model.trainable_variables)
     return model
 
@@ -329,23 +329,33 @@ class Checkpoints:
 
 
 class TrainingMonitor(keras.callbacks.Callback):
-    """Every `--iterations_per_loop` steps: a log line, TensorBoard scalars, a
-    checkpoint when due; the metrics are averages over the loop."""
+    """Every `log_every` steps and at the last: a log line, TensorBoard
+    scalars (the metrics averaged since the previous log); every `save_every`
+    steps before the last, a checkpoint. Each `fit` step is one optimizer step.
+    """
 
-    def __init__(self, checkpoints, initial_step, summary_dir):
+    def __init__(self, checkpoints, initial_step, num_train_steps, log_every, save_every,
+                 train_batch_size, log_trust_ratios, summary_dir):
         super().__init__()
         self.checkpoints = checkpoints
         self.initial_step = initial_step
+        self.num_train_steps = num_train_steps
+        self.log_every = log_every
+        self.save_every = save_every
+        self.train_batch_size = train_batch_size
+        self.log_trust_ratios = log_trust_ratios
         self.step = initial_step
         self.writer = tf.summary.create_file_writer(summary_dir) if checkpoints.chief else None
         self.last_logs = {}
         self.loop_start = (time.time(), initial_step)
 
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % FLAGS.gradient_accumulation_steps:
-            return  # Inside an optimizer step.
-        self.step = self.initial_step + (batch + 1) // FLAGS.gradient_accumulation_steps
-        if self.step % FLAGS.iterations_per_loop and self.step < FLAGS.num_train_steps:
+        # Keras reports the last batch of a device loop as if the loop were
+        # whole; the data (and so the run) ends at num_train_steps.
+        self.step = min(self.initial_step + batch + 1, self.num_train_steps)
+        if self.step % self.save_every == 0 and self.step < self.num_train_steps:
+            self.checkpoints.save(self.step)  # main() saves the last step after metrics.json.
+        if self.step % self.log_every and self.step < self.num_train_steps:
             return
         start_time, start_step = self.loop_start
         # Read in the cross-replica context: the metrics of all replicas combined.
@@ -355,19 +365,17 @@ class TrainingMonitor(keras.callbacks.Callback):
         }
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         logs["examples_per_second"] = (
-            (self.step - start_step) * FLAGS.train_batch_size / (time.time() - start_time)
+            (self.step - start_step) * self.train_batch_size / (time.time() - start_time)
         )
         self.last_logs = logs
         logging.info(
             "step %d/%d: %s",
             self.step,
-            FLAGS.num_train_steps,
+            self.num_train_steps,
             ", ".join(f"{name}={value:.5g}" for name, value in logs.items()),
         )
         if self.writer is not None:
             self._write_summaries(logs)
-        if self.step % FLAGS.save_checkpoints_steps == 0 and self.step < FLAGS.num_train_steps:
-            self.checkpoints.save(self.step)  # main() saves the last step after metrics.json.
         self.model.reset_metrics()
         self.loop_start = (time.time(), self.step)
 
@@ -377,7 +385,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         with self.writer.as_default(step=self.step):
             for name, value in logs.items():
                 tf.summary.scalar(name, value)
-            if FLAGS.log_trust_ratios and hasattr(optimizer, "layer_statistics"):
+            if self.log_trust_ratios and hasattr(optimizer, "layer_statistics"):
                 statistics = optimizer.layer_statistics()
                 for index, name in enumerate(("weight_norm", "update_norm", "trust_ratio")):
                     values = [stats[index] for stats in statistics.values()]
@@ -399,8 +407,9 @@ def write_metrics(output_dir, step, logs):
 
 def main(argv):
     del argv
+    strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
     strategy = distribute.make_strategy(
-        "tpu" if FLAGS.use_tpu else FLAGS.strategy,
+        strategy_name,
         FLAGS.tpu_name,
         FLAGS.tpu_zone,
         FLAGS.gcp_project,
@@ -410,28 +419,41 @@ def main(argv):
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
     files = data.expand_input_files(FLAGS.input_file)
     records = check_model_and_data(bert_config, files)
-    batch_size = micro_batch_size(strategy)
+    batch_size = micro_batch_size(strategy, strategy_name)
     logging.info(
-        "%d input files (%d records checked); %d replicas; micro-batch %d",
-        len(files), records, strategy.num_replicas_in_sync, batch_size,
+        "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
+        len(files), records, strategy.num_replicas_in_sync,
+        FLAGS.gradient_accumulation_steps, batch_size,
     )
     if FLAGS.mixed_precision:
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
     tf.io.gfile.makedirs(FLAGS.output_dir)
     with strategy.scope():
-        model = build_model(bert_config, strategy)
+        model = build_model(bert_config)
         checkpoints = Checkpoints(FLAGS.output_dir, model, strategy)
         step = checkpoints.restore(FLAGS.init_checkpoint)
-    monitor = TrainingMonitor(checkpoints, step, os.path.join(FLAGS.output_dir, "train"))
-    remaining = (FLAGS.num_train_steps - step) * FLAGS.gradient_accumulation_steps
+    # Loops end at the log and checkpoint steps counted from here (set before
+    # fit builds its train function).
+    model.steps_per_execution = steps_per_execution(strategy, step)
+    monitor = TrainingMonitor(
+        checkpoints,
+        step,
+        FLAGS.num_train_steps,
+        FLAGS.iterations_per_loop,
+        FLAGS.save_checkpoints_steps,
+        FLAGS.train_batch_size,
+        FLAGS.log_trust_ratios,
+        os.path.join(FLAGS.output_dir, "train"),
+    )
+    remaining = FLAGS.num_train_steps - step
     if remaining > 0:
         dataset = data.make_dataset(
             files,
-            batch_size,
+            FLAGS.train_batch_size,
             FLAGS.max_seq_length,
             FLAGS.max_predictions_per_seq,
             FLAGS.seed,
-            skip_batches=step * FLAGS.gradient_accumulation_steps,
+            skip_batches=step,
         )
         model.fit(
             dataset.take(remaining),

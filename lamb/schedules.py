@@ -11,7 +11,7 @@ import math
 import keras
 from keras import ops
 
-from lamb.optimizers.base import check_range
+from lamb._checks import check_range
 
 SCALING_RULES = ("sqrt", "linear")
 

@@ -1,4 +1,5 @@
-"""`lamb.distribute` through the app: mirrored, multi-worker (with a killed worker), TPU."""
+"""`lamb.distribute` through the app: mirrored and multi-worker (with a killed
+worker) with gradient accumulation, fp16 on the several-GPU recipe, TPU."""
 
 import json
 import os
@@ -21,9 +22,10 @@ from lamb import distribute  # noqa: E402
 from lamb import run_pretraining  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
 
-# Keras 3 clips each replica's share of the gradient before the cross-replica
-# sum, so equality with one device holds without clipping.
-RUN = dict(num_train_steps=8, save_checkpoints_steps=4, iterations_per_loop=2, clip_norm=0)
+# Gradients summed over the micro-batches and replicas, then clipped to a
+# global norm well below theirs: equal to one device only if the clipping
+# sees the global gradient.
+RUN = dict(num_train_steps=8, save_checkpoints_steps=4, iterations_per_loop=2, clip_norm=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +60,50 @@ app.run(run_pretraining.main, argv=["run_pretraining", *sys.argv[1:]])
 """
 
 
-def test_mirrored_over_two_cpus_equals_one_device(data, one_device, tmp_path):
+def run_mirrored(args, output_dir):
     subprocess.run(
-        [sys.executable, "-c", MIRRORED_RUNNER,
-         *helpers.app_args(data, str(tmp_path), strategy="mirrored", **RUN)],
+        [sys.executable, "-c", MIRRORED_RUNNER, *args],
         cwd=Path(__file__).resolve().parent.parent,
         check=True,
         timeout=1200,
     )
+    return helpers.model_weights(os.path.join(output_dir, "ckpt-8"))
+
+
+def test_mirrored_two_cpus_of_four_micro_batches_equal_one_device(data, one_device, tmp_path):
+    args = helpers.app_args(data, str(tmp_path), strategy="mirrored",
+                            gradient_accumulation_steps=4, **RUN)
     helpers.assert_same_weights(
-        helpers.model_weights(os.path.join(tmp_path, "ckpt-8")),
+        run_mirrored(args, str(tmp_path)),
         {k: v for k, v in one_device.items() if k.startswith("model/")},
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_readme_several_gpu_recipe_shortened_trains_in_fp16(data, tmp_path):
+    """The README's several-GPU command (phase-1 flagfile, mirrored, fp16,
+    accumulation) with a tiny model, batch and run."""
+    args = ["--flagfile=configs/lamb_bert_large_phase1.flags", "--strategy=mirrored",
+            "--mixed_precision=fp16", "--gradient_accumulation_steps=2", "--nojit_compile",
+            *helpers.app_args(data, str(tmp_path), num_train_steps=8, num_warmup_steps=2,
+                              save_checkpoints_steps=4, iterations_per_loop=4)]
+    weights = run_mirrored(args, str(tmp_path))
+    assert all(tf.math.reduce_all(tf.math.is_finite(w)) for w in weights.values())
+    with open(os.path.join(tmp_path, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["global_step"] == 8 and metrics["loss"] < 20
+
+
+def test_jit_compile_with_mirrored_fails_at_once_naming_the_flags(data, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED_RUNNER,
+         *helpers.app_args(data, str(tmp_path), strategy="mirrored", jit_compile=True)],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--jit_compile does not work with --strategy=mirrored over 2 replicas" in result.stderr
+    assert not os.listdir(tmp_path)
 
 
 def _free_ports(count):
@@ -106,7 +138,8 @@ def _stop(processes):
 
 def test_multi_worker_killed_worker_then_restart_resumes(data, one_device, tmp_path):
     output_dir = str(tmp_path / "out")
-    args = helpers.app_args(data, output_dir, strategy="multi_worker", **RUN)
+    args = helpers.app_args(data, output_dir, strategy="multi_worker",
+                            gradient_accumulation_steps=2, **RUN)
     processes = _start_workers(args, tmp_path, 0)
     try:
         deadline = time.time() + 240

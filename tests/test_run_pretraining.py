@@ -138,7 +138,7 @@ def test_phase_two_starts_from_phase_one_weights_and_rewarms(data, phase1, long_
         flags.FLAGS(["run_pretraining", *args[:-1], f"--output_dir={tmp_path / 'fresh'}"])
         config = run_pretraining.bert.load_bert_config(flags.FLAGS.bert_config_file)
         strategy = tf.distribute.get_strategy()
-        model = run_pretraining.build_model(config, strategy)
+        model = run_pretraining.build_model(config)
         checkpoints = run_pretraining.Checkpoints(str(tmp_path / "fresh"), model, strategy)
         assert checkpoints.restore(phase1) == 0
         assert int(model.optimizer.iterations.numpy()) == 0
@@ -194,8 +194,11 @@ def _bad_inputs(data, tmp):
         (dict(bert_config_file=str(unknown_key)), r"unknown_key\.json: unknown keys \['hidden_layers'\]"),
         (dict(bert_config_file=str(missing_key)), r"missing keys \['type_vocab_size'\]"),
         (dict(bert_config_file=str(small_vocab)), r"input_ids holds .* beyond vocab_size=10"),
-        (dict(train_batch_size=15, strategy="mirrored"), r"15 examples .* not divisible by the 2 replicas"),
-        (dict(save_checkpoints_steps=3), r"--save_checkpoints_steps=3 must be a multiple of --iterations_per_loop=2"),
+        (dict(train_batch_size=15, strategy="mirrored"),
+         r"--train_batch_size=15 is not divisible by the 2 replicas of --strategy=mirrored x "
+         r"--gradient_accumulation_steps=1"),
+        (dict(train_batch_size=16, gradient_accumulation_steps=3),
+         r"--train_batch_size=16 is not divisible by the 1 replicas .* x --gradient_accumulation_steps=3"),
     ]
 
 
@@ -222,6 +225,32 @@ def test_bf16_with_gradient_accumulation_counts_optimizer_steps(data, tmp_path):
     assert metrics["global_step"] == 4 and np.isfinite(metrics["loss"])
     values = helpers.checkpoint_values(os.path.join(output_dir, "ckpt-4"))
     assert values["global_step/.ATTRIBUTES/VARIABLE_VALUE"] == 4
-    # Keras counts micro-batches: 4 optimizer steps of 2 micro-batches each.
-    assert 8 in [int(v) for k, v in values.items() if k.startswith("optimizer/") and v.shape == ()]
+    # The optimizer counts optimizer steps, not micro-batches.
+    assert sorted(int(v) for k, v in values.items()
+                  if k.startswith("optimizer/") and v.shape == () and v.dtype.kind == "i") == [4]
     assert sorted(scalars(output_dir)["loss"]) == [2, 4]
+
+
+def test_device_loops_end_at_checkpoint_log_and_last_steps(data, tmp_path, caplog):
+    """Checkpoints every 3 steps with the default 1000-step logging loop and
+    a 7-step run: checkpoints at 3 and 6 and the end, one log line, "step 7/7"."""
+    output_dir = str(tmp_path)
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(
+            data, output_dir, num_train_steps=7, num_warmup_steps=1, save_checkpoints_steps=3,
+            iterations_per_loop=1000, keep_checkpoint_max=5,
+        ))
+    assert sorted(os.path.basename(p) for p in tf.train.get_checkpoint_state(output_dir)
+                  .all_model_checkpoint_paths) == ["ckpt-3", "ckpt-6", "ckpt-7"]
+    for step in (3, 6, 7):
+        values = helpers.checkpoint_values(os.path.join(output_dir, f"ckpt-{step}"))
+        assert values["global_step/.ATTRIBUTES/VARIABLE_VALUE"] == step
+        assert step in [int(v) for k, v in values.items() if k.startswith("optimizer/")
+                        and v.shape == () and v.dtype.kind == "i"]
+    steps = [record.getMessage().split(":")[0] for record in caplog.records
+             if record.getMessage().startswith("step ")]
+    assert steps == ["step 7/7"]
+    assert sorted(scalars(output_dir)["loss"]) == [7]
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["global_step"] == 7 and metrics["examples_per_second"] > 0

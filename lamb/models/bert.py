@@ -7,13 +7,17 @@ plus an output bias) and the next-sentence head (a dense layer of 2 logits
 on the pooled [CLS] output). The loss is BERT's: the masked-LM cross-entropy
 averaged over the real (weight 1) predictions plus the next-sentence
 cross-entropy averaged over the examples. Both averages are taken over the
-global batch, so a step gives the same result on any number of replicas.
+whole optimizer step's batch (all replicas, all accumulated micro-batches), so
+a step gives the same result on any number of replicas and micro-batches.
 """
 
+import contextlib
 import json
 
 import keras
 from keras import ops
+
+from lamb import training
 
 BERT_CONFIG_KEYS = {
     "vocab_size": int,
@@ -101,7 +105,7 @@ def gelu_approximate(x):
     return keras.activations.gelu(x, approximate=True)
 
 
-class BertPretrainer(keras.Model):
+class BertPretrainer(training.GradientAccumulation, keras.Model):
     """BERT with the masked-LM and next-sentence heads, trained with BERT's loss.
 
     Inputs are BERT's feature names (`input_ids`, `input_mask`, `segment_ids`,
@@ -112,9 +116,11 @@ class BertPretrainer(keras.Model):
 
     Args:
         bert_config: A dict in BERT's `bert_config.json` format.
+        gradient_accumulation_steps: Micro-batches per optimizer step (see
+            `lamb.training.GradientAccumulation`).
     """
 
-    def __init__(self, bert_config, **kwargs):
+    def __init__(self, bert_config, gradient_accumulation_steps=1, **kwargs):
         import keras_hub  # An extra: pip install .[bert]
 
         validate_bert_config(bert_config, "bert_config")
@@ -160,8 +166,14 @@ class BertPretrainer(keras.Model):
             ),
             "next_sentence_logits": next_sentence_head(encoded["pooled_output"]),
         }
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(
+            inputs=inputs,
+            outputs=outputs,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            **kwargs,
+        )
         self.bert_config = dict(bert_config)
+        self._step_counts = None
         self.backbone = backbone
         self.masked_lm_loss = keras.metrics.Mean(name="masked_lm_loss")
         self.masked_lm_accuracy = keras.metrics.SparseCategoricalAccuracy(
@@ -196,16 +208,34 @@ class BertPretrainer(keras.Model):
         )
         return masked_lm_losses, next_sentence_losses
 
+    @contextlib.contextmanager
+    def step_context(self, x, y, sample_weight):
+        """Counts the step's predictions and examples once (one sum over the
+        replicas, whatever the number of micro-batches)."""
+        del x, sample_weight
+        self._step_counts = _counts(y)
+        try:
+            yield
+        finally:
+            self._step_counts = None
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """BERT's loss; this replica's share of the global-batch averages."""
+        """BERT's loss; this replica's share of the step's averages.
+
+        Within a training step, on the scale of `GradientAccumulation`: the
+        mean over the micro-batches of their losses is the step's loss."""
         del x, sample_weight, training
         masked_lm_losses, next_sentence_losses = self._per_example_losses(y, y_pred)
         weights = ops.cast(y["masked_lm_weights"], "float32")
-        num_predictions = _sum_over_replicas(ops.sum(weights))
-        num_examples = _sum_over_replicas(ops.cast(ops.shape(weights)[0], "float32"))
+        if self._step_counts is None:
+            num_predictions, num_examples = _counts(y)
+            micro_batches = 1.0
+        else:
+            num_predictions, num_examples = self._step_counts
+            micro_batches = float(self.gradient_accumulation_steps)
         masked_lm_loss = ops.sum(masked_lm_losses * weights) / (num_predictions + 1e-5)
         next_sentence_loss = ops.sum(next_sentence_losses) / num_examples
-        return masked_lm_loss + next_sentence_loss
+        return micro_batches * (masked_lm_loss + next_sentence_loss)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Updates the masked-LM and next-sentence losses and accuracies."""
@@ -220,21 +250,16 @@ class BertPretrainer(keras.Model):
         self.next_sentence_accuracy.update_state(
             y["next_sentence_labels"], y_pred["next_sentence_logits"]
         )
-        results = self.get_metrics_result()
-        if _multi_worker():
-            # Keras 3 averages the logs of multi-worker replicas along axis 0,
-            # which a scalar lacks (tensorflow/tensorflow#72388).
-            results = {name: ops.reshape(value, (1,)) for name, value in results.items()}
-        return results
+        return self.get_metrics_result()
 
 
-def _multi_worker():
-    """Whether this runs under a `tf.distribute.MultiWorkerMirroredStrategy`."""
-    if keras.backend.backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+def _counts(y):
+    """The masked-LM predictions (weight 1) and the examples of `y`, summed
+    over the replicas of a `tf.distribute` strategy."""
+    weights = ops.cast(y["masked_lm_weights"], "float32")
+    counts = ops.stack([ops.sum(weights), ops.cast(ops.shape(weights)[0], "float32")])
+    counts = _sum_over_replicas(counts)
+    return counts[0], counts[1]
 
 
 def _sum_over_replicas(value):

@@ -1,4 +1,4 @@
-"""What the optimizers share: argument checks, exclusion lists, the trust ratio.
+"""What the optimizers share: exclusion lists, the trust ratio, layer statistics.
 
 Weight decay here is part of each optimizer's update direction (BERT, LAMB and
 LARS all define it that way), so the Keras base class's own decoupled decay
@@ -6,33 +6,12 @@ step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
 """
 
 import math
-import numbers
 import re
 
 import keras
 from keras import ops
 
-
-def check_range(
-    name, value, low=None, high=None, low_inclusive=True, high_inclusive=False
-):
-    """Returns `value`, or raises `ValueError` naming `name` and the allowed range."""
-    too_low = low is not None and (value < low if low_inclusive else value <= low)
-    too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high:
-        lower = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
-        upper = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
-        raise ValueError(
-            f"`{name}` must be in {lower}, {upper}; received {name}={value!r}."
-        )
-    return value
-
-
-def check_learning_rate(learning_rate):
-    """Accepts a schedule, a callable, or a non-negative number (as a float)."""
-    if isinstance(learning_rate, numbers.Real):
-        return float(check_range("learning_rate", learning_rate, low=0.0))
-    return learning_rate
+from lamb._checks import check_learning_rate, check_range  # noqa: F401 (the optimizers' checks)
 
 
 def compile_patterns(name, patterns):
