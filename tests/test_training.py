@@ -60,7 +60,11 @@ def mirrored():
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "conftest.py splits the CPU into two logical devices"
-    return tf.distribute.MirroredStrategy(devices)
+    # Not collective ops: their instance keys restart with each strategy and
+    # clash with those of earlier tests' strategies in this process.
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+    )
 
 
 def assert_same_weights(a, b, rtol=1e-5, atol=1e-6):
