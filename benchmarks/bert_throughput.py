@@ -19,7 +19,6 @@ import tensorflow as tf
 import lamb
 from lamb.models import bert
 import throughput  # benchmarks/throughput.py
-from throughput import synthetic_batch
 
 FLAGS = flags.FLAGS
 
@@ -59,7 +58,7 @@ def build(config, optimizer_type):
 def main(argv):
     del argv
     config = bert.load_bert_config(FLAGS.bert_config_file)
-    x, y = synthetic_batch(
+    x, y = throughput.synthetic_batch(
         config, FLAGS.train_batch_size, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq
     )
     models = {name: build(config, name) for name in FLAGS.optimizers}

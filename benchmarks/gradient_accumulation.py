@@ -52,10 +52,10 @@ def measure(settings, accumulation, batch_size, results):
 
     import lamb
     from lamb.models import bert
-    from throughput import synthetic_batch  # benchmarks/throughput.py
+    import throughput  # benchmarks/throughput.py
 
     config = bert.load_bert_config(settings["bert_config_file"])
-    x, y = synthetic_batch(
+    x, y = throughput.synthetic_batch(
         config, batch_size, settings["max_seq_length"], settings["max_predictions_per_seq"]
     )
     keras.utils.set_random_seed(0)

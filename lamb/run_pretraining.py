@@ -203,8 +203,7 @@ def check_model_and_data(bert_config, files):
 
 def micro_batch_size(strategy, strategy_name):
     """Examples per micro-batch on each replica; raises unless the replicas
-    and micro-batches share `--train_batch_size` evenly, or if `--jit_compile`
-    cannot work with the strategy."""
+    and micro-batches share `--train_batch_size` evenly."""
     replicas = strategy.num_replicas_in_sync
     accumulation = FLAGS.gradient_accumulation_steps
     if FLAGS.train_batch_size % (replicas * accumulation):
@@ -213,23 +212,32 @@ def micro_batch_size(strategy, strategy_name):
             f"{replicas} replicas of --strategy={strategy_name} x "
             f"--gradient_accumulation_steps={accumulation}."
         )
-    if FLAGS.jit_compile and replicas > 1 and strategy_name in ("mirrored", "multi_worker"):
+    return FLAGS.train_batch_size // (replicas * accumulation)
+
+
+def _mirrored(strategy):
+    return isinstance(
+        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
+    )
+
+
+def check_jit_compile(strategy, strategy_name):
+    """Raises if `--jit_compile` cannot work with the strategy."""
+    replicas = strategy.num_replicas_in_sync
+    if FLAGS.jit_compile and replicas > 1 and _mirrored(strategy):
         raise ValueError(
             f"--jit_compile does not work with --strategy={strategy_name} over {replicas} "
             "replicas: Keras 3 compiles the step of all replicas as one XLA function, which "
             "TensorFlow cannot place on several devices (keras-team/keras#19005). Add "
             "--nojit_compile."
         )
-    return FLAGS.train_batch_size // (replicas * accumulation)
 
 
 def steps_per_execution(strategy, initial_step):
     """Steps per device call: loops that end at every log and checkpoint step
     (counted from `initial_step`), except under (multi-worker) mirrored
     strategies, whose Keras 3 multi-step loop fails (keras-team/keras#19246)."""
-    if isinstance(
-        strategy, (tf.distribute.MirroredStrategy, tf.distribute.MultiWorkerMirroredStrategy)
-    ):
+    if _mirrored(strategy):
         return 1
     return math.gcd(FLAGS.iterations_per_loop, FLAGS.save_checkpoints_steps, initial_step)
 
@@ -420,6 +428,7 @@ def main(argv):
     files = data.expand_input_files(FLAGS.input_file)
     records = check_model_and_data(bert_config, files)
     batch_size = micro_batch_size(strategy, strategy_name)
+    check_jit_compile(strategy, strategy_name)
     logging.info(
         "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
         len(files), records, strategy.num_replicas_in_sync,

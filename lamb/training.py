@@ -81,7 +81,7 @@ class GradientAccumulation:
                 gradients = self._micro_batch_gradients(x, y, sample_weight, variables, 1)
             else:
                 gradients = self._accumulated_gradients(x, y, sample_weight, variables, steps)
-        gradients = _sum_over_replicas(gradients)
+        gradients = _sum_gradients_over_replicas(gradients)
         with _gradients_already_summed(self.optimizer):
             self.optimizer.apply(gradients, variables)
         results = self.get_metrics_result()
@@ -178,16 +178,23 @@ def _split(tensor, steps):
         return tf.reshape(tensor, split)
 
 
-def _sum_over_replicas(gradients):
-    """The gradients summed over the replicas: one all-reduce of all of them."""
+def sum_over_replicas(values):
+    """`values` (a tensor or a list of tensors) summed over the replicas of a
+    `tf.distribute` strategy in one all-reduce; unchanged with one replica or
+    outside TensorFlow."""
+    if keras.backend.backend() != "tensorflow":
+        return values
     import tensorflow as tf
 
-    if tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return gradients
-    present = [gradient for gradient in gradients if gradient is not None]
-    reduced = iter(
-        tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, present)
-    )
+    context = tf.distribute.get_replica_context()
+    if context is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
+        return values
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _sum_gradients_over_replicas(gradients):
+    """`sum_over_replicas` of the gradients that are not None."""
+    reduced = iter(sum_over_replicas([gradient for gradient in gradients if gradient is not None]))
     return [None if gradient is None else next(reduced) for gradient in gradients]
 
 

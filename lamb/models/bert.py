@@ -258,17 +258,5 @@ def _counts(y):
     over the replicas of a `tf.distribute` strategy."""
     weights = ops.cast(y["masked_lm_weights"], "float32")
     counts = ops.stack([ops.sum(weights), ops.cast(ops.shape(weights)[0], "float32")])
-    counts = _sum_over_replicas(counts)
+    counts = training.sum_over_replicas(counts)
     return counts[0], counts[1]
-
-
-def _sum_over_replicas(value):
-    """`value` summed over the replicas of a `tf.distribute` strategy (else itself)."""
-    if keras.backend.backend() != "tensorflow":
-        return value
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or tf.distribute.get_strategy().num_replicas_in_sync == 1:
-        return value
-    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)

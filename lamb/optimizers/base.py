@@ -11,7 +11,7 @@ import re
 import keras
 from keras import ops
 
-from lamb._checks import check_learning_rate, check_range  # noqa: F401 (the optimizers' checks)
+from lamb._checks import check_learning_rate, check_range
 
 
 def compile_patterns(name, patterns):

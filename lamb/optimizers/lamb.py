@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lamb import _checks
 from lamb.optimizers import base
 
 
@@ -62,9 +63,9 @@ class LAMB(base.LayerAdaptiveOptimizer):
             exclude_from_layer_adaptation=exclude_from_layer_adaptation,
             **kwargs,
         )
-        self.beta_1 = float(base.check_range("beta_1", beta_1, 0.0, 1.0))
-        self.beta_2 = float(base.check_range("beta_2", beta_2, 0.0, 1.0))
-        self.epsilon = float(base.check_range("epsilon", epsilon, low=0.0))
+        self.beta_1 = float(_checks.check_range("beta_1", beta_1, 0.0, 1.0))
+        self.beta_2 = float(_checks.check_range("beta_2", beta_2, 0.0, 1.0))
+        self.epsilon = float(_checks.check_range("epsilon", epsilon, low=0.0))
         self.bias_correction = bool(bias_correction)
         self.weight_norm_bounds = check_weight_norm_bounds(weight_norm_bounds)
 

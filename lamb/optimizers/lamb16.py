@@ -14,6 +14,7 @@ import math
 import keras
 from keras import ops
 
+from lamb import _checks
 from lamb.optimizers import base
 from lamb.optimizers.lamb import LAMB
 
@@ -216,14 +217,14 @@ class LAMB16(LAMB):
             weight_norm_bounds=weight_norm_bounds,
             **kwargs,
         )
-        self.min_8bit_size = int(base.check_range("min_8bit_size", min_8bit_size, low=1))
+        self.min_8bit_size = int(_checks.check_range("min_8bit_size", min_8bit_size, low=1))
         self.adaptive_trust = bool(adaptive_trust)
         self.reference_learning_rate = float(
-            base.check_range(
+            _checks.check_range(
                 "reference_learning_rate", reference_learning_rate, low=0.0, low_inclusive=False
             )
         )
-        self.trust_exponent = float(base.check_range("trust_exponent", trust_exponent, low=0.0))
+        self.trust_exponent = float(_checks.check_range("trust_exponent", trust_exponent, low=0.0))
 
     def build(self, var_list):
         if self.built:

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from lamb import _checks
 from lamb.optimizers import base
 
 
@@ -51,8 +52,8 @@ class LARS(base.LayerAdaptiveOptimizer):
             exclude_from_layer_adaptation=exclude_from_layer_adaptation,
             **kwargs,
         )
-        self.momentum = float(base.check_range("momentum", momentum, 0.0, 1.0))
-        self.eeta = float(base.check_range("eeta", eeta, low=0.0, low_inclusive=False))
+        self.momentum = float(_checks.check_range("momentum", momentum, 0.0, 1.0))
+        self.eeta = float(_checks.check_range("eeta", eeta, low=0.0, low_inclusive=False))
         self.nesterov = bool(nesterov)
 
     def build(self, var_list):
