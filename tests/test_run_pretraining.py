@@ -254,3 +254,18 @@ def test_device_loops_end_at_checkpoint_log_and_last_steps(data, tmp_path, caplo
     with open(os.path.join(output_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["global_step"] == 7 and metrics["examples_per_second"] > 0
+
+
+def test_readme_cpu_demo_command_shortened(data, tmp_path):
+    """The README's CPU demo (its flagfile, tiny BERT) with a small batch and run."""
+    output_dir = str(tmp_path)
+    run_in_process([
+        "--flagfile=configs/demo_cpu.flags", "--optimizer=lamb",
+        f"--input_file={data['dir']}/data-*.tfrecord", f"--output_dir={output_dir}",
+        "--train_batch_size=16", "--num_train_steps=4", "--num_warmup_steps=1",
+        "--save_checkpoints_steps=2",
+    ])
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["global_step"] == 4 and np.isfinite(metrics["masked_lm_loss"])
+    assert tf.train.latest_checkpoint(output_dir).endswith("ckpt-4")
