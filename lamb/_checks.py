@@ -1,35 +1,74 @@
-"""Argument checks shared by the optimizers, schedules, factory and training:
-each returns the value or raises `ValueError` naming the argument and the
-allowed range."""
+"""Argument checks shared by the optimizers, schedules, factory and the
+command-line apps: each returns the value (converted) or raises `ValueError`
+naming the argument (or flag: pass `"--name"`) and what is allowed.
 
+Numbers must be real numbers (not bools, strings or NaN) and finite, so that
+a NaN or infinite setting stops at once instead of training a NaN model.
+"""
+
+import math
 import numbers
 
 
+def _is_bool(value):
+    return isinstance(value, bool) or type(value).__name__ == "bool_"
+
+
 def check_range(
-    name, value, low=None, high=None, low_inclusive=True, high_inclusive=False
+    name, value, low=None, high=None, low_inclusive=True, high_inclusive=False,
+    kind="a finite number",
 ):
-    """Returns `value`, or raises `ValueError` naming `name` and the allowed range."""
+    """`value` if it is a finite real number in the range, else `ValueError`
+    naming `name` and the allowed range (`None` bounds are open)."""
+    lower = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+    upper = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+    allowed = f"{kind} in {lower}, {upper}"
+    if _is_bool(value) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{name}` must be {allowed}; received {name}={value!r}.")
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
-    if too_low or too_high:
-        lower = "(-inf" if low is None else ("[" if low_inclusive else "(") + f"{low}"
-        upper = "inf)" if high is None else f"{high}" + ("]" if high_inclusive else ")")
-        raise ValueError(
-            f"`{name}` must be in {lower}, {upper}; received {name}={value!r}."
-        )
+    if too_low or too_high or not math.isfinite(value):
+        raise ValueError(f"`{name}` must be {allowed}; received {name}={value!r}.")
     return value
 
 
-def check_learning_rate(learning_rate):
-    """Accepts a schedule, a callable, or a non-negative number (as a float)."""
-    if isinstance(learning_rate, numbers.Real):
-        return float(check_range("learning_rate", learning_rate, low=0.0))
-    return learning_rate
+def check_float(name, value, low=None, high=None, low_inclusive=True, high_inclusive=False):
+    """`check_range`, returned as a Python float."""
+    return float(check_range(name, value, low, high, low_inclusive, high_inclusive))
 
 
-def check_int(name, value, low=None):
-    """Returns `value` as an int, or raises `ValueError` unless it is a whole
-    number (not a bool) of at least `low`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+def check_learning_rate(learning_rate, name="learning_rate"):
+    """Accepts a schedule, a callable, a variable or tensor (checked when the
+    optimizer uses it), or a finite non-negative number (as a float)."""
+    if callable(learning_rate) or hasattr(learning_rate, "dtype") and not isinstance(
+        learning_rate, numbers.Real
+    ):
+        return learning_rate
+    return check_float(name, learning_rate, low=0.0)
+
+
+def check_int(name, value, low=None, high=None):
+    """`value` as an int, or `ValueError` unless it is a whole number (not a
+    bool, not a float such as 2.5) in [low, high]."""
+    if _is_bool(value) or not isinstance(value, numbers.Integral):
         raise ValueError(f"`{name}` must be an integer; received {name}={value!r}.")
-    return int(check_range(name, value, low=low))
+    return int(
+        check_range(name, value, low=low, high=high, high_inclusive=True, kind="an integer")
+    )
+
+
+def check_bool(name, value):
+    """`value` as a bool, or `ValueError` unless it is `True` or `False`
+    (a string such as "no" is an error, not `True`)."""
+    if not _is_bool(value):
+        raise ValueError(f"`{name}` must be True or False; received {name}={value!r}.")
+    return bool(value)
+
+
+def check_choice(name, value, choices):
+    """`value` if it is one of `choices`, else `ValueError` listing them."""
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {sorted(choices)}; received {name}={value!r}."
+        )
+    return value

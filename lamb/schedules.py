@@ -11,7 +11,7 @@ import math
 import keras
 from keras import ops
 
-from lamb._checks import check_range
+from lamb._checks import check_float, check_int, check_range
 
 SCALING_RULES = ("sqrt", "linear")
 
@@ -43,15 +43,13 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         end_learning_rate=0.0,
         power=1.0,
     ):
-        self.initial_learning_rate = float(
-            check_range("initial_learning_rate", initial_learning_rate, low=0.0)
+        self.initial_learning_rate = check_float(
+            "initial_learning_rate", initial_learning_rate, low=0.0
         )
-        self.decay_steps = int(check_range("decay_steps", decay_steps, low=1))
-        self.warmup_steps = int(check_range("warmup_steps", warmup_steps, low=0))
-        self.end_learning_rate = float(
-            check_range("end_learning_rate", end_learning_rate, low=0.0)
-        )
-        self.power = float(check_range("power", power, low=0.0))
+        self.decay_steps = check_int("decay_steps", decay_steps, low=1)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+        self.end_learning_rate = check_float("end_learning_rate", end_learning_rate, low=0.0)
+        self.power = check_float("power", power, low=0.0)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")
@@ -140,8 +138,8 @@ def _check_phase(index, phase):
         )
     phase.setdefault("end_learning_rate", 0.0)
     phase.setdefault("power", 1.0)
-    phase["steps"] = int(phase["steps"])
-    phase["warmup_steps"] = int(phase["warmup_steps"])
+    for key in ("steps", "warmup_steps"):
+        phase[key] = check_int(f"phases[{index}]['{key}']", phase[key], low=0)
     return phase
 
 

@@ -48,9 +48,9 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
             exclude_from_weight_decay=exclude_from_weight_decay,
             **kwargs,
         )
-        self.beta_1 = float(_checks.check_range("beta_1", beta_1, 0.0, 1.0))
-        self.beta_2 = float(_checks.check_range("beta_2", beta_2, 0.0, 1.0))
-        self.epsilon = float(_checks.check_range("epsilon", epsilon, low=0.0))
+        self.beta_1 = _checks.check_float("beta_1", beta_1, 0.0, 1.0)
+        self.beta_2 = _checks.check_float("beta_2", beta_2, 0.0, 1.0)
+        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0)
 
     def build(self, var_list):
         if self.built:

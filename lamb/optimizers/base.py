@@ -11,7 +11,7 @@ import re
 import keras
 from keras import ops
 
-from lamb._checks import check_learning_rate, check_range
+from lamb._checks import check_float, check_learning_rate
 
 
 def compile_patterns(name, patterns):
@@ -162,7 +162,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         exclude_from_weight_decay=None,
         **kwargs,
     ):
-        weight_decay = float(check_range("weight_decay", weight_decay or 0.0, low=0.0))
+        weight_decay = check_float("weight_decay", 0.0 if weight_decay is None else weight_decay, low=0.0)
         super().__init__(
             learning_rate=check_learning_rate(learning_rate),
             weight_decay=weight_decay,

@@ -63,10 +63,10 @@ class LAMB(base.LayerAdaptiveOptimizer):
             exclude_from_layer_adaptation=exclude_from_layer_adaptation,
             **kwargs,
         )
-        self.beta_1 = float(_checks.check_range("beta_1", beta_1, 0.0, 1.0))
-        self.beta_2 = float(_checks.check_range("beta_2", beta_2, 0.0, 1.0))
-        self.epsilon = float(_checks.check_range("epsilon", epsilon, low=0.0))
-        self.bias_correction = bool(bias_correction)
+        self.beta_1 = _checks.check_float("beta_1", beta_1, 0.0, 1.0)
+        self.beta_2 = _checks.check_float("beta_2", beta_2, 0.0, 1.0)
+        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0)
+        self.bias_correction = _checks.check_bool("bias_correction", bias_correction)
         self.weight_norm_bounds = check_weight_norm_bounds(weight_norm_bounds)
 
     def build(self, var_list):

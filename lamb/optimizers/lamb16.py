@@ -217,14 +217,12 @@ class LAMB16(LAMB):
             weight_norm_bounds=weight_norm_bounds,
             **kwargs,
         )
-        self.min_8bit_size = int(_checks.check_range("min_8bit_size", min_8bit_size, low=1))
-        self.adaptive_trust = bool(adaptive_trust)
-        self.reference_learning_rate = float(
-            _checks.check_range(
-                "reference_learning_rate", reference_learning_rate, low=0.0, low_inclusive=False
-            )
+        self.min_8bit_size = _checks.check_int("min_8bit_size", min_8bit_size, low=1)
+        self.adaptive_trust = _checks.check_bool("adaptive_trust", adaptive_trust)
+        self.reference_learning_rate = _checks.check_float(
+            "reference_learning_rate", reference_learning_rate, low=0.0, low_inclusive=False
         )
-        self.trust_exponent = float(_checks.check_range("trust_exponent", trust_exponent, low=0.0))
+        self.trust_exponent = _checks.check_float("trust_exponent", trust_exponent, low=0.0)
 
     def build(self, var_list):
         if self.built:

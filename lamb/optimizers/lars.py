@@ -52,9 +52,9 @@ class LARS(base.LayerAdaptiveOptimizer):
             exclude_from_layer_adaptation=exclude_from_layer_adaptation,
             **kwargs,
         )
-        self.momentum = float(_checks.check_range("momentum", momentum, 0.0, 1.0))
-        self.eeta = float(_checks.check_range("eeta", eeta, low=0.0, low_inclusive=False))
-        self.nesterov = bool(nesterov)
+        self.momentum = _checks.check_float("momentum", momentum, 0.0, 1.0)
+        self.eeta = _checks.check_float("eeta", eeta, low=0.0, low_inclusive=False)
+        self.nesterov = _checks.check_bool("nesterov", nesterov)
 
     def build(self, var_list):
         if self.built:

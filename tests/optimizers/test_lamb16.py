@@ -251,10 +251,10 @@ def test_config_round_trips_and_bad_arguments_are_named():
     assert type(restored) is LAMB16 and restored.get_config() == config
 
     for bad, message in [
-        (dict(min_8bit_size=0), r"`min_8bit_size` must be in \[1, inf\)"),
-        (dict(reference_learning_rate=0.0), r"`reference_learning_rate` must be in \(0.0, inf\)"),
-        (dict(trust_exponent=-0.5), r"`trust_exponent` must be in \[0.0, inf\)"),
-        (dict(beta_2=1.0), r"`beta_2` must be in \[0.0, 1.0\)"),
+        (dict(min_8bit_size=0), r"`min_8bit_size` must be an integer in \[1, inf\)"),
+        (dict(reference_learning_rate=0.0), r"`reference_learning_rate` must be a finite number in \(0.0, inf\)"),
+        (dict(trust_exponent=-0.5), r"`trust_exponent` must be a finite number in \[0.0, inf\)"),
+        (dict(beta_2=1.0), r"`beta_2` must be a finite number in \[0.0, 1.0\)"),
     ]:
         with pytest.raises(ValueError, match=message):
             LAMB16(**bad)
