@@ -2,6 +2,7 @@
 
 import keras
 
+from lamb import _checks
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay
 from lamb.optimizers.lamb import LAMB
 from lamb.optimizers.lamb16 import LAMB16
@@ -53,7 +54,12 @@ def _lars(learning_rate, weight_decay, epsilon, exclude, **kwargs):
 
 def _adam(learning_rate, weight_decay, epsilon, exclude, **kwargs):
     del weight_decay, exclude  # Plain Adam: no weight decay.
-    return keras.optimizers.Adam(learning_rate, epsilon=epsilon, **kwargs)
+    for name in ("beta_1", "beta_2"):
+        if name in kwargs:
+            kwargs[name] = _checks.check_float(name, kwargs[name], 0.0, 1.0)
+    return keras.optimizers.Adam(
+        learning_rate, epsilon=_checks.check_float("epsilon", epsilon, low=0.0), **kwargs
+    )
 
 
 OPTIMIZER_TYPES = {
@@ -104,11 +110,9 @@ def create_optimizer(
     Returns:
         A `keras.optimizers.Optimizer` with a `WarmupPolynomialDecay` schedule.
     """
-    if optimizer_type not in OPTIMIZER_TYPES:
-        raise ValueError(
-            f"`optimizer_type` must be one of {sorted(OPTIMIZER_TYPES)}; "
-            f"received optimizer_type={optimizer_type!r}."
-        )
+    _checks.check_choice("optimizer_type", optimizer_type, OPTIMIZER_TYPES)
+    if global_clipnorm is not None:
+        _checks.check_float("global_clipnorm", global_clipnorm, low=0.0, low_inclusive=False)
     schedule = WarmupPolynomialDecay(
         initial_learning_rate=init_lr,
         decay_steps=num_train_steps,
@@ -116,12 +120,11 @@ def create_optimizer(
         end_learning_rate=end_learning_rate,
         power=power,
     )
-    exclude = None if exclude_from_weight_decay is None else list(exclude_from_weight_decay)
     return OPTIMIZER_TYPES[optimizer_type](
         schedule,
         weight_decay,
         epsilon,
-        exclude,
+        exclude_from_weight_decay,
         global_clipnorm=global_clipnorm,
         **optimizer_kwargs,
     )

@@ -57,3 +57,33 @@ def test_optimization_module_keeps_bert_names():
     lars = optimization.LARSOptimizer(0.1, use_nesterov=True, weight_decay=1e-4)
     assert isinstance(lars, lamb.LARS) and lars.nesterov
     assert optimization.create_optimizer is lamb.create_optimizer
+
+
+@pytest.mark.parametrize("optimizer_type", ["lamb", "adamw", "lars", "lamb16"])
+def test_a_single_exclusion_string_is_an_error_not_a_list_of_letters(optimizer_type):
+    """`"bias"` as `["b", "i", "a", "s"]` would exclude every variable: LAMB
+    without decay or trust ratios, silently."""
+    with pytest.raises(ValueError, match=r"not a single string.*Did you mean \['bias'\]"):
+        lamb.create_optimizer(1e-3, 100, 10, optimizer_type,
+                              exclude_from_weight_decay="bias")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(init_lr=float("nan")), r"`initial_learning_rate` must be a finite number"),
+        (dict(init_lr=float("inf")), r"`initial_learning_rate` must be a finite number"),
+        (dict(end_learning_rate=float("nan")), r"`end_learning_rate` must be a finite number"),
+        (dict(power=float("nan")), r"`power` must be a finite number"),
+        (dict(num_train_steps=100.5), r"`decay_steps` must be an integer"),
+        (dict(weight_decay=float("nan")), r"`weight_decay` must be a finite number"),
+        (dict(epsilon=float("nan")), r"`epsilon` must be a finite number"),
+        (dict(global_clipnorm=-1.0), r"`global_clipnorm` must be a finite number in \(0.0, inf\)"),
+        (dict(optimizer_type="adam", beta_1=float("nan")), r"`beta_1` must be a finite number"),
+        (dict(optimizer_type="adam", epsilon=float("inf")), r"`epsilon` must be a finite number"),
+    ],
+)
+def test_bad_factory_arguments_are_named(arguments, message):
+    arguments = dict(dict(init_lr=1e-3, num_train_steps=100, num_warmup_steps=10), **arguments)
+    with pytest.raises(ValueError, match=message):
+        lamb.create_optimizer(**arguments)

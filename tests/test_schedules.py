@@ -119,6 +119,14 @@ def test_warmup_steps_from_epochs():
         (lambda: schedules.WarmupPolynomialDecay(1.0, 10, power=-1.0), "power"),
         (lambda: schedules.MultiPhaseSchedule([]), "phases"),
         (lambda: schedules.MultiPhaseSchedule([{"steps": 10, "learning_rate": 1.0}]), r"phases\[0\]"),
+        (lambda: schedules.WarmupPolynomialDecay(float("nan"), 10), "`initial_learning_rate` must be a finite number"),
+        (lambda: schedules.WarmupPolynomialDecay(1.0, 10, end_learning_rate=float("inf")), "`end_learning_rate` must be a finite"),
+        (lambda: schedules.WarmupPolynomialDecay(1.0, 10, power=float("nan")), "`power` must be a finite"),
+        (lambda: schedules.WarmupPolynomialDecay(1.0, 10.5), "`decay_steps` must be an integer"),
+        (lambda: schedules.MultiPhaseSchedule([{"steps": 10.5, "learning_rate": 1.0, "warmup_steps": 1}]),
+         r"`phases\[0\]\['steps'\]` must be an integer"),
+        (lambda: schedules.scale_learning_rate(float("nan"), 1024, 256), "`base_learning_rate` must be a finite"),
+        (lambda: schedules.warmup_steps_from_epochs(float("inf"), 100, 10), "`warmup_epochs` must be a finite"),
     ],
 )
 def test_bad_schedule_arguments_are_named(make, argument):

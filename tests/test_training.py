@@ -162,6 +162,36 @@ def test_fp16_non_finite_micro_batch_skips_exactly_that_step():
     assert not np.array_equal(model.get_weights()[0], before[0])
 
 
+@pytest.mark.parametrize("steps", [2, None], ids=["accumulating", "plain_keras_model"])
+def test_skip_nonfinite_gradients_skips_the_step_on_every_replica(steps):
+    """float32, two replicas: a NaN in one example of replica 1 (in its
+    second micro-batch when accumulating) skips that step everywhere; the run
+    equals one that never saw that batch."""
+    x, y = make_data(n=48)
+    x[BATCH + 12, 0] = np.nan
+
+    def fit(x, y):
+        strategy = mirrored()
+        with strategy.scope():
+            model = make_model(steps or 1)
+            if steps is None:
+                model = keras.Model(model.inputs, model.outputs)
+            model.compile(
+                optimizer=lamb.LAMB(0.02, weight_decay=0.01, global_clipnorm=0.05,
+                                    skip_nonfinite_gradients=True),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
+        model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        return model
+
+    skipping = fit(x, y)
+    clean = fit(np.concatenate([x[:BATCH], x[2 * BATCH:]]),
+                np.concatenate([y[:BATCH], y[2 * BATCH:]]))
+    assert skipping.optimizer.skipped_steps == 1
+    assert int(skipping.optimizer.iterations.numpy()) == 2
+    assert_same_weights(skipping, clean, rtol=0, atol=0)
+
+
 def test_a_batch_the_micro_batches_cannot_share_is_a_clear_error():
     import tensorflow as tf
 

@@ -68,7 +68,7 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
         v = self._velocities[index]
 
         self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
+        self.assign_add(v, (base.saturated_square(gradient) - v) * (1.0 - self.beta_2))
         update = m / (ops.sqrt(v) + self.epsilon)
         update = self._add_weight_decay(update, variable, index)
         self.assign_sub(variable, ops.cast(learning_rate, dtype) * update)

@@ -11,7 +11,7 @@ import re
 import keras
 from keras import ops
 
-from lamb._checks import check_float, check_learning_rate
+from lamb._checks import check_bool, check_float, check_learning_rate
 
 
 def compile_patterns(name, patterns):
@@ -40,6 +40,45 @@ def matches_any(patterns, path):
 
 def l2_norm(x):
     return ops.sqrt(ops.sum(ops.square(x)))
+
+
+# Squares of gradients saturate here instead of overflowing to inf (so the
+# second moment stays finite for every finite gradient), with room for the
+# power-of-two multiples (up to 8·m, 64·v) that the XLA paths compute.
+SQUARE_LIMIT = 2.0**121
+
+
+def saturated_square(x):
+    """x², or `SQUARE_LIMIT` where that is smaller."""
+    return ops.minimum(ops.square(x), SQUARE_LIMIT)
+
+
+def global_norm(tensors):
+    """‖(t₁, t₂, ...)‖ without overflow for finite tensors.
+
+    The plain sum of squares overflows to inf above about 1.8e19 per
+    element; only then (a `cond`, so at no cost otherwise) is the norm
+    recomputed from the tensors divided by their largest magnitude. Not
+    finite exactly when an element is not.
+    """
+    tensors = [ops.cast(t, "float32") for t in tensors if t is not None]
+    plain = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(t)) for t in tensors])))
+
+    def rescaled():
+        largest = ops.max(ops.stack([ops.max(ops.abs(t)) for t in tensors]))
+        scale = ops.where(largest > 0.0, largest, 1.0)
+        squares = ops.stack([ops.sum(ops.square(t / scale)) for t in tensors])
+        return scale * ops.sqrt(ops.sum(squares))
+
+    return ops.cond(ops.isfinite(plain), lambda: plain, rescaled)
+
+
+def clip_by_global_norm(tensors, clip_norm):
+    """Keras's `clip_by_global_norm` with `global_norm`'s norm: the tensors
+    scaled to global norm at most `clip_norm`, all NaN if one is not finite."""
+    norm = global_norm(tensors)
+    scale = clip_norm * ops.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
+    return [t if t is None else t * ops.cast(scale, t.dtype) for t in tensors]
 
 
 # XLA on CPU fuses x² into the matrix-vector product only when the vector
@@ -152,7 +191,19 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         weight_decay: The decay rate λ added as `λ * w` to the update direction.
         exclude_from_weight_decay: Regular expressions; variables whose
             `variable.path` matches one (`re.search`) get no weight decay.
+        skip_nonfinite_gradients: Skip every step whose gradient holds an
+            inf or NaN: weights, optimizer state and `iterations` stay as
+            they were, and `skipped_steps` counts it (like optax's
+            `apply_if_finite`). Off by default: then, as with Keras's own
+            optimizers, one non-finite gradient element makes its weight
+            and moments NaN for good.
         **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
+
+    Global-norm clipping (`global_clipnorm`) computes the norm without
+    overflow, so finite gradients of any size are clipped to finite ones.
+    A learning rate below zero or NaN from a schedule or callable stops
+    training with an `InvalidArgumentError` under TensorFlow outside XLA;
+    under XLA and JAX it makes the weights NaN (never gradient ascent).
     """
 
     def __init__(
@@ -160,29 +211,108 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         learning_rate,
         weight_decay=0.0,
         exclude_from_weight_decay=None,
+        skip_nonfinite_gradients=False,
         **kwargs,
     ):
-        weight_decay = check_float("weight_decay", 0.0 if weight_decay is None else weight_decay, low=0.0)
+        for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = check_float(name, kwargs[name], low=0.0, low_inclusive=False)
         super().__init__(
             learning_rate=check_learning_rate(learning_rate),
-            weight_decay=weight_decay,
+            weight_decay=check_float(
+                "weight_decay", 0.0 if weight_decay is None else weight_decay, low=0.0
+            ),
             **kwargs,
         )
         self._weight_decay_patterns = compile_patterns(
             "exclude_from_weight_decay", exclude_from_weight_decay
         )
+        self.skip_nonfinite_gradients = check_bool(
+            "skip_nonfinite_gradients", skip_nonfinite_gradients
+        )
+        self._skipped_steps = None
+
+    @property
+    def skipped_steps(self):
+        """How many steps `skip_nonfinite_gradients` skipped (0 when off)."""
+        if self._skipped_steps is None:
+            return 0
+        return int(ops.convert_to_numpy(self._skipped_steps))
+
+    def _clip_gradients(self, grads):
+        if self.global_clipnorm:
+            return clip_by_global_norm(grads, self.global_clipnorm)
+        return super()._clip_gradients(grads)
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        if not self.skip_nonfinite_gradients:
+            return super()._backend_apply_gradients(grads, trainable_variables)
+        if keras.backend.backend() == "tensorflow":
+            return self._apply_if_finite_tensorflow(grads, trainable_variables)
+        return self._apply_if_finite_by_selection(grads, trainable_variables)
+
+    def _skip_step(self):
+        self._skipped_steps.assign_add(1)
+        self._iterations.assign_sub(1)  # `apply` adds it back.
+
+    def _apply_if_finite_tensorflow(self, grads, trainable_variables):
+        """A `cond` around the step; in the cross-replica context, with every
+        replica's verdict combined, where the strategy needs merge calls
+        (a `cond` cannot hold one, and the step makes one)."""
+        import tensorflow as tf
+
+        apply = super()._backend_apply_gradients
+        if tf.__internal__.distribute.strategy_supports_no_merge_call():
+            ops.cond(all_finite(grads), lambda: apply(grads, trainable_variables), self._skip_step)
+            return
+
+        def in_cross_replica_context(strategy, nonfinite_replicas, grads, trainable_variables):
+            # The same sum on every replica: take the first.
+            nonfinite_replicas = strategy.experimental_local_results(nonfinite_replicas)[0]
+            ops.cond(
+                nonfinite_replicas == 0,
+                lambda: strategy.extended.call_for_each_replica(
+                    apply, args=(grads, trainable_variables)
+                ),
+                self._skip_step,
+            )
+
+        replica_context = tf.distribute.get_replica_context()
+        nonfinite_replicas = replica_context.all_reduce(
+            "SUM", 1 - ops.cast(all_finite(grads), "int32")
+        )
+        replica_context.merge_call(
+            in_cross_replica_context, args=(nonfinite_replicas, grads, trainable_variables)
+        )
+
+    def _apply_if_finite_by_selection(self, grads, trainable_variables):
+        """The step, then every variable it changed set back where the
+        gradient was not finite (JAX's stateless steps cannot assign inside
+        a `cond`; XLA fuses the selection into the step)."""
+        finite = all_finite(grads)
+        changed = list(trainable_variables) + [
+            variable for variable in self.variables if variable is not self._iterations
+        ]
+        before = [ops.copy(variable.value) for variable in changed]
+        super()._backend_apply_gradients(grads, trainable_variables)
+        for variable, old in zip(changed, before):
+            variable.assign(ops.where(finite, variable.value, old))
+        self._skipped_steps.assign_add(1 - ops.cast(finite, "int64"))
+        self._iterations.assign_sub(1 - ops.cast(finite, self._iterations.dtype))
 
     def _apply_weight_decay(self, variables):
         """Disabled: the decay is part of `update_step`, applied exactly once."""
 
     def _get_current_learning_rate(self):
-        """A schedule's rate at the number of updates made so far.
+        """A schedule's rate at the number of updates made so far, checked.
 
         Keras documents that schedules see updates, not micro-batches, under
         `gradient_accumulation_steps`, but passes the micro-batch count.
         """
         if isinstance(self._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-            return self._learning_rate(self.iterations)
+            return _checked_rate(self._learning_rate(self.iterations))
+        if callable(self._learning_rate):
+            return _checked_rate(super()._get_current_learning_rate())
         return super()._get_current_learning_rate()
 
     def build(self, var_list):
@@ -190,6 +320,10 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             return
         super().build(var_list)
         self._decays_weight = [self._decays(variable) for variable in var_list]
+        if self.skip_nonfinite_gradients:
+            self._skipped_steps = self.add_variable(
+                shape=(), dtype="int64", initializer="zeros", name="skipped_steps"
+            )
 
     def _decays(self, variable):
         return (
@@ -209,6 +343,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         config["exclude_from_weight_decay"] = _pattern_strings(
             self._weight_decay_patterns
         )
+        config["skip_nonfinite_gradients"] = self.skip_nonfinite_gradients
         return config
 
 
@@ -375,6 +510,33 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             self._layer_adaptation_patterns
         )
         return config
+
+
+def all_finite(tensors):
+    """Whether every element of `tensors` (`None`s skipped) is finite."""
+    return ops.all(
+        ops.stack([ops.all(ops.isfinite(t)) for t in tensors if t is not None])
+    )
+
+
+def _checked_rate(rate):
+    """`rate`, or an error when it is negative or NaN (under TensorFlow,
+    outside XLA); else NaN where it is negative (XLA drops TensorFlow's
+    checks, and JAX has none): NaN weights, not silent gradient ascent."""
+    rate = ops.convert_to_tensor(rate)
+    rate = ops.where(rate >= 0, rate, float("nan"))
+    if keras.backend.backend() != "tensorflow" or compiling_with_xla():
+        return rate
+    import tensorflow as tf
+
+    check = tf.debugging.assert_greater_equal(
+        rate,
+        tf.constant(0, rate.dtype),
+        message="The learning rate (from the optimizer's schedule or callable) "
+        "must be a number >= 0",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(rate)
 
 
 def _pattern_strings(patterns):

@@ -87,7 +87,7 @@ class LAMB(base.LayerAdaptiveOptimizer):
         m_rate = self._after_previous_step(1.0 - self.beta_1, dtype, index)
         v_rate = self._after_previous_step(1.0 - self.beta_2, dtype, index)
         self.assign_add(m, (gradient - m) * m_rate)
-        self.assign_add(v, (ops.square(gradient) - v) * v_rate)
+        self.assign_add(v, (base.saturated_square(gradient) - v) * v_rate)
         update, update_for_norm = self._lamb_directions(m, v, variable, index)
         ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
         self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)

@@ -321,12 +321,16 @@ class LAMB16(LAMB):
         scales = self._after_previous_step(self._moment_scales[index], "float32", index)
         m = dequantize(self._momentums[index], scales[0] * multiple, E4M3FN, dtype)
         v = dequantize(self._velocities[index], scales[1] * multiple**2, E5M2, dtype)
-        return self._next_moments(m, v, gradient * multiple)
+        return self._next_moments(m, v, gradient, multiple)
 
-    def _next_moments(self, m, v, gradient):
-        """This step's m and v from the previous ones and the gradient."""
+    def _next_moments(self, m, v, gradient, multiple=1.0):
+        """This step's m and v (or `multiple`·m and `multiple`²·v, from such
+        multiples of the previous ones) and the gradient."""
+        square = base.saturated_square(gradient)
+        if multiple != 1.0:
+            gradient, square = gradient * multiple, square * multiple**2
         m = m + (gradient - m) * (1.0 - self.beta_1)
-        v = v + (ops.square(gradient) - v) * (1.0 - self.beta_2)
+        v = v + (square - v) * (1.0 - self.beta_2)
         return m, v
 
     def _read_moments(self, index, dtype):

@@ -24,6 +24,7 @@ NON_DEFAULT_ARGUMENTS = {
 BASE_ARGUMENTS = dict(
     global_clipnorm=1.5, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3,
     loss_scale_factor=128.0, gradient_accumulation_steps=2, name="custom",
+    skip_nonfinite_gradients=True,
 )
 
 
@@ -59,6 +60,23 @@ def test_every_argument_round_trips_through_the_config(cls):
         (lambda: lamb.LARS(momentum=1.0), r"`momentum` must be a finite number in \[0.0, 1.0\)"),
         (lambda: lamb.LARS(eeta=0.0), r"`eeta` must be a finite number in \(0.0, inf\)"),
         (lambda: lamb.LARS(weight_decay=-0.1), r"`weight_decay`"),
+        # NaN, infinities, strings and bools are not silently taken.
+        (lambda: lamb.LAMB(learning_rate=float("nan")), r"`learning_rate` must be a finite number in \[0.0, inf\); received learning_rate=nan"),
+        (lambda: lamb.LAMB(learning_rate=float("inf")), r"`learning_rate` must be a finite number"),
+        (lambda: lamb.LAMB(learning_rate="0.01"), r"`learning_rate` must be a finite number"),
+        (lambda: lamb.LAMB(beta_1=float("nan")), r"`beta_1` must be a finite number in \[0.0, 1.0\)"),
+        (lambda: lamb.LAMB(epsilon=float("nan")), r"`epsilon`"),
+        (lambda: lamb.LAMB(weight_decay=float("inf")), r"`weight_decay` must be a finite number"),
+        (lambda: lamb.LAMB(bias_correction="no"), r"`bias_correction` must be True or False; received bias_correction='no'"),
+        (lambda: lamb.LAMB(weight_norm_bounds=(float("nan"), 1.0)), r"`weight_norm_bounds` must satisfy"),
+        (lambda: lamb.LAMB(global_clipnorm=float("nan")), r"`global_clipnorm` must be a finite number in \(0.0, inf\)"),
+        (lambda: lamb.LAMB(clipnorm=-1.0), r"`clipnorm`"),
+        (lambda: lamb.LAMB(skip_nonfinite_gradients=1), r"`skip_nonfinite_gradients` must be True or False"),
+        (lambda: lamb.AdamWeightDecay(beta_1=True), r"`beta_1` must be a finite number"),
+        (lambda: lamb.LARS(eeta=float("nan")), r"`eeta` must be a finite number in \(0.0, inf\)"),
+        (lambda: lamb.LARS(nesterov="yes"), r"`nesterov` must be True or False"),
+        (lambda: lamb.LAMB16(min_8bit_size=2.5), r"`min_8bit_size` must be an integer; received min_8bit_size=2.5"),
+        (lambda: lamb.LAMB16(adaptive_trust="false"), r"`adaptive_trust` must be True or False"),
     ],
 )
 def test_bad_arguments_raise_value_errors_naming_them(make, message):
