@@ -25,7 +25,8 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
         weight_decay: λ, ≥ 0.
         exclude_from_weight_decay: Regular expressions matched (`re.search`)
             against `variable.path`; matching variables get no weight decay.
-        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
+        **kwargs: `skip_nonfinite_gradients` (see `WeightDecayOptimizer`) and
+            the keyword arguments of `keras.optimizers.Optimizer`.
 
     References:
         - [Devlin et al., 2018](https://arxiv.org/abs/1810.04805)

@@ -35,7 +35,8 @@ class LAMB(base.LayerAdaptiveOptimizer):
         bias_correction: Whether to divide the moments by `1 − β^t`.
         weight_norm_bounds: `(lower, upper)` to clip ‖w‖ to (the paper's φ),
             or `None` for φ = identity.
-        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`
+        **kwargs: `skip_nonfinite_gradients` (see `WeightDecayOptimizer`) and
+            the keyword arguments of `keras.optimizers.Optimizer`
             (`clipnorm`, `global_clipnorm`, `gradient_accumulation_steps`,
             `use_ema`, `loss_scale_factor`, `name`, ...).
 

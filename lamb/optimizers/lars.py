@@ -28,7 +28,8 @@ class LARS(base.LayerAdaptiveOptimizer):
             against `variable.path`; matching variables get no weight decay.
         exclude_from_layer_adaptation: Regular expressions; matching variables
             get trust ratio 1. `None` means the weight-decay list.
-        **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
+        **kwargs: `skip_nonfinite_gradients` (see `WeightDecayOptimizer`) and
+            the keyword arguments of `keras.optimizers.Optimizer`.
 
     References:
         - [You et al., 2017](https://arxiv.org/abs/1708.03888)
