@@ -140,8 +140,11 @@ flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to k
 flags.DEFINE_bool(
     "verify_input_files",
     True,
-    "Read every record of every input file before training, to find corrupt "
-    "files early (the first record of each file is always checked).",
+    "Check every record of every input file before training: TFRecord checksums, "
+    "features, and values against the BERT config and flags (token ids below "
+    "vocab_size, segment ids below type_vocab_size, masked-LM positions below "
+    "--max_seq_length, masks and next-sentence labels 0 or 1, masked-LM weights "
+    "finite in [0, 1]). Without it only the first record of each file is checked.",
 )
 flags.DEFINE_bool(
     "log_trust_ratios",
@@ -172,8 +175,9 @@ def validate_flags():
         )
 
 
-def check_model_and_data(bert_config, files):
-    """Checks the data against the flags and the BERT config before training."""
+def check_records(bert_config, files, every_record):
+    """Checks the records against the flags and the BERT config: each file's
+    first record, or every record; returns the number checked."""
     if FLAGS.max_seq_length > bert_config["max_position_embeddings"]:
         raise ValueError(
             f"--max_seq_length={FLAGS.max_seq_length} exceeds max_position_embeddings="
@@ -184,21 +188,15 @@ def check_model_and_data(bert_config, files):
             f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} exceeds "
             f"--max_seq_length={FLAGS.max_seq_length}."
         )
-    records = data.check_input_files(
-        files, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, FLAGS.verify_input_files
+    return data.check_input_files(
+        files,
+        FLAGS.max_seq_length,
+        FLAGS.max_predictions_per_seq,
+        every_record,
+        vocab_size=int(bert_config["vocab_size"]),
+        type_vocab_size=int(bert_config["type_vocab_size"]),
+        config_name=FLAGS.bert_config_file,
     )
-    first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(files[0]))).numpy())
-    for name, bound, key in (
-        ("input_ids", bert_config["vocab_size"], "vocab_size"),
-        ("segment_ids", bert_config["type_vocab_size"], "type_vocab_size"),
-    ):
-        largest = max(first.features.feature[name].int64_list.value)
-        if largest >= bound:
-            raise ValueError(
-                f"{files[0]}: {name} holds {largest}, beyond {key}={bound} of "
-                f"{FLAGS.bert_config_file}."
-            )
-    return records
 
 
 def micro_batch_size(strategy, strategy_name):
@@ -426,7 +424,7 @@ def main(argv):
     validate_flags()
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
     files = data.expand_input_files(FLAGS.input_file)
-    records = check_model_and_data(bert_config, files)
+    records = check_records(bert_config, files, FLAGS.verify_input_files)
     batch_size = micro_batch_size(strategy, strategy_name)
     check_jit_compile(strategy, strategy_name)
     logging.info(

@@ -189,11 +189,13 @@ def _bad_inputs(data, tmp):
         (dict(input_file=str(tmp / "absent-*.tfrecord")), r"absent-\*\.tfrecord.*matches no file"),
         (dict(input_file=str(garbage)), r"garbage\.tfrecord: corrupt TFRecord"),
         (dict(input_file=str(truncated)), r"truncated\.tfrecord: corrupt TFRecord"),
-        (dict(input_file=str(no_weights)), r"no_weights\.tfrecord: .*'masked_lm_weights'"),
+        (dict(input_file=str(no_weights)),
+         r"no_weights\.tfrecord, record 0 \(counting from 0\): no feature 'masked_lm_weights'"),
         (dict(max_seq_length=64), r"'input_ids' has 32 values .* --max_seq_length asks for 64"),
         (dict(bert_config_file=str(unknown_key)), r"unknown_key\.json: unknown keys \['hidden_layers'\]"),
         (dict(bert_config_file=str(missing_key)), r"missing keys \['type_vocab_size'\]"),
-        (dict(bert_config_file=str(small_vocab)), r"input_ids holds .* beyond vocab_size=10"),
+        (dict(bert_config_file=str(small_vocab)),
+         r"input_ids holds \d+; allowed: 0 to 9 \(vocab_size=10 of .*small_vocab\.json\)"),
         (dict(train_batch_size=15, strategy="mirrored"),
          r"--train_batch_size=15 is not divisible by the 2 replicas of --strategy=mirrored x "
          r"--gradient_accumulation_steps=1"),
@@ -269,3 +271,41 @@ def test_readme_cpu_demo_command_shortened(data, tmp_path):
         metrics = json.load(f)
     assert metrics["global_step"] == 4 and np.isfinite(metrics["masked_lm_loss"])
     assert tf.train.latest_checkpoint(output_dir).endswith("ckpt-4")
+
+
+def _records_with_bad_record_5(data, path, feature, value):
+    """The first 8 records of the test data; record 5's `feature` gets `value`
+    in its second place."""
+    records = [record.numpy() for record in tf.data.TFRecordDataset(data["records"][0]).take(8)]
+    example = tf.train.Example.FromString(records[5])
+    values = example.features.feature[feature]
+    kind = values.float_list if feature == "masked_lm_weights" else values.int64_list
+    kind.value[min(1, len(kind.value) - 1)] = value
+    records[5] = example.SerializeToString()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def test_bad_values_in_record_5_stop_the_run_before_training_naming_file_and_record(
+    data, tmp_path
+):
+    vocab_size = len(open(data["vocab"]).read().split())
+    for feature, value in [
+        ("input_ids", vocab_size), ("input_ids", -1), ("masked_lm_ids", vocab_size + 7),
+        ("segment_ids", 5), ("masked_lm_positions", helpers.SEQ_LENGTH),
+        ("next_sentence_labels", 7), ("input_mask", 2), ("masked_lm_weights", float("nan")),
+        ("masked_lm_weights", 2.0),
+    ]:
+        path = tmp_path / "bad.tfrecord"
+        _records_with_bad_record_5(data, path, feature, value)
+        with pytest.raises(ValueError, match=rf"bad\.tfrecord, record 5 \(counting from 0\): "
+                                             rf"{feature} holds {value}; allowed: "):
+            run_in_process(helpers.app_args(data, str(tmp_path / "out"), input_file=str(path),
+                                            num_train_steps=2, num_warmup_steps=1))
+        # --noverify_input_files: the first record only.
+        assert pretraining.check_input_files(
+            [str(path)], helpers.SEQ_LENGTH, helpers.PREDICTIONS, read_all_records=False,
+            vocab_size=vocab_size, type_vocab_size=2,
+        ) == 1
+    assert not tf.train.latest_checkpoint(str(tmp_path / "out"))
