@@ -35,11 +35,14 @@ import keras
 import tensorflow as tf
 
 import lamb
+from lamb import _checks
 from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
 
 FLAGS = flags.FLAGS
+OPTIMIZERS = ("lamb", "adamw", "lars", "lamb16", "adam")
+MIXED_PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 # google-research/bert's flags.
 flags.DEFINE_string(
@@ -95,9 +98,7 @@ flags.DEFINE_string("tpu_zone", None, "[Optional] GCE zone where the Cloud TPU i
 flags.DEFINE_string("gcp_project", None, "[Optional] Project name for the Cloud TPU.")
 
 # The optimizer, distribution and precision.
-flags.DEFINE_enum(
-    "optimizer", "lamb", ["lamb", "adamw", "lars", "lamb16", "adam"], "The optimizer."
-)
+flags.DEFINE_enum("optimizer", "lamb", OPTIMIZERS, "The optimizer.")
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm and bias).")
 flags.DEFINE_float("beta_1", 0.9, "First-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("beta_2", 0.999, "Second-moment decay (lamb, adamw, adam, lamb16).")
@@ -124,7 +125,7 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_enum(
     "mixed_precision",
     None,
-    ["bf16", "fp16"],
+    list(MIXED_PRECISION_POLICIES),
     "Compute in bfloat16 or float16 (with dynamic loss scaling); variables stay float32.",
 )
 flags.DEFINE_integer(
@@ -152,26 +153,55 @@ flags.DEFINE_bool(
     "Log each variable's LAMB/LARS trust ratio, weight norm and update norm to TensorBoard.",
 )
 
-MIXED_PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed).
 
 
 def validate_flags():
-    """Checks the flags against each other; raises ValueError naming them."""
+    """Checks every flag's type and range, and the flags against each other,
+    before any work; raises ValueError naming the flag and what is allowed."""
     for name in ("bert_config_file", "input_file", "output_dir"):
-        if not getattr(FLAGS, name):
-            raise ValueError(f"--{name} is required.")
-    positive = (
+        value = getattr(FLAGS, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"--{name} is required (a path); received {value!r}.")
+    for name in ("init_checkpoint", "tpu_name", "tpu_zone", "gcp_project"):
+        value = getattr(FLAGS, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"--{name} must be a string; received {value!r}.")
+    for name in (
         "max_seq_length", "max_predictions_per_seq", "train_batch_size", "num_train_steps",
         "save_checkpoints_steps", "iterations_per_loop", "gradient_accumulation_steps",
-        "keep_checkpoint_max",
-    )
-    for name in positive:
-        if getattr(FLAGS, name) < 1:
-            raise ValueError(f"--{name}={getattr(FLAGS, name)} must be at least 1.")
-    if not 0 <= FLAGS.num_warmup_steps <= FLAGS.num_train_steps:
+        "keep_checkpoint_max", "num_cpu_devices",
+    ):
+        _checks.check_int(f"--{name}", getattr(FLAGS, name), low=1)
+    _checks.check_int("--num_warmup_steps", FLAGS.num_warmup_steps, low=0)
+    _checks.check_int("--seed", FLAGS.seed, low=0, high=MAX_SEED)
+    _checks.check_learning_rate(FLAGS.learning_rate, "--learning_rate")
+    for name in ("end_learning_rate", "poly_power", "weight_decay"):
+        _checks.check_float(f"--{name}", getattr(FLAGS, name), low=0.0)
+    _checks.check_float("--clip_norm", FLAGS.clip_norm, low=0.0)  # 0: no clipping.
+    for name in ("beta_1", "beta_2"):
+        _checks.check_float(f"--{name}", getattr(FLAGS, name), 0.0, 1.0)
+    # ε = 0 would divide 0 by 0 for weights that never get a gradient.
+    _checks.check_float("--epsilon", FLAGS.epsilon, low=0.0, low_inclusive=False)
+    _checks.check_choice("--optimizer", FLAGS.optimizer, OPTIMIZERS)
+    _checks.check_choice("--strategy", FLAGS.strategy, distribute.STRATEGIES)
+    if FLAGS.mixed_precision is not None:
+        _checks.check_choice("--mixed_precision", FLAGS.mixed_precision, MIXED_PRECISION_POLICIES)
+    for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios"):
+        _checks.check_bool(f"--{name}", getattr(FLAGS, name))
+    if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
         raise ValueError(
             f"--num_warmup_steps={FLAGS.num_warmup_steps} must be in "
             f"[0, --num_train_steps={FLAGS.num_train_steps}]."
+        )
+    if FLAGS.max_predictions_per_seq > FLAGS.max_seq_length:
+        raise ValueError(
+            f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} exceeds "
+            f"--max_seq_length={FLAGS.max_seq_length}."
+        )
+    if FLAGS.use_tpu and FLAGS.strategy not in ("default", "tpu"):
+        raise ValueError(
+            f"--use_tpu asks for --strategy=tpu, not --strategy={FLAGS.strategy}; drop one."
         )
 
 
@@ -182,11 +212,6 @@ def check_records(bert_config, files, every_record):
         raise ValueError(
             f"--max_seq_length={FLAGS.max_seq_length} exceeds max_position_embeddings="
             f"{bert_config['max_position_embeddings']} of {FLAGS.bert_config_file}."
-        )
-    if FLAGS.max_predictions_per_seq > FLAGS.max_seq_length:
-        raise ValueError(
-            f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} exceeds "
-            f"--max_seq_length={FLAGS.max_seq_length}."
         )
     return data.check_input_files(
         files,
@@ -413,6 +438,7 @@ def write_metrics(output_dir, step, logs):
 
 def main(argv):
     del argv
+    validate_flags()
     strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
     strategy = distribute.make_strategy(
         strategy_name,
@@ -421,7 +447,6 @@ def main(argv):
         FLAGS.gcp_project,
         FLAGS.num_cpu_devices,
     )
-    validate_flags()
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
     files = data.expand_input_files(FLAGS.input_file)
     records = check_records(bert_config, files, FLAGS.verify_input_files)

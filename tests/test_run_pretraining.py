@@ -309,3 +309,33 @@ def test_bad_values_in_record_5_stop_the_run_before_training_naming_file_and_rec
             vocab_size=vocab_size, type_vocab_size=2,
         ) == 1
     assert not tf.train.latest_checkpoint(str(tmp_path / "out"))
+
+
+def test_nan_infinite_and_out_of_range_flags_fail_at_once_naming_the_flag(data, tmp_path):
+    output_dir = tmp_path / "out"
+    for flag, value, allowed in [
+        ("learning_rate", "nan", r"a finite number in \[0.0, inf\)"),
+        ("learning_rate", "inf", r"a finite number in \[0.0, inf\)"),
+        ("end_learning_rate", "nan", r"a finite number in \[0.0, inf\)"),
+        ("poly_power", "nan", r"a finite number in \[0.0, inf\)"),
+        ("weight_decay", "nan", r"a finite number in \[0.0, inf\)"),
+        ("clip_norm", "-1", r"a finite number in \[0.0, inf\)"),
+        ("beta_1", "1.0", r"a finite number in \[0.0, 1.0\)"),
+        ("beta_2", "nan", r"a finite number in \[0.0, 1.0\)"),
+        ("epsilon", "0", r"a finite number in \(0.0, inf\)"),
+        ("seed", "-1", r"an integer in \[0, 4294967295\]"),
+        ("num_warmup_steps", "-1", r"an integer in \[0, inf\)"),
+        ("keep_checkpoint_max", "0", r"an integer in \[1, inf\)"),
+    ]:
+        with pytest.raises(ValueError, match=rf"`--{flag}` must be {allowed}; received "
+                                             rf"--{flag}={value}"):
+            run_in_process(helpers.app_args(data, str(output_dir), **{flag: value}))
+    with pytest.raises(ValueError, match=r"--num_warmup_steps=13 must be in \[0, --num_train_steps=12\]"):
+        run_in_process(helpers.app_args(data, str(output_dir), num_warmup_steps=13))
+    # Flags set in Python rather than parsed: a string is neither a number nor a bool.
+    with flagsaver.flagsaver():
+        flags.FLAGS(["run_pretraining", *helpers.app_args(data, str(output_dir))])
+        flags.FLAGS.verify_input_files = "no"
+        with pytest.raises(ValueError, match="`--verify_input_files` must be True or False"):
+            run_pretraining.main([])
+    assert not output_dir.exists()
