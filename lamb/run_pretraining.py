@@ -20,11 +20,25 @@ in a new `--output_dir` with `--init_checkpoint=<phase 1 output_dir>`. It
 loads phase 1's weights (not its optimizer state) and trains with its own
 sequence length, batch size and schedule, which warms up again from zero.
 `--init_checkpoint` is ignored once `--output_dir` has a checkpoint of its own.
+
+The output folder: a run holds `<output_dir>/run.lock` (`fcntl.flock`, freed
+by the OS when the process ends, also by SIGKILL), so a second run on the
+folder stops at once naming the first (pid, host); folders on gs:// and other
+remote file systems cannot be locked (a log line says so). `flags.json` records
+the training flags (`TRAINING_FLAGS`), the BERT config and the input files; a
+resume with other values stops with the differences unless
+`--allow_flag_changes`. A damaged checkpoint (or `checkpoint` state file) is
+reported and the newest readable one used; checkpoint folders left by a run
+killed while saving (`ckpt-<step>_temp`) are removed at start.
 """
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import re
+import socket
 import sys
 import time
 
@@ -148,12 +162,36 @@ flags.DEFINE_bool(
     "finite in [0, 1]). Without it only the first record of each file is checked.",
 )
 flags.DEFINE_bool(
+    "allow_flag_changes",
+    False,
+    "Resume even if the training flags, BERT config or input files differ from "
+    "those recorded in <output_dir>/flags.json (the differences are logged and "
+    "the record replaced).",
+)
+flags.DEFINE_bool(
     "log_trust_ratios",
     False,
     "Log each variable's LAMB/LARS trust ratio, weight norm and update norm to TensorBoard.",
 )
 
 MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed).
+
+# The flags that change what a run computes (with the BERT config and the
+# input files). A resume must keep them (or pass --allow_flag_changes). The
+# others may change: logging, checkpoint frequency and count, input checks,
+# and the hardware layout (--strategy, --num_cpu_devices, --use_tpu and the
+# TPU's address, --jit_compile), which changes the weights only by float
+# rounding (and the dropout masks) as the losses are averaged over the
+# global batch.
+TRAINING_FLAGS = (
+    "init_checkpoint", "max_seq_length", "max_predictions_per_seq", "train_batch_size",
+    "learning_rate", "num_train_steps", "num_warmup_steps", "optimizer", "weight_decay",
+    "beta_1", "beta_2", "epsilon", "end_learning_rate", "poly_power", "clip_norm",
+    "mixed_precision", "gradient_accumulation_steps", "seed",
+)
+FLAGS_RECORD = "flags.json"
+LOCK_FILE = "run.lock"
+CHECKPOINT_STATE = "checkpoint"
 
 
 def validate_flags():
@@ -187,7 +225,8 @@ def validate_flags():
     _checks.check_choice("--strategy", FLAGS.strategy, distribute.STRATEGIES)
     if FLAGS.mixed_precision is not None:
         _checks.check_choice("--mixed_precision", FLAGS.mixed_precision, MIXED_PRECISION_POLICIES)
-    for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios"):
+    for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios",
+                 "allow_flag_changes"):
         _checks.check_bool(f"--{name}", getattr(FLAGS, name))
     if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
         raise ValueError(
@@ -221,6 +260,162 @@ def check_records(bert_config, files, every_record):
         vocab_size=int(bert_config["vocab_size"]),
         type_vocab_size=int(bert_config["type_vocab_size"]),
         config_name=FLAGS.bert_config_file,
+    )
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def check_output_dir(output_dir):
+    """Creates `output_dir` if needed and checks that it is a folder this
+    process can write to (by writing and removing a small file)."""
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"--output_dir={output_dir} is a file, not a folder.")
+    probe = os.path.join(output_dir, f".write_test.{socket.gethostname()}.{os.getpid()}")
+    try:
+        tf.io.gfile.makedirs(output_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("lamb.run_pretraining checks that it can write here.\n")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as error:
+        raise ValueError(
+            f"--output_dir={output_dir}: cannot create or write files in this folder "
+            f"({_first_line(error)})."
+        ) from None
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir):
+    """Holds `<output_dir>/run.lock` while the run lasts; raises RuntimeError
+    naming the holder (pid, host) if another run holds it.
+
+    `fcntl.flock` locks go with the process: the OS frees them when it ends,
+    however it ends, so a killed run leaves no stale lock. Remote folders
+    (gs://, ...) cannot be locked: a log line says so and the run goes on.
+    """
+    if "://" in output_dir:
+        logging.warning(
+            "--output_dir=%s cannot be locked (not a local or mounted folder): make sure "
+            "no other run writes there.", output_dir,
+        )
+        yield
+        return
+    with open(os.path.join(output_dir, LOCK_FILE), "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a process that has not yet written its pid"
+            raise RuntimeError(
+                f"--output_dir={output_dir} is in use by another run ({holder}, per "
+                f"{lock.name}); wait for it to end or use another --output_dir."
+            ) from None
+        except OSError as error:  # A file system without locks (some NFS or FUSE mounts).
+            logging.warning(
+                "--output_dir=%s cannot be locked (%s): make sure no other run writes there.",
+                output_dir, error,
+            )
+        else:
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+            lock.flush()
+        yield
+
+
+def training_record(bert_config, files):
+    """What a resume must keep: the training flags, the BERT config, the input files."""
+    record = {name: getattr(FLAGS, name) for name in TRAINING_FLAGS}
+    record["bert_config"] = bert_config
+    record["input_files"] = list(files)
+    return record
+
+
+def _differences(old, new):
+    """`name: old → new` for each differing entry of two training records."""
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key, "(not recorded)"), new.get(key, "(not recorded)")
+        if before == after:
+            continue
+        if key == "bert_config" and isinstance(before, dict):
+            differences += [
+                f"BERT config {name}: {before.get(name)!r} → {after.get(name)!r}"
+                for name in sorted(set(before) | set(after))
+                if before.get(name) != after.get(name)
+            ]
+        elif key == "input_files" and isinstance(before, list):
+            added = sorted(set(after) - set(before))
+            removed = sorted(set(before) - set(after))
+            differences.append(
+                f"input files: {len(before)} → {len(after)} (added {_some(added)}, "
+                f"removed {_some(removed)}{', reordered' if not added and not removed else ''})"
+            )
+        else:
+            differences.append(f"--{key}: {before!r} → {after!r}")
+    return differences
+
+
+def _some(names, count=3):
+    shown = ", ".join(names[:count]) or "none"
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def check_training_record(output_dir, record):
+    """On a resume (`output_dir` holds checkpoints), raises ValueError listing
+    each difference between `record` and the one in flags.json, unless
+    --allow_flag_changes (then logs them)."""
+    if not holds_checkpoints(output_dir):
+        return
+    path = os.path.join(output_dir, FLAGS_RECORD)
+    if not tf.io.gfile.exists(path):
+        logging.warning("%s holds checkpoints but no %s: the flags they were trained with "
+                        "are unknown; recording these.", output_dir, FLAGS_RECORD)
+        return
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            recorded = json.load(f)
+        differences = _differences(recorded, record)
+    except (ValueError, AttributeError) as error:
+        differences = [f"{path} is unreadable ({error})"]
+    if not differences:
+        return
+    message = (
+        f"--output_dir={output_dir} holds a run with other training flags "
+        f"({path}): {'; '.join(differences)}."
+    )
+    if FLAGS.allow_flag_changes:
+        logging.warning("%s Resuming anyway (--allow_flag_changes).", message)
+        return
+    raise ValueError(
+        f"{message} Resume with the same flags, use another --output_dir, or add "
+        "--allow_flag_changes."
+    )
+
+
+def write_json(path, value):
+    """Writes `value` to `path` as JSON, atomically (a temporary file renamed)."""
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def checkpoint_steps(directory):
+    """The steps of the `ckpt-<step>` checkpoints with files in `directory`."""
+    if not tf.io.gfile.isdir(directory):
+        return []
+    steps = set()
+    for name in tf.io.gfile.listdir(directory):
+        match = re.fullmatch(r"ckpt-(\d+)\.(index|data-\d{5}-of-\d{5})", name)
+        if match:
+            steps.add(int(match.group(1)))
+    return sorted(steps)
+
+
+def holds_checkpoints(directory):
+    """Whether `directory` has checkpoint files or a checkpoint state file."""
+    return bool(checkpoint_steps(directory)) or tf.io.gfile.exists(
+        os.path.join(directory, CHECKPOINT_STATE)
     )
 
 
@@ -430,13 +625,12 @@ def write_metrics(output_dir, step, logs):
     """Writes `<output_dir>/metrics.json` atomically."""
     metrics = {"global_step": step, **logs}
     path = os.path.join(output_dir, "metrics.json")
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    write_json(path, metrics)
     logging.info("Final metrics in %s: %s", path, metrics)
 
 
 def main(argv):
+    """Checks the flags, the data and the output folder, then trains."""
     del argv
     validate_flags()
     strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
@@ -449,17 +643,33 @@ def main(argv):
     )
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
     files = data.expand_input_files(FLAGS.input_file)
-    records = check_records(bert_config, files, FLAGS.verify_input_files)
+    records = check_records(bert_config, files, every_record=False)
     batch_size = micro_batch_size(strategy, strategy_name)
     check_jit_compile(strategy, strategy_name)
-    logging.info(
-        "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
-        len(files), records, strategy.num_replicas_in_sync,
-        FLAGS.gradient_accumulation_steps, batch_size,
-    )
+    check_output_dir(FLAGS.output_dir)
+    chief = distribute.is_chief(strategy)
+    with output_dir_lock(FLAGS.output_dir) if chief else contextlib.nullcontext():
+        record = training_record(bert_config, files)
+        check_training_record(FLAGS.output_dir, record)
+        if FLAGS.verify_input_files:
+            start = time.time()
+            records = check_records(bert_config, files, every_record=True)
+            logging.info("Checked %d records in %.1f s.", records, time.time() - start)
+        if chief:
+            write_json(os.path.join(FLAGS.output_dir, FLAGS_RECORD), record)
+        logging.info(
+            "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
+            len(files), records, strategy.num_replicas_in_sync,
+            FLAGS.gradient_accumulation_steps, batch_size,
+        )
+        train(strategy, bert_config, files)
+
+
+def train(strategy, bert_config, files):
+    """Builds the model, resumes from the output folder's latest checkpoint
+    and trains to --num_train_steps."""
     if FLAGS.mixed_precision:
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
-    tf.io.gfile.makedirs(FLAGS.output_dir)
     with strategy.scope():
         model = build_model(bert_config)
         checkpoints = Checkpoints(FLAGS.output_dir, model, strategy)

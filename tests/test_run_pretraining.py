@@ -3,7 +3,9 @@
 import json
 import os
 import random
+import shutil
 import signal
+import socket
 import time
 
 import numpy as np
@@ -188,7 +190,9 @@ def _bad_inputs(data, tmp):
     return [
         (dict(input_file=str(tmp / "absent-*.tfrecord")), r"absent-\*\.tfrecord.*matches no file"),
         (dict(input_file=str(garbage)), r"garbage\.tfrecord: corrupt TFRecord"),
-        (dict(input_file=str(truncated)), r"truncated\.tfrecord: corrupt TFRecord"),
+        # Found by reading every record, after the check of the training flags.
+        (dict(input_file=str(truncated), allow_flag_changes=True),
+         r"truncated\.tfrecord: corrupt TFRecord"),
         (dict(input_file=str(no_weights)),
          r"no_weights\.tfrecord, record 0 \(counting from 0\): no feature 'masked_lm_weights'"),
         (dict(max_seq_length=64), r"'input_ids' has 32 values .* --max_seq_length asks for 64"),
@@ -204,16 +208,21 @@ def _bad_inputs(data, tmp):
     ]
 
 
+def _files(directory):
+    """`{name: content}` of the files in `directory`, but the lock (which names
+    the last run's process)."""
+    return {name: open(os.path.join(directory, name), "rb").read()
+            for name in os.listdir(directory)
+            if os.path.isfile(os.path.join(directory, name)) and name != run_pretraining.LOCK_FILE}
+
+
 def test_bad_input_fails_before_training_and_keeps_output_dir(data, phase1, tmp_path):
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest's split.
-    before = {name: open(os.path.join(phase1, name), "rb").read()
-              for name in os.listdir(phase1) if os.path.isfile(os.path.join(phase1, name))}
+    before = _files(phase1)
     for overrides, message in _bad_inputs(data, tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             run_in_process(helpers.app_args(data, phase1, **overrides))
-    after = {name: open(os.path.join(phase1, name), "rb").read()
-             for name in os.listdir(phase1) if os.path.isfile(os.path.join(phase1, name))}
-    assert after == before
+    assert _files(phase1) == before
 
 
 def test_bf16_with_gradient_accumulation_counts_optimizer_steps(data, tmp_path):
@@ -339,3 +348,62 @@ def test_nan_infinite_and_out_of_range_flags_fail_at_once_naming_the_flag(data, 
         with pytest.raises(ValueError, match="`--verify_input_files` must be True or False"):
             run_pretraining.main([])
     assert not output_dir.exists()
+
+
+def test_second_run_on_the_output_dir_stops_at_once_and_sigkill_frees_the_lock(data, tmp_path):
+    output_dir = str(tmp_path / "out")
+    first = helpers.start_app(
+        helpers.app_args(data, output_dir, num_train_steps=100000, save_checkpoints_steps=100000),
+        tmp_path / "first.log",
+    )
+    lock_file = tmp_path / "out" / run_pretraining.LOCK_FILE
+    try:
+        deadline = time.time() + 120
+        while not (lock_file.exists() and f"pid {first.pid} " in lock_file.read_text()):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "the first run took no lock within 120 s"
+            time.sleep(0.05)
+        # A second run, whatever its flags, stops before any work.
+        with pytest.raises(RuntimeError, match=rf"--output_dir={output_dir} is in use by another "
+                                               rf"run \(pid {first.pid} on host {socket.gethostname()}"):
+            run_in_process(helpers.app_args(data, output_dir, num_train_steps=4))
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    with run_pretraining.output_dir_lock(output_dir):  # The OS freed the killed run's lock.
+        assert lock_file.read_text() == f"pid {os.getpid()} on host {socket.gethostname()}\n"
+
+
+def test_resume_with_other_training_flags_is_refused_listing_them_unless_allowed(
+    data, phase1, tmp_path
+):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    with open(os.path.join(output_dir, "flags.json")) as f:
+        recorded = json.load(f)
+    assert recorded["learning_rate"] == 1e-2 and recorded["train_batch_size"] == 16
+    assert recorded["input_files"] == data["records"] and recorded["bert_config"]["hidden_size"] == 32
+    changed = dict(num_train_steps=8, learning_rate=2e-2, train_batch_size=8)
+    with pytest.raises(ValueError, match=(
+        rf"--output_dir={output_dir} holds a run with other training flags \(.*flags.json\): "
+        r"--learning_rate: 0.01 → 0.02; --train_batch_size: 16 → 8\. Resume with the same "
+        r"flags, use another --output_dir, or add --allow_flag_changes\.")):
+        run_in_process(helpers.app_args(data, output_dir, **changed))
+    # Other logging and checkpoint intervals are no training flags.
+    run_in_process(helpers.app_args(data, output_dir, num_train_steps=8, iterations_per_loop=1,
+                                    save_checkpoints_steps=2))
+    run_in_process(helpers.app_args(data, output_dir, allow_flag_changes=True, **changed))
+    with open(os.path.join(output_dir, "flags.json")) as f:
+        assert json.load(f) == {**recorded, "learning_rate": 2e-2, "train_batch_size": 8}
+
+
+def test_output_dir_that_is_a_file_fails_before_any_work(data, tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    with pytest.raises(ValueError, match=rf"--output_dir={path} is a file, not a folder\."):
+        run_in_process(helpers.app_args(data, str(path)))
+    with pytest.raises(ValueError, match=rf"--output_dir={path}/run: cannot create or write "
+                                         r"files in this folder \("):
+        run_in_process(helpers.app_args(data, str(path / "run")))
+    assert path.read_text() == "not a folder"
