@@ -419,6 +419,17 @@ def holds_checkpoints(directory):
     )
 
 
+def remove_stale_temp_folders(output_dir):
+    """Removes `ckpt-<step>_temp` folders: TensorFlow writes a checkpoint there
+    and merges it into `ckpt-<step>.*`, so one is left only by a run killed
+    while saving (TensorFlow: it "can be safely removed")."""
+    for name in tf.io.gfile.listdir(output_dir):
+        if re.fullmatch(r"ckpt-\d+_temp", name.rstrip("/")):
+            path = os.path.join(output_dir, name.rstrip("/"))
+            logging.warning("Removing %s, left by a run killed while saving a checkpoint.", path)
+            tf.io.gfile.rmtree(path)
+
+
 def micro_batch_size(strategy, strategy_name):
     """Examples per micro-batch on each replica; raises unless the replicas
     and micro-batches share `--train_batch_size` evenly."""
@@ -489,12 +500,26 @@ def build_model(bert_config):
     return model
 
 
+def checkpoint_damage(path):
+    """Why the checkpoint `path` cannot be read (missing, truncated or altered
+    files), or None if all its tensors read back with their checksums."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as error:
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return None
+
+
 class Checkpoints:
     """Step-numbered checkpoints `<output_dir>/ckpt-<step>` of everything a resume needs.
 
     TensorFlow checkpoints are written whole before `<output_dir>/checkpoint`
     names them, so a process killed while saving leaves the previous one
-    intact. Under multi-worker training every worker saves (the variables may
+    intact. A checkpoint damaged afterwards is reported and the previous one
+    used; a damaged or missing state file is rebuilt from the checkpoints
+    present. Under multi-worker training every worker saves (the variables may
     need collective reads); only the chief's copy is kept.
     """
 
@@ -511,47 +536,107 @@ class Checkpoints:
         self.worker_dir = os.path.join(
             output_dir, f"worker_{getattr(strategy.cluster_resolver, 'task_id', 0)}_tmp"
         ) if not self.chief else None
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            output_dir,
-            max_to_keep=FLAGS.keep_checkpoint_max,
-            checkpoint_name="ckpt",
-        ) if self.chief else None
+        self.manager = None  # Opened at the first save, once `restore` has mended the state file.
+        self.saved_step = None
 
     def restore(self, init_checkpoint):
-        """Restores the latest checkpoint (else `init_checkpoint`'s weights); returns the step."""
-        latest = tf.train.latest_checkpoint(self.output_dir)
-        if latest:
-            logging.info("Resuming from %s", latest)
-            self._read(self.checkpoint, latest, partial=False)
+        """Restores the newest readable checkpoint of the output folder (else
+        `init_checkpoint`'s weights); returns the step."""
+        steps = checkpoint_steps(self.output_dir)
+        state_path = os.path.join(self.output_dir, CHECKPOINT_STATE)
+        state_readable = self._state_readable(state_path)
+        for step in reversed(steps):
+            path = os.path.join(self.output_dir, f"ckpt-{step}")
+            damage = self._read(self.checkpoint, path, partial=False)
+            if damage:
+                logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
+                                path, damage)
+                continue
+            logging.info("Resuming from %s", path)
+            if not state_readable and self.chief:
+                self._write_state([s for s in steps if s <= step])
+            self.saved_step = step
             return int(self.global_step.numpy())
+        if steps or tf.io.gfile.exists(state_path):
+            raise ValueError(
+                f"--output_dir={self.output_dir} holds checkpoints ({CHECKPOINT_STATE} state "
+                f"file: {'readable' if state_readable else 'damaged or absent'}; steps "
+                f"{steps}) but none is readable (see the warnings). Move them away to start "
+                "from step 0, or use another --output_dir."
+            )
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)
-            self._read(tf.train.Checkpoint(model=self.model_variables), path, partial=True)
+            damage = self._read(tf.train.Checkpoint(model=self.model_variables), path, partial=True)
+            if damage:
+                raise ValueError(f"--init_checkpoint: {path} is missing or damaged ({damage}).")
         return 0
 
+    @staticmethod
+    def _state_readable(state_path):
+        """Whether the state file exists and parses (logs a warning if it is damaged)."""
+        if not tf.io.gfile.exists(state_path):
+            return False
+        try:
+            if tf.train.get_checkpoint_state(os.path.dirname(state_path)) is not None:
+                return True
+        except ValueError:  # An empty file.
+            pass
+        logging.warning("%s is damaged; looking for the checkpoints themselves.", state_path)
+        return False
+
+    def _write_state(self, steps):
+        """Writes a state file naming the checkpoints of `steps` (the last one
+        latest), so that the CheckpointManager keeps only the newest ones."""
+        paths = [os.path.join(self.output_dir, f"ckpt-{step}") for step in steps]
+        now = time.time()
+        tf.compat.v1.train.update_checkpoint_state(
+            self.output_dir,
+            paths[-1],
+            all_model_checkpoint_paths=paths,
+            all_model_checkpoint_timestamps=[now] * len(paths),
+            last_preserved_timestamp=now - 1,
+        )
+        logging.info("Rewrote the state file %s (latest: %s).",
+                     os.path.join(self.output_dir, CHECKPOINT_STATE), paths[-1])
+
     def _read(self, checkpoint, path, partial):
+        """Reads `path` into `checkpoint`; returns None, or why its files are
+        damaged. Raises ValueError if it is whole but does not fit the model."""
         try:
             status = checkpoint.read(path)
             if partial:
                 status = status.expect_partial()
             status.assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as error:
+            return None
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+            damage = checkpoint_damage(path)
+            if damage:
+                return damage
             raise ValueError(
                 f"{path}: cannot restore this checkpoint into the model of "
                 f"--bert_config_file={FLAGS.bert_config_file} and --optimizer="
-                f"{FLAGS.optimizer} ({str(error).strip().splitlines()[0]})."
+                f"{FLAGS.optimizer} ({_first_line(error)})."
             ) from None
 
     def save(self, step):
+        """Saves the checkpoint of `step` unless it was restored or saved already."""
+        if step == self.saved_step:
+            return
         self.global_step.assign(step)
         if self.chief:
-            if self.manager.latest_checkpoint != os.path.join(self.output_dir, f"ckpt-{step}"):
-                self.manager.save(checkpoint_number=step)
+            if self.manager is None:
+                self.manager = tf.train.CheckpointManager(
+                    self.checkpoint,
+                    self.output_dir,
+                    max_to_keep=FLAGS.keep_checkpoint_max,
+                    checkpoint_name="ckpt",
+                )
+            self.manager.save(checkpoint_number=step)
         else:
             self.checkpoint.write(os.path.join(self.worker_dir, "ckpt"))
             tf.io.gfile.rmtree(self.worker_dir)
+        self.saved_step = step
 
 
 class TrainingMonitor(keras.callbacks.Callback):
@@ -656,6 +741,7 @@ def main(argv):
             records = check_records(bert_config, files, every_record=True)
             logging.info("Checked %d records in %.1f s.", records, time.time() - start)
         if chief:
+            remove_stale_temp_folders(FLAGS.output_dir)
             write_json(os.path.join(FLAGS.output_dir, FLAGS_RECORD), record)
         logging.info(
             "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
@@ -666,8 +752,8 @@ def main(argv):
 
 
 def train(strategy, bert_config, files):
-    """Builds the model, resumes from the output folder's latest checkpoint
-    and trains to --num_train_steps."""
+    """Builds the model, resumes from the output folder's newest readable
+    checkpoint and trains to --num_train_steps."""
     if FLAGS.mixed_precision:
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
     with strategy.scope():

@@ -407,3 +407,53 @@ def test_output_dir_that_is_a_file_fails_before_any_work(data, tmp_path):
                                          r"files in this folder \("):
         run_in_process(helpers.app_args(data, str(path / "run")))
     assert path.read_text() == "not a folder"
+
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[: len(content) // 2])
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(data, phase1, tmp_path, caplog):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    damaged = os.path.join(output_dir, "ckpt-8")
+    _truncate(damaged + ".data-00000-of-00001")
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"Checkpoint {damaged} is damaged (IndexError: Read less bytes than requested); " \
+           "trying the previous one." in messages
+    assert f"Resuming from {os.path.join(output_dir, 'ckpt-4')}" in messages
+    # Steps 5-8 again, as the uninterrupted run trained them.
+    helpers.assert_same_weights(helpers.checkpoint_values(os.path.join(phase1, "ckpt-8")),
+                                helpers.checkpoint_values(damaged))
+    assert tf.train.latest_checkpoint(output_dir) == damaged
+
+    for step in (4, 8):
+        _truncate(os.path.join(output_dir, f"ckpt-{step}.data-00000-of-00001"))
+    with pytest.raises(ValueError, match=rf"--output_dir={output_dir} holds checkpoints "
+                                         r".*steps \[4, 8\]\) but none is readable"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+
+
+def test_damaged_state_file_and_stale_temp_folder(data, phase1, tmp_path, caplog):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    state = os.path.join(output_dir, "checkpoint")
+    with open(state, "w") as f:
+        f.write('model_checkpoint_path: "ckpt-8"\nall_model_check')  # Cut short.
+    temp = os.path.join(output_dir, "ckpt-12_temp")  # Left by a run killed while saving.
+    os.makedirs(temp)
+    open(os.path.join(temp, "part-00000-of-00001.data-00000-of-00001"), "wb").close()
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"{state} is damaged; looking for the checkpoints themselves." in messages
+    assert f"Resuming from {os.path.join(output_dir, 'ckpt-8')}" in messages
+    assert not os.path.exists(temp)
+    restored = tf.train.get_checkpoint_state(output_dir)
+    assert [os.path.basename(p) for p in restored.all_model_checkpoint_paths] == ["ckpt-4", "ckpt-8"]
+    assert os.path.basename(restored.model_checkpoint_path) == "ckpt-8"
