@@ -20,11 +20,25 @@ in a new `--output_dir` with `--init_checkpoint=<phase 1 output_dir>`. It
 loads phase 1's weights (not its optimizer state) and trains with its own
 sequence length, batch size and schedule, which warms up again from zero.
 `--init_checkpoint` is ignored once `--output_dir` has a checkpoint of its own.
+
+The output folder: a run holds `<output_dir>/run.lock` (`fcntl.flock`, freed
+by the OS when the process ends, also by SIGKILL), so a second run on the
+folder stops at once naming the first (pid, host); folders on gs:// and other
+remote file systems cannot be locked (a log line says so). `flags.json` records
+the training flags (`TRAINING_FLAGS`), the BERT config and the input files; a
+resume with other values stops with the differences unless
+`--allow_flag_changes`. A damaged checkpoint (or `checkpoint` state file) is
+reported and the newest readable one used; checkpoint folders left by a run
+killed while saving (`ckpt-<step>_temp`) are removed at start.
 """
 
+import contextlib
+import fcntl
 import json
 import math
 import os
+import re
+import socket
 import sys
 import time
 
@@ -35,11 +49,14 @@ import keras
 import tensorflow as tf
 
 import lamb
+from lamb import _checks
 from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
 
 FLAGS = flags.FLAGS
+OPTIMIZERS = ("lamb", "adamw", "lars", "lamb16", "adam")
+MIXED_PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 # google-research/bert's flags.
 flags.DEFINE_string(
@@ -95,9 +112,7 @@ flags.DEFINE_string("tpu_zone", None, "[Optional] GCE zone where the Cloud TPU i
 flags.DEFINE_string("gcp_project", None, "[Optional] Project name for the Cloud TPU.")
 
 # The optimizer, distribution and precision.
-flags.DEFINE_enum(
-    "optimizer", "lamb", ["lamb", "adamw", "lars", "lamb16", "adam"], "The optimizer."
-)
+flags.DEFINE_enum("optimizer", "lamb", OPTIMIZERS, "The optimizer.")
 flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm and bias).")
 flags.DEFINE_float("beta_1", 0.9, "First-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("beta_2", 0.999, "Second-moment decay (lamb, adamw, adam, lamb16).")
@@ -124,7 +139,7 @@ flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
 flags.DEFINE_enum(
     "mixed_precision",
     None,
-    ["bf16", "fp16"],
+    list(MIXED_PRECISION_POLICIES),
     "Compute in bfloat16 or float16 (with dynamic loss scaling); variables stay float32.",
 )
 flags.DEFINE_integer(
@@ -140,8 +155,18 @@ flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to k
 flags.DEFINE_bool(
     "verify_input_files",
     True,
-    "Read every record of every input file before training, to find corrupt "
-    "files early (the first record of each file is always checked).",
+    "Check every record of every input file before training: TFRecord checksums, "
+    "features, and values against the BERT config and flags (token ids below "
+    "vocab_size, segment ids below type_vocab_size, masked-LM positions below "
+    "--max_seq_length, masks and next-sentence labels 0 or 1, masked-LM weights "
+    "finite in [0, 1]). Without it only the first record of each file is checked.",
+)
+flags.DEFINE_bool(
+    "allow_flag_changes",
+    False,
+    "Resume even if the training flags, BERT config or input files differ from "
+    "those recorded in <output_dir>/flags.json (the differences are logged and "
+    "the record replaced).",
 )
 flags.DEFINE_bool(
     "log_trust_ratios",
@@ -149,56 +174,260 @@ flags.DEFINE_bool(
     "Log each variable's LAMB/LARS trust ratio, weight norm and update norm to TensorBoard.",
 )
 
-MIXED_PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
+MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed).
+
+# The flags that change what a run computes (with the BERT config and the
+# input files). A resume must keep them (or pass --allow_flag_changes). The
+# others may change: logging, checkpoint frequency and count, input checks,
+# and the hardware layout (--strategy, --num_cpu_devices, --use_tpu and the
+# TPU's address, --jit_compile), which changes the weights only by float
+# rounding (and the dropout masks) as the losses are averaged over the
+# global batch.
+TRAINING_FLAGS = (
+    "init_checkpoint", "max_seq_length", "max_predictions_per_seq", "train_batch_size",
+    "learning_rate", "num_train_steps", "num_warmup_steps", "optimizer", "weight_decay",
+    "beta_1", "beta_2", "epsilon", "end_learning_rate", "poly_power", "clip_norm",
+    "mixed_precision", "gradient_accumulation_steps", "seed",
+)
+FLAGS_RECORD = "flags.json"
+LOCK_FILE = "run.lock"
+CHECKPOINT_STATE = "checkpoint"
 
 
 def validate_flags():
-    """Checks the flags against each other; raises ValueError naming them."""
+    """Checks every flag's type and range, and the flags against each other,
+    before any work; raises ValueError naming the flag and what is allowed."""
     for name in ("bert_config_file", "input_file", "output_dir"):
-        if not getattr(FLAGS, name):
-            raise ValueError(f"--{name} is required.")
-    positive = (
+        value = getattr(FLAGS, name)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"--{name} is required (a path); received {value!r}.")
+    for name in ("init_checkpoint", "tpu_name", "tpu_zone", "gcp_project"):
+        value = getattr(FLAGS, name)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"--{name} must be a string; received {value!r}.")
+    for name in (
         "max_seq_length", "max_predictions_per_seq", "train_batch_size", "num_train_steps",
         "save_checkpoints_steps", "iterations_per_loop", "gradient_accumulation_steps",
-        "keep_checkpoint_max",
-    )
-    for name in positive:
-        if getattr(FLAGS, name) < 1:
-            raise ValueError(f"--{name}={getattr(FLAGS, name)} must be at least 1.")
-    if not 0 <= FLAGS.num_warmup_steps <= FLAGS.num_train_steps:
+        "keep_checkpoint_max", "num_cpu_devices",
+    ):
+        _checks.check_int(f"--{name}", getattr(FLAGS, name), low=1)
+    _checks.check_int("--num_warmup_steps", FLAGS.num_warmup_steps, low=0)
+    _checks.check_int("--seed", FLAGS.seed, low=0, high=MAX_SEED)
+    _checks.check_learning_rate(FLAGS.learning_rate, "--learning_rate")
+    for name in ("end_learning_rate", "poly_power", "weight_decay"):
+        _checks.check_float(f"--{name}", getattr(FLAGS, name), low=0.0)
+    _checks.check_float("--clip_norm", FLAGS.clip_norm, low=0.0)  # 0: no clipping.
+    for name in ("beta_1", "beta_2"):
+        _checks.check_float(f"--{name}", getattr(FLAGS, name), 0.0, 1.0)
+    # ε = 0 would divide 0 by 0 for weights that never get a gradient.
+    _checks.check_float("--epsilon", FLAGS.epsilon, low=0.0, low_inclusive=False)
+    _checks.check_choice("--optimizer", FLAGS.optimizer, OPTIMIZERS)
+    _checks.check_choice("--strategy", FLAGS.strategy, distribute.STRATEGIES)
+    if FLAGS.mixed_precision is not None:
+        _checks.check_choice("--mixed_precision", FLAGS.mixed_precision, MIXED_PRECISION_POLICIES)
+    for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios",
+                 "allow_flag_changes"):
+        _checks.check_bool(f"--{name}", getattr(FLAGS, name))
+    if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
         raise ValueError(
             f"--num_warmup_steps={FLAGS.num_warmup_steps} must be in "
             f"[0, --num_train_steps={FLAGS.num_train_steps}]."
-        )
-
-
-def check_model_and_data(bert_config, files):
-    """Checks the data against the flags and the BERT config before training."""
-    if FLAGS.max_seq_length > bert_config["max_position_embeddings"]:
-        raise ValueError(
-            f"--max_seq_length={FLAGS.max_seq_length} exceeds max_position_embeddings="
-            f"{bert_config['max_position_embeddings']} of {FLAGS.bert_config_file}."
         )
     if FLAGS.max_predictions_per_seq > FLAGS.max_seq_length:
         raise ValueError(
             f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} exceeds "
             f"--max_seq_length={FLAGS.max_seq_length}."
         )
-    records = data.check_input_files(
-        files, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, FLAGS.verify_input_files
+    if FLAGS.use_tpu and FLAGS.strategy not in ("default", "tpu"):
+        raise ValueError(
+            f"--use_tpu asks for --strategy=tpu, not --strategy={FLAGS.strategy}; drop one."
+        )
+
+
+def check_records(bert_config, files, every_record):
+    """Checks the records against the flags and the BERT config: each file's
+    first record, or every record; returns the number checked."""
+    if FLAGS.max_seq_length > bert_config["max_position_embeddings"]:
+        raise ValueError(
+            f"--max_seq_length={FLAGS.max_seq_length} exceeds max_position_embeddings="
+            f"{bert_config['max_position_embeddings']} of {FLAGS.bert_config_file}."
+        )
+    return data.check_input_files(
+        files,
+        FLAGS.max_seq_length,
+        FLAGS.max_predictions_per_seq,
+        every_record,
+        vocab_size=int(bert_config["vocab_size"]),
+        type_vocab_size=int(bert_config["type_vocab_size"]),
+        config_name=FLAGS.bert_config_file,
     )
-    first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(files[0]))).numpy())
-    for name, bound, key in (
-        ("input_ids", bert_config["vocab_size"], "vocab_size"),
-        ("segment_ids", bert_config["type_vocab_size"], "type_vocab_size"),
-    ):
-        largest = max(first.features.feature[name].int64_list.value)
-        if largest >= bound:
-            raise ValueError(
-                f"{files[0]}: {name} holds {largest}, beyond {key}={bound} of "
-                f"{FLAGS.bert_config_file}."
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def check_output_dir(output_dir):
+    """Creates `output_dir` if needed and checks that it is a folder this
+    process can write to (by writing and removing a small file)."""
+    if tf.io.gfile.exists(output_dir) and not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"--output_dir={output_dir} is a file, not a folder.")
+    probe = os.path.join(output_dir, f".write_test.{socket.gethostname()}.{os.getpid()}")
+    try:
+        tf.io.gfile.makedirs(output_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("lamb.run_pretraining checks that it can write here.\n")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as error:
+        raise ValueError(
+            f"--output_dir={output_dir}: cannot create or write files in this folder "
+            f"({_first_line(error)})."
+        ) from None
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir):
+    """Holds `<output_dir>/run.lock` while the run lasts; raises RuntimeError
+    naming the holder (pid, host) if another run holds it.
+
+    `fcntl.flock` locks go with the process: the OS frees them when it ends,
+    however it ends, so a killed run leaves no stale lock. Remote folders
+    (gs://, ...) cannot be locked: a log line says so and the run goes on.
+    """
+    if "://" in output_dir:
+        logging.warning(
+            "--output_dir=%s cannot be locked (not a local or mounted folder): make sure "
+            "no other run writes there.", output_dir,
+        )
+        yield
+        return
+    with open(os.path.join(output_dir, LOCK_FILE), "a+", encoding="utf-8") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a process that has not yet written its pid"
+            raise RuntimeError(
+                f"--output_dir={output_dir} is in use by another run ({holder}, per "
+                f"{lock.name}); wait for it to end or use another --output_dir."
+            ) from None
+        except OSError as error:  # A file system without locks (some NFS or FUSE mounts).
+            logging.warning(
+                "--output_dir=%s cannot be locked (%s): make sure no other run writes there.",
+                output_dir, error,
             )
-    return records
+        else:
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+            lock.flush()
+        yield
+
+
+def training_record(bert_config, files):
+    """What a resume must keep: the training flags, the BERT config, the input files."""
+    record = {name: getattr(FLAGS, name) for name in TRAINING_FLAGS}
+    record["bert_config"] = bert_config
+    record["input_files"] = list(files)
+    return record
+
+
+def _differences(old, new):
+    """`name: old → new` for each differing entry of two training records."""
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        before, after = old.get(key, "(not recorded)"), new.get(key, "(not recorded)")
+        if before == after:
+            continue
+        if key == "bert_config" and isinstance(before, dict):
+            differences += [
+                f"BERT config {name}: {before.get(name)!r} → {after.get(name)!r}"
+                for name in sorted(set(before) | set(after))
+                if before.get(name) != after.get(name)
+            ]
+        elif key == "input_files" and isinstance(before, list):
+            added = sorted(set(after) - set(before))
+            removed = sorted(set(before) - set(after))
+            differences.append(
+                f"input files: {len(before)} → {len(after)} (added {_some(added)}, "
+                f"removed {_some(removed)}{', reordered' if not added and not removed else ''})"
+            )
+        else:
+            differences.append(f"--{key}: {before!r} → {after!r}")
+    return differences
+
+
+def _some(names, count=3):
+    shown = ", ".join(names[:count]) or "none"
+    return shown + (f" and {len(names) - count} more" if len(names) > count else "")
+
+
+def check_training_record(output_dir, record):
+    """On a resume (`output_dir` holds checkpoints), raises ValueError listing
+    each difference between `record` and the one in flags.json, unless
+    --allow_flag_changes (then logs them)."""
+    if not holds_checkpoints(output_dir):
+        return
+    path = os.path.join(output_dir, FLAGS_RECORD)
+    if not tf.io.gfile.exists(path):
+        logging.warning("%s holds checkpoints but no %s: the flags they were trained with "
+                        "are unknown; recording these.", output_dir, FLAGS_RECORD)
+        return
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            recorded = json.load(f)
+        differences = _differences(recorded, record)
+    except (ValueError, AttributeError) as error:
+        differences = [f"{path} is unreadable ({error})"]
+    if not differences:
+        return
+    message = (
+        f"--output_dir={output_dir} holds a run with other training flags "
+        f"({path}): {'; '.join(differences)}."
+    )
+    if FLAGS.allow_flag_changes:
+        logging.warning("%s Resuming anyway (--allow_flag_changes).", message)
+        return
+    raise ValueError(
+        f"{message} Resume with the same flags, use another --output_dir, or add "
+        "--allow_flag_changes."
+    )
+
+
+def write_json(path, value):
+    """Writes `value` to `path` as JSON, atomically (a temporary file renamed)."""
+    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
+        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+
+
+def checkpoint_steps(directory):
+    """The steps of the `ckpt-<step>` checkpoints with files in `directory`."""
+    if not tf.io.gfile.isdir(directory):
+        return []
+    steps = set()
+    for name in tf.io.gfile.listdir(directory):
+        match = re.fullmatch(r"ckpt-(\d+)\.(index|data-\d{5}-of-\d{5})", name)
+        if match:
+            steps.add(int(match.group(1)))
+    return sorted(steps)
+
+
+def holds_checkpoints(directory):
+    """Whether `directory` has checkpoint files or a checkpoint state file."""
+    return bool(checkpoint_steps(directory)) or tf.io.gfile.exists(
+        os.path.join(directory, CHECKPOINT_STATE)
+    )
+
+
+def remove_stale_temp_folders(output_dir):
+    """Removes `ckpt-<step>_temp` folders: TensorFlow writes a checkpoint there
+    and merges it into `ckpt-<step>.*`, so one is left only by a run killed
+    while saving (TensorFlow: it "can be safely removed")."""
+    for name in tf.io.gfile.listdir(output_dir):
+        if re.fullmatch(r"ckpt-\d+_temp", name.rstrip("/")):
+            path = os.path.join(output_dir, name.rstrip("/"))
+            logging.warning("Removing %s, left by a run killed while saving a checkpoint.", path)
+            tf.io.gfile.rmtree(path)
 
 
 def micro_batch_size(strategy, strategy_name):
@@ -271,12 +500,26 @@ def build_model(bert_config):
     return model
 
 
+def checkpoint_damage(path):
+    """Why the checkpoint `path` cannot be read (missing, truncated or altered
+    files), or None if all its tensors read back with their checksums."""
+    try:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError) as error:
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return None
+
+
 class Checkpoints:
     """Step-numbered checkpoints `<output_dir>/ckpt-<step>` of everything a resume needs.
 
     TensorFlow checkpoints are written whole before `<output_dir>/checkpoint`
     names them, so a process killed while saving leaves the previous one
-    intact. Under multi-worker training every worker saves (the variables may
+    intact. A checkpoint damaged afterwards is reported and the previous one
+    used; a damaged or missing state file is rebuilt from the checkpoints
+    present. Under multi-worker training every worker saves (the variables may
     need collective reads); only the chief's copy is kept.
     """
 
@@ -293,47 +536,107 @@ class Checkpoints:
         self.worker_dir = os.path.join(
             output_dir, f"worker_{getattr(strategy.cluster_resolver, 'task_id', 0)}_tmp"
         ) if not self.chief else None
-        self.manager = tf.train.CheckpointManager(
-            self.checkpoint,
-            output_dir,
-            max_to_keep=FLAGS.keep_checkpoint_max,
-            checkpoint_name="ckpt",
-        ) if self.chief else None
+        self.manager = None  # Opened at the first save, once `restore` has mended the state file.
+        self.saved_step = None
 
     def restore(self, init_checkpoint):
-        """Restores the latest checkpoint (else `init_checkpoint`'s weights); returns the step."""
-        latest = tf.train.latest_checkpoint(self.output_dir)
-        if latest:
-            logging.info("Resuming from %s", latest)
-            self._read(self.checkpoint, latest, partial=False)
+        """Restores the newest readable checkpoint of the output folder (else
+        `init_checkpoint`'s weights); returns the step."""
+        steps = checkpoint_steps(self.output_dir)
+        state_path = os.path.join(self.output_dir, CHECKPOINT_STATE)
+        state_readable = self._state_readable(state_path)
+        for step in reversed(steps):
+            path = os.path.join(self.output_dir, f"ckpt-{step}")
+            damage = self._read(self.checkpoint, path, partial=False)
+            if damage:
+                logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
+                                path, damage)
+                continue
+            logging.info("Resuming from %s", path)
+            if not state_readable and self.chief:
+                self._write_state([s for s in steps if s <= step])
+            self.saved_step = step
             return int(self.global_step.numpy())
+        if steps or tf.io.gfile.exists(state_path):
+            raise ValueError(
+                f"--output_dir={self.output_dir} holds checkpoints ({CHECKPOINT_STATE} state "
+                f"file: {'readable' if state_readable else 'damaged or absent'}; steps "
+                f"{steps}) but none is readable (see the warnings). Move them away to start "
+                "from step 0, or use another --output_dir."
+            )
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)
-            self._read(tf.train.Checkpoint(model=self.model_variables), path, partial=True)
+            damage = self._read(tf.train.Checkpoint(model=self.model_variables), path, partial=True)
+            if damage:
+                raise ValueError(f"--init_checkpoint: {path} is missing or damaged ({damage}).")
         return 0
 
+    @staticmethod
+    def _state_readable(state_path):
+        """Whether the state file exists and parses (logs a warning if it is damaged)."""
+        if not tf.io.gfile.exists(state_path):
+            return False
+        try:
+            if tf.train.get_checkpoint_state(os.path.dirname(state_path)) is not None:
+                return True
+        except ValueError:  # An empty file.
+            pass
+        logging.warning("%s is damaged; looking for the checkpoints themselves.", state_path)
+        return False
+
+    def _write_state(self, steps):
+        """Writes a state file naming the checkpoints of `steps` (the last one
+        latest), so that the CheckpointManager keeps only the newest ones."""
+        paths = [os.path.join(self.output_dir, f"ckpt-{step}") for step in steps]
+        now = time.time()
+        tf.compat.v1.train.update_checkpoint_state(
+            self.output_dir,
+            paths[-1],
+            all_model_checkpoint_paths=paths,
+            all_model_checkpoint_timestamps=[now] * len(paths),
+            last_preserved_timestamp=now - 1,
+        )
+        logging.info("Rewrote the state file %s (latest: %s).",
+                     os.path.join(self.output_dir, CHECKPOINT_STATE), paths[-1])
+
     def _read(self, checkpoint, path, partial):
+        """Reads `path` into `checkpoint`; returns None, or why its files are
+        damaged. Raises ValueError if it is whole but does not fit the model."""
         try:
             status = checkpoint.read(path)
             if partial:
                 status = status.expect_partial()
             status.assert_existing_objects_matched()
-        except (tf.errors.OpError, ValueError, AssertionError) as error:
+            return None
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
+            damage = checkpoint_damage(path)
+            if damage:
+                return damage
             raise ValueError(
                 f"{path}: cannot restore this checkpoint into the model of "
                 f"--bert_config_file={FLAGS.bert_config_file} and --optimizer="
-                f"{FLAGS.optimizer} ({str(error).strip().splitlines()[0]})."
+                f"{FLAGS.optimizer} ({_first_line(error)})."
             ) from None
 
     def save(self, step):
+        """Saves the checkpoint of `step` unless it was restored or saved already."""
+        if step == self.saved_step:
+            return
         self.global_step.assign(step)
         if self.chief:
-            if self.manager.latest_checkpoint != os.path.join(self.output_dir, f"ckpt-{step}"):
-                self.manager.save(checkpoint_number=step)
+            if self.manager is None:
+                self.manager = tf.train.CheckpointManager(
+                    self.checkpoint,
+                    self.output_dir,
+                    max_to_keep=FLAGS.keep_checkpoint_max,
+                    checkpoint_name="ckpt",
+                )
+            self.manager.save(checkpoint_number=step)
         else:
             self.checkpoint.write(os.path.join(self.worker_dir, "ckpt"))
             tf.io.gfile.rmtree(self.worker_dir)
+        self.saved_step = step
 
 
 class TrainingMonitor(keras.callbacks.Callback):
@@ -407,14 +710,14 @@ def write_metrics(output_dir, step, logs):
     """Writes `<output_dir>/metrics.json` atomically."""
     metrics = {"global_step": step, **logs}
     path = os.path.join(output_dir, "metrics.json")
-    with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
+    write_json(path, metrics)
     logging.info("Final metrics in %s: %s", path, metrics)
 
 
 def main(argv):
+    """Checks the flags, the data and the output folder, then trains."""
     del argv
+    validate_flags()
     strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
     strategy = distribute.make_strategy(
         strategy_name,
@@ -423,20 +726,36 @@ def main(argv):
         FLAGS.gcp_project,
         FLAGS.num_cpu_devices,
     )
-    validate_flags()
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
     files = data.expand_input_files(FLAGS.input_file)
-    records = check_model_and_data(bert_config, files)
+    records = check_records(bert_config, files, every_record=False)
     batch_size = micro_batch_size(strategy, strategy_name)
     check_jit_compile(strategy, strategy_name)
-    logging.info(
-        "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
-        len(files), records, strategy.num_replicas_in_sync,
-        FLAGS.gradient_accumulation_steps, batch_size,
-    )
+    check_output_dir(FLAGS.output_dir)
+    chief = distribute.is_chief(strategy)
+    with output_dir_lock(FLAGS.output_dir) if chief else contextlib.nullcontext():
+        record = training_record(bert_config, files)
+        check_training_record(FLAGS.output_dir, record)
+        if FLAGS.verify_input_files:
+            start = time.time()
+            records = check_records(bert_config, files, every_record=True)
+            logging.info("Checked %d records in %.1f s.", records, time.time() - start)
+        if chief:
+            remove_stale_temp_folders(FLAGS.output_dir)
+            write_json(os.path.join(FLAGS.output_dir, FLAGS_RECORD), record)
+        logging.info(
+            "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
+            len(files), records, strategy.num_replicas_in_sync,
+            FLAGS.gradient_accumulation_steps, batch_size,
+        )
+        train(strategy, bert_config, files)
+
+
+def train(strategy, bert_config, files):
+    """Builds the model, resumes from the output folder's newest readable
+    checkpoint and trains to --num_train_steps."""
     if FLAGS.mixed_precision:
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
-    tf.io.gfile.makedirs(FLAGS.output_dir)
     with strategy.scope():
         model = build_model(bert_config)
         checkpoints = Checkpoints(FLAGS.output_dir, model, strategy)

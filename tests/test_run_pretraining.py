@@ -3,7 +3,9 @@
 import json
 import os
 import random
+import shutil
 import signal
+import socket
 import time
 
 import numpy as np
@@ -188,12 +190,16 @@ def _bad_inputs(data, tmp):
     return [
         (dict(input_file=str(tmp / "absent-*.tfrecord")), r"absent-\*\.tfrecord.*matches no file"),
         (dict(input_file=str(garbage)), r"garbage\.tfrecord: corrupt TFRecord"),
-        (dict(input_file=str(truncated)), r"truncated\.tfrecord: corrupt TFRecord"),
-        (dict(input_file=str(no_weights)), r"no_weights\.tfrecord: .*'masked_lm_weights'"),
+        # Found by reading every record, after the check of the training flags.
+        (dict(input_file=str(truncated), allow_flag_changes=True),
+         r"truncated\.tfrecord: corrupt TFRecord"),
+        (dict(input_file=str(no_weights)),
+         r"no_weights\.tfrecord, record 0 \(counting from 0\): no feature 'masked_lm_weights'"),
         (dict(max_seq_length=64), r"'input_ids' has 32 values .* --max_seq_length asks for 64"),
         (dict(bert_config_file=str(unknown_key)), r"unknown_key\.json: unknown keys \['hidden_layers'\]"),
         (dict(bert_config_file=str(missing_key)), r"missing keys \['type_vocab_size'\]"),
-        (dict(bert_config_file=str(small_vocab)), r"input_ids holds .* beyond vocab_size=10"),
+        (dict(bert_config_file=str(small_vocab)),
+         r"input_ids holds \d+; allowed: 0 to 9 \(vocab_size=10 of .*small_vocab\.json\)"),
         (dict(train_batch_size=15, strategy="mirrored"),
          r"--train_batch_size=15 is not divisible by the 2 replicas of --strategy=mirrored x "
          r"--gradient_accumulation_steps=1"),
@@ -202,16 +208,21 @@ def _bad_inputs(data, tmp):
     ]
 
 
+def _files(directory):
+    """`{name: content}` of the files in `directory`, but the lock (which names
+    the last run's process)."""
+    return {name: open(os.path.join(directory, name), "rb").read()
+            for name in os.listdir(directory)
+            if os.path.isfile(os.path.join(directory, name)) and name != run_pretraining.LOCK_FILE}
+
+
 def test_bad_input_fails_before_training_and_keeps_output_dir(data, phase1, tmp_path):
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest's split.
-    before = {name: open(os.path.join(phase1, name), "rb").read()
-              for name in os.listdir(phase1) if os.path.isfile(os.path.join(phase1, name))}
+    before = _files(phase1)
     for overrides, message in _bad_inputs(data, tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             run_in_process(helpers.app_args(data, phase1, **overrides))
-    after = {name: open(os.path.join(phase1, name), "rb").read()
-             for name in os.listdir(phase1) if os.path.isfile(os.path.join(phase1, name))}
-    assert after == before
+    assert _files(phase1) == before
 
 
 def test_bf16_with_gradient_accumulation_counts_optimizer_steps(data, tmp_path):
@@ -269,3 +280,180 @@ def test_readme_cpu_demo_command_shortened(data, tmp_path):
         metrics = json.load(f)
     assert metrics["global_step"] == 4 and np.isfinite(metrics["masked_lm_loss"])
     assert tf.train.latest_checkpoint(output_dir).endswith("ckpt-4")
+
+
+def _records_with_bad_record_5(data, path, feature, value):
+    """The first 8 records of the test data; record 5's `feature` gets `value`
+    in its second place."""
+    records = [record.numpy() for record in tf.data.TFRecordDataset(data["records"][0]).take(8)]
+    example = tf.train.Example.FromString(records[5])
+    values = example.features.feature[feature]
+    kind = values.float_list if feature == "masked_lm_weights" else values.int64_list
+    kind.value[min(1, len(kind.value) - 1)] = value
+    records[5] = example.SerializeToString()
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def test_bad_values_in_record_5_stop_the_run_before_training_naming_file_and_record(
+    data, tmp_path
+):
+    vocab_size = len(open(data["vocab"]).read().split())
+    for feature, value in [
+        ("input_ids", vocab_size), ("input_ids", -1), ("masked_lm_ids", vocab_size + 7),
+        ("segment_ids", 5), ("masked_lm_positions", helpers.SEQ_LENGTH),
+        ("next_sentence_labels", 7), ("input_mask", 2), ("masked_lm_weights", float("nan")),
+        ("masked_lm_weights", 2.0),
+    ]:
+        path = tmp_path / "bad.tfrecord"
+        _records_with_bad_record_5(data, path, feature, value)
+        with pytest.raises(ValueError, match=rf"bad\.tfrecord, record 5 \(counting from 0\): "
+                                             rf"{feature} holds {value}; allowed: "):
+            run_in_process(helpers.app_args(data, str(tmp_path / "out"), input_file=str(path),
+                                            num_train_steps=2, num_warmup_steps=1))
+        # --noverify_input_files: the first record only.
+        assert pretraining.check_input_files(
+            [str(path)], helpers.SEQ_LENGTH, helpers.PREDICTIONS, read_all_records=False,
+            vocab_size=vocab_size, type_vocab_size=2,
+        ) == 1
+    assert not tf.train.latest_checkpoint(str(tmp_path / "out"))
+
+
+def test_nan_infinite_and_out_of_range_flags_fail_at_once_naming_the_flag(data, tmp_path):
+    output_dir = tmp_path / "out"
+    for flag, value, allowed in [
+        ("learning_rate", "nan", r"a finite number in \[0.0, inf\)"),
+        ("learning_rate", "inf", r"a finite number in \[0.0, inf\)"),
+        ("end_learning_rate", "nan", r"a finite number in \[0.0, inf\)"),
+        ("poly_power", "nan", r"a finite number in \[0.0, inf\)"),
+        ("weight_decay", "nan", r"a finite number in \[0.0, inf\)"),
+        ("clip_norm", "-1", r"a finite number in \[0.0, inf\)"),
+        ("beta_1", "1.0", r"a finite number in \[0.0, 1.0\)"),
+        ("beta_2", "nan", r"a finite number in \[0.0, 1.0\)"),
+        ("epsilon", "0", r"a finite number in \(0.0, inf\)"),
+        ("seed", "-1", r"an integer in \[0, 4294967295\]"),
+        ("num_warmup_steps", "-1", r"an integer in \[0, inf\)"),
+        ("keep_checkpoint_max", "0", r"an integer in \[1, inf\)"),
+    ]:
+        with pytest.raises(ValueError, match=rf"`--{flag}` must be {allowed}; received "
+                                             rf"--{flag}={value}"):
+            run_in_process(helpers.app_args(data, str(output_dir), **{flag: value}))
+    with pytest.raises(ValueError, match=r"--num_warmup_steps=13 must be in \[0, --num_train_steps=12\]"):
+        run_in_process(helpers.app_args(data, str(output_dir), num_warmup_steps=13))
+    # Flags set in Python rather than parsed: a string is neither a number nor a bool.
+    with flagsaver.flagsaver():
+        flags.FLAGS(["run_pretraining", *helpers.app_args(data, str(output_dir))])
+        flags.FLAGS.verify_input_files = "no"
+        with pytest.raises(ValueError, match="`--verify_input_files` must be True or False"):
+            run_pretraining.main([])
+    assert not output_dir.exists()
+
+
+def test_second_run_on_the_output_dir_stops_at_once_and_sigkill_frees_the_lock(data, tmp_path):
+    output_dir = str(tmp_path / "out")
+    first = helpers.start_app(
+        helpers.app_args(data, output_dir, num_train_steps=100000, save_checkpoints_steps=100000),
+        tmp_path / "first.log",
+    )
+    lock_file = tmp_path / "out" / run_pretraining.LOCK_FILE
+    try:
+        deadline = time.time() + 120
+        while not (lock_file.exists() and f"pid {first.pid} " in lock_file.read_text()):
+            assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.time() < deadline, "the first run took no lock within 120 s"
+            time.sleep(0.05)
+        # A second run, whatever its flags, stops before any work.
+        with pytest.raises(RuntimeError, match=rf"--output_dir={output_dir} is in use by another "
+                                               rf"run \(pid {first.pid} on host {socket.gethostname()}"):
+            run_in_process(helpers.app_args(data, output_dir, num_train_steps=4))
+        assert first.poll() is None
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    with run_pretraining.output_dir_lock(output_dir):  # The OS freed the killed run's lock.
+        assert lock_file.read_text() == f"pid {os.getpid()} on host {socket.gethostname()}\n"
+
+
+def test_resume_with_other_training_flags_is_refused_listing_them_unless_allowed(
+    data, phase1, tmp_path
+):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    with open(os.path.join(output_dir, "flags.json")) as f:
+        recorded = json.load(f)
+    assert recorded["learning_rate"] == 1e-2 and recorded["train_batch_size"] == 16
+    assert recorded["input_files"] == data["records"] and recorded["bert_config"]["hidden_size"] == 32
+    changed = dict(num_train_steps=8, learning_rate=2e-2, train_batch_size=8)
+    with pytest.raises(ValueError, match=(
+        rf"--output_dir={output_dir} holds a run with other training flags \(.*flags.json\): "
+        r"--learning_rate: 0.01 → 0.02; --train_batch_size: 16 → 8\. Resume with the same "
+        r"flags, use another --output_dir, or add --allow_flag_changes\.")):
+        run_in_process(helpers.app_args(data, output_dir, **changed))
+    # Other logging and checkpoint intervals are no training flags.
+    run_in_process(helpers.app_args(data, output_dir, num_train_steps=8, iterations_per_loop=1,
+                                    save_checkpoints_steps=2))
+    run_in_process(helpers.app_args(data, output_dir, allow_flag_changes=True, **changed))
+    with open(os.path.join(output_dir, "flags.json")) as f:
+        assert json.load(f) == {**recorded, "learning_rate": 2e-2, "train_batch_size": 8}
+
+
+def test_output_dir_that_is_a_file_fails_before_any_work(data, tmp_path):
+    path = tmp_path / "a_file"
+    path.write_text("not a folder")
+    with pytest.raises(ValueError, match=rf"--output_dir={path} is a file, not a folder\."):
+        run_in_process(helpers.app_args(data, str(path)))
+    with pytest.raises(ValueError, match=rf"--output_dir={path}/run: cannot create or write "
+                                         r"files in this folder \("):
+        run_in_process(helpers.app_args(data, str(path / "run")))
+    assert path.read_text() == "not a folder"
+
+
+def _truncate(path):
+    with open(path, "rb") as f:
+        content = f.read()
+    with open(path, "wb") as f:
+        f.write(content[: len(content) // 2])
+
+
+def test_truncated_checkpoint_falls_back_to_the_previous_one(data, phase1, tmp_path, caplog):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    damaged = os.path.join(output_dir, "ckpt-8")
+    _truncate(damaged + ".data-00000-of-00001")
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"Checkpoint {damaged} is damaged (IndexError: Read less bytes than requested); " \
+           "trying the previous one." in messages
+    assert f"Resuming from {os.path.join(output_dir, 'ckpt-4')}" in messages
+    # Steps 5-8 again, as the uninterrupted run trained them.
+    helpers.assert_same_weights(helpers.checkpoint_values(os.path.join(phase1, "ckpt-8")),
+                                helpers.checkpoint_values(damaged))
+    assert tf.train.latest_checkpoint(output_dir) == damaged
+
+    for step in (4, 8):
+        _truncate(os.path.join(output_dir, f"ckpt-{step}.data-00000-of-00001"))
+    with pytest.raises(ValueError, match=rf"--output_dir={output_dir} holds checkpoints "
+                                         r".*steps \[4, 8\]\) but none is readable"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+
+
+def test_damaged_state_file_and_stale_temp_folder(data, phase1, tmp_path, caplog):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    state = os.path.join(output_dir, "checkpoint")
+    with open(state, "w") as f:
+        f.write('model_checkpoint_path: "ckpt-8"\nall_model_check')  # Cut short.
+    temp = os.path.join(output_dir, "ckpt-12_temp")  # Left by a run killed while saving.
+    os.makedirs(temp)
+    open(os.path.join(temp, "part-00000-of-00001.data-00000-of-00001"), "wb").close()
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+    messages = [record.getMessage() for record in caplog.records]
+    assert f"{state} is damaged; looking for the checkpoints themselves." in messages
+    assert f"Resuming from {os.path.join(output_dir, 'ckpt-8')}" in messages
+    assert not os.path.exists(temp)
+    restored = tf.train.get_checkpoint_state(output_dir)
+    assert [os.path.basename(p) for p in restored.all_model_checkpoint_paths] == ["ckpt-4", "ckpt-8"]
+    assert os.path.basename(restored.model_checkpoint_path) == "ckpt-8"

@@ -12,6 +12,7 @@ import collections
 
 from absl import logging
 from google.protobuf.message import DecodeError
+import numpy as np
 import tensorflow as tf
 
 # Writing.
@@ -347,35 +348,116 @@ def _length_flag(name):
     return "--max_predictions_per_seq"
 
 
-def check_example(example, path, max_seq_length, max_predictions_per_seq):
-    """Raises ValueError naming `path` and the feature if `example` does not fit."""
+def check_example(example, where, max_seq_length, max_predictions_per_seq):
+    """Raises ValueError naming `where` (file and record) and the feature if
+    `example` lacks a feature or has the wrong type or length."""
     features = example.features.feature
     for name, (dtype, length) in feature_spec(max_seq_length, max_predictions_per_seq).items():
         if name not in features:
-            raise ValueError(f"{path}: the records lack the feature {name!r}.")
+            raise ValueError(f"{where}: no feature {name!r}.")
         kind = "float_list" if dtype == tf.float32 else "int64_list"
         if features[name].WhichOneof("kind") != kind:
             raise ValueError(
-                f"{path}: feature {name!r} is a {features[name].WhichOneof('kind')}, "
+                f"{where}: feature {name!r} is a {features[name].WhichOneof('kind')}, "
                 f"BERT's format has an {kind}."
             )
         values = len(getattr(features[name], kind).value)
         if values != length:
             raise ValueError(
-                f"{path}: feature {name!r} has {values} values per example but "
+                f"{where}: feature {name!r} has {values} values per example but "
                 f"{_length_flag(name)} asks for {length}."
             )
 
 
-def check_input_files(files, max_seq_length, max_predictions_per_seq, read_all_records):
-    """Checks each file's first record (and all records' checksums if asked).
+CHECK_BATCH_RECORDS = 1024  # Records parsed and checked at a time.
+
+
+def _integer_ranges(max_seq_length, vocab_size, type_vocab_size, config_name):
+    """(feature, end, what is allowed) for the integer features, whose values
+    must lie in [0, end); the vocabulary bounds only where given."""
+    ranges = []
+    if vocab_size is not None:
+        allowed = f"0 to {vocab_size - 1} (vocab_size={vocab_size} of {config_name})"
+        ranges += [("input_ids", vocab_size, allowed), ("masked_lm_ids", vocab_size, allowed)]
+    if type_vocab_size is not None:
+        allowed = f"0 to {type_vocab_size - 1} (type_vocab_size={type_vocab_size} of {config_name})"
+        ranges.append(("segment_ids", type_vocab_size, allowed))
+    return ranges + [
+        ("masked_lm_positions", max_seq_length,
+         f"0 to {max_seq_length - 1} (positions within --max_seq_length={max_seq_length})"),
+        ("input_mask", 2, "0 or 1"),
+        ("next_sentence_labels", 2, "0 (B follows A) or 1 (B is random)"),
+    ]
+
+
+def check_values(batch, path, first_record, integer_ranges):
+    """Raises ValueError naming `path`, the record and the feature at the first
+    value of the parsed `batch` (NumPy arrays of records `first_record`, ...)
+    that is out of range; masked_lm_weights must be finite and in [0, 1]."""
+    problems = []
+    for name, end, allowed in integer_ranges:
+        values = batch[name]
+        problems.append((name, values, (values < 0) | (values >= end), allowed))
+    weights = batch["masked_lm_weights"]
+    problems.append(
+        ("masked_lm_weights", weights, ~((weights >= 0) & (weights <= 1)), "finite numbers in [0, 1]")
+    )
+    first_bad = None
+    for name, values, bad, allowed in problems:
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size and (first_bad is None or rows[0] < first_bad[0]):
+            row = rows[0]
+            first_bad = (row, name, values[row][bad[row]][0], allowed)
+    if first_bad is not None:
+        row, name, value, allowed = first_bad
+        raise ValueError(
+            f"{path}, record {first_record + row} (counting from 0): {name} holds {value}; "
+            f"allowed: {allowed}."
+        )
+
+
+def _raise_for_unparsable_record(path, first_record, count, max_seq_length, max_predictions_per_seq):
+    """Finds the record among `count` from `first_record` that `parse_example`
+    rejected and raises ValueError naming it."""
+    records = tf.data.TFRecordDataset(path).skip(first_record).take(count)
+    for index, record in enumerate(records, start=first_record):
+        where = f"{path}, record {index} (counting from 0)"
+        try:
+            example = tf.train.Example.FromString(record.numpy())
+        except DecodeError as error:
+            raise ValueError(f"{where}: not a tf.train.Example ({error}).") from None
+        check_example(example, where, max_seq_length, max_predictions_per_seq)
+
+
+def check_input_files(
+    files,
+    max_seq_length,
+    max_predictions_per_seq,
+    read_all_records,
+    vocab_size=None,
+    type_vocab_size=None,
+    config_name="the BERT config",
+):
+    """Checks each file's first record, or every record if `read_all_records`:
+    the TFRecord framing and checksums, the features' types and lengths, and
+    the values (token ids in [0, vocab_size), segment ids in [0,
+    type_vocab_size), masked-LM positions in [0, max_seq_length), input mask
+    and next-sentence labels 0 or 1, masked-LM weights finite in [0, 1]).
+    Records are parsed and checked in batches (vectorized).
+
+    Args:
+        vocab_size, type_vocab_size: The BERT config's bounds on the token
+            and segment ids (`None`: not checked); `config_name` names the
+            config in messages.
 
     Returns:
-        The number of records read (all of them if `read_all_records`).
+        The number of records checked.
 
     Raises:
-        FileNotFoundError, ValueError: naming the file and the problem.
+        FileNotFoundError, ValueError: naming the file, the record and the problem.
     """
+    integer_ranges = _integer_ranges(max_seq_length, vocab_size, type_vocab_size, config_name)
+    spec = _parse_spec(max_seq_length, max_predictions_per_seq)
     records = 0
     for path in files:
         if not tf.io.gfile.exists(path):
@@ -383,31 +465,44 @@ def check_input_files(files, max_seq_length, max_predictions_per_seq, read_all_r
         dataset = tf.data.TFRecordDataset(path)
         if not read_all_records:
             dataset = dataset.take(1)
-        first = True
-        try:
-            for record in dataset:
-                if first:
-                    example = tf.train.Example.FromString(record.numpy())
-                    check_example(example, path, max_seq_length, max_predictions_per_seq)
-                    first = False
-                records += 1
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-            raise ValueError(
-                f"{path}: corrupt TFRecord file ({error.message.splitlines()[0]})."
-            ) from None
-        except DecodeError as error:
-            raise ValueError(f"{path}: the first record is no tf.train.Example ({error}).") from None
-        if first:
+        batches = dataset.batch(CHECK_BATCH_RECORDS).prefetch(2)
+        checked = 0
+        iterator = iter(batches)
+        while True:
+            try:
+                serialized = next(iterator)
+            except StopIteration:
+                break
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+                raise ValueError(
+                    f"{path}: corrupt TFRecord file, at or after record {checked} "
+                    f"({error.message.splitlines()[0]})."
+                ) from None
+            try:
+                batch = tf.io.parse_example(serialized, spec)
+            except tf.errors.InvalidArgumentError:
+                _raise_for_unparsable_record(
+                    path, checked, len(serialized), max_seq_length, max_predictions_per_seq
+                )
+                raise
+            check_values({name: value.numpy() for name, value in batch.items()}, path, checked,
+                         integer_ranges)
+            checked += len(serialized)
+        if not checked:
             raise ValueError(f"{path}: the file holds no record.")
+        records += checked
     return records
 
 
-def _parse_batch(serialized, max_seq_length, max_predictions_per_seq):
-    spec = {
+def _parse_spec(max_seq_length, max_predictions_per_seq):
+    return {
         name: tf.io.FixedLenFeature([length], dtype)
         for name, (dtype, length) in feature_spec(max_seq_length, max_predictions_per_seq).items()
     }
-    example = tf.io.parse_example(serialized, spec)
+
+
+def _parse_batch(serialized, max_seq_length, max_predictions_per_seq):
+    example = tf.io.parse_example(serialized, _parse_spec(max_seq_length, max_predictions_per_seq))
     # int64 -> int32 as in BERT (TPUs support only int32).
     example = {
         name: tf.cast(value, tf.int32) if value.dtype == tf.int64 else value
