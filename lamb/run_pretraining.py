@@ -33,7 +33,6 @@ killed while saving (`ckpt-<step>_temp`) are removed at start.
 """
 
 import contextlib
-import fcntl
 import json
 import math
 import os
@@ -303,6 +302,8 @@ def output_dir_lock(output_dir):
         return
     with open(os.path.join(output_dir, LOCK_FILE), "a+", encoding="utf-8") as lock:
         try:
+            import fcntl  # POSIX only: on Windows, the ImportError below.
+
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
@@ -311,7 +312,7 @@ def output_dir_lock(output_dir):
                 f"--output_dir={output_dir} is in use by another run ({holder}, per "
                 f"{lock.name}); wait for it to end or use another --output_dir."
             ) from None
-        except OSError as error:  # A file system without locks (some NFS or FUSE mounts).
+        except (OSError, ImportError) as error:  # No locks: some NFS or FUSE mounts, Windows.
             logging.warning(
                 "--output_dir=%s cannot be locked (%s): make sure no other run writes there.",
                 output_dir, error,
@@ -477,6 +478,8 @@ def build_model(bert_config):
     optimizer_kwargs = {}
     if FLAGS.optimizer != "lars":
         optimizer_kwargs.update(beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2)
+    if FLAGS.optimizer != "adam":  # Keras's Adam cannot skip steps.
+        optimizer_kwargs.update(skip_nonfinite_gradients=True)
     keras.utils.set_random_seed(FLAGS.seed)
     model = bert.BertPretrainer(
         bert_config,
@@ -658,6 +661,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.step = initial_step
         self.writer = tf.summary.create_file_writer(summary_dir) if checkpoints.chief else None
         self.last_logs = {}
+        self.skipped_steps = 0
         self.loop_start = (time.time(), initial_step)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -675,6 +679,16 @@ class TrainingMonitor(keras.callbacks.Callback):
             for name, value in self.model.get_metrics_result().items()
         }
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        skipped = self._skipped_steps()
+        if skipped is not None:
+            if skipped > self.skipped_steps:
+                logging.warning(
+                    "%d steps skipped since the previous log for an inf or NaN gradient "
+                    "(weights and optimizer state unchanged); %d in this run's optimizer so far.",
+                    skipped - self.skipped_steps, skipped,
+                )
+            self.skipped_steps = skipped
+            logs["skipped_steps"] = skipped
         logs["examples_per_second"] = (
             (self.step - start_step) * self.train_batch_size / (time.time() - start_time)
         )
@@ -689,6 +703,16 @@ class TrainingMonitor(keras.callbacks.Callback):
             self._write_summaries(logs)
         self.model.reset_metrics()
         self.loop_start = (time.time(), self.step)
+
+    def on_train_begin(self, logs=None):
+        self.skipped_steps = self._skipped_steps() or 0  # as restored
+
+    def _skipped_steps(self):
+        """The optimizer's count of skipped steps, or None if it cannot skip."""
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        if not getattr(optimizer, "skip_nonfinite_gradients", False):
+            return None
+        return optimizer.skipped_steps
 
     def _write_summaries(self, logs):
         optimizer = self.model.optimizer

@@ -236,9 +236,10 @@ def test_bf16_with_gradient_accumulation_counts_optimizer_steps(data, tmp_path):
     assert metrics["global_step"] == 4 and np.isfinite(metrics["loss"])
     values = helpers.checkpoint_values(os.path.join(output_dir, "ckpt-4"))
     assert values["global_step/.ATTRIBUTES/VARIABLE_VALUE"] == 4
-    # The optimizer counts optimizer steps, not micro-batches.
+    # The optimizer counts optimizer steps, not micro-batches (and no skipped steps).
     assert sorted(int(v) for k, v in values.items()
-                  if k.startswith("optimizer/") and v.shape == () and v.dtype.kind == "i") == [4]
+                  if k.startswith("optimizer/") and v.shape == () and v.dtype.kind == "i") == [0, 4]
+    assert metrics["skipped_steps"] == 0
     assert sorted(scalars(output_dir)["loss"]) == [2, 4]
 
 
@@ -457,3 +458,22 @@ def test_damaged_state_file_and_stale_temp_folder(data, phase1, tmp_path, caplog
     restored = tf.train.get_checkpoint_state(output_dir)
     assert [os.path.basename(p) for p in restored.all_model_checkpoint_paths] == ["ckpt-4", "ckpt-8"]
     assert os.path.basename(restored.model_checkpoint_path) == "ckpt-8"
+
+
+def test_steps_with_a_non_finite_gradient_are_skipped_and_counted(data, tmp_path):
+    """A NaN masked-LM weight in record 5 (unchecked: --noverify_input_files)
+    makes the loss and gradient of each batch holding it NaN: those steps are
+    skipped, counted in metrics.json, and the weights stay finite."""
+    path = tmp_path / "bad.tfrecord"
+    _records_with_bad_record_5(data, path, "masked_lm_weights", float("nan"))
+    output_dir = str(tmp_path / "out")
+    run_in_process(helpers.app_args(
+        data, output_dir, input_file=str(path), train_batch_size=4, num_train_steps=6,
+        num_warmup_steps=1, iterations_per_loop=3,
+    ) + ["--noverify_input_files"])
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    # Record 5 is in one batch of 4 of each pass over the 8 records (3 passes).
+    assert 1 <= metrics["skipped_steps"] <= 3, metrics
+    weights = helpers.model_weights(tf.train.latest_checkpoint(output_dir))
+    assert all(np.isfinite(value).all() for value in weights.values())
