@@ -182,6 +182,55 @@ def test_whole_word_masking_masks_all_pieces_of_a_word():
             assert all(p in positions for p in word) or not any(p in positions for p in word)
 
 
+def _bert_truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
+    """google-research/bert's `truncate_seq_pair`: one token deleted per random number."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        if rng.random() < 0.5:
+            del trunc_tokens[0]
+        else:
+            trunc_tokens.pop()
+
+
+class _DeletionCountingList(list):
+    """A list that counts the `del` and `pop` calls made on it."""
+
+    def __init__(self, items):
+        super().__init__(items)
+        self.deletions = 0
+
+    def __delitem__(self, key):
+        self.deletions += 1
+        super().__delitem__(key)
+
+    def pop(self, *args):
+        self.deletions += 1
+        return super().pop(*args)
+
+
+def test_truncation_keeps_berts_tokens_and_random_stream_and_deletes_in_slices():
+    cases = random.Random(0)
+    for _ in range(2000):
+        max_num_tokens = cases.randint(2, 60)
+        tokens_a = list(range(cases.randint(0, 80)))
+        tokens_b = list(range(100, 100 + cases.randint(0, 80)))
+        seed = cases.random()
+        expected_a, expected_b, bert_rng = list(tokens_a), list(tokens_b), random.Random(seed)
+        _bert_truncate_seq_pair(expected_a, expected_b, max_num_tokens, bert_rng)
+        rng = random.Random(seed)
+        pretraining.truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+        assert (tokens_a, tokens_b) == (expected_a, expected_b)
+        assert rng.getstate() == bert_rng.getstate()
+    # A long line: deleting its tokens one at a time from the front is quadratic.
+    long_line, other_line = range(20_000), range(20_000, 20_100)
+    expected_a, expected_b = list(long_line), list(other_line)
+    _bert_truncate_seq_pair(expected_a, expected_b, 125, random.Random(1))
+    tokens_a, tokens_b = _DeletionCountingList(long_line), _DeletionCountingList(other_line)
+    pretraining.truncate_seq_pair(tokens_a, tokens_b, 125, random.Random(1))
+    assert (tokens_a, tokens_b) == (expected_a, expected_b)
+    assert tokens_a.deletions <= 2 and tokens_b.deletions <= 2
+
+
 def test_records_written_as_berts_writer_does_are_read(tmp_path):
     """A record built field by field as BERT's `write_instance_to_example_files` builds it."""
     seq, preds = helpers.SEQ_LENGTH, helpers.PREDICTIONS

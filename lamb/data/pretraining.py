@@ -248,13 +248,25 @@ def create_masked_lm_predictions(
 
 
 def truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng):
-    """Truncates the longer sequence, from the front or the back at random."""
-    while len(tokens_a) + len(tokens_b) > max_num_tokens:
-        trunc_tokens = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        if rng.random() < 0.5:
-            del trunc_tokens[0]
+    """Truncates the longer sequence, from the front or the back at random.
+
+    Draws BERT's random number per removed token but counts the removals
+    first and deletes them in two slices per sequence: deleting a list's
+    first token one at a time takes time quadratic in a long line's length.
+    """
+    length_a, length_b = len(tokens_a), len(tokens_b)
+    front_a = front_b = 0  # Tokens to remove from each sequence's front.
+    while length_a + length_b > max_num_tokens:
+        from_front = rng.random() < 0.5
+        if length_a > length_b:
+            length_a -= 1
+            front_a += from_front
         else:
-            trunc_tokens.pop()
+            length_b -= 1
+            front_b += from_front
+    for tokens, front, length in ((tokens_a, front_a, length_a), (tokens_b, front_b, length_b)):
+        del tokens[front + length :]
+        del tokens[:front]
 
 
 def _int_feature(values):
