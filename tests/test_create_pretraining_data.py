@@ -50,6 +50,21 @@ def test_tokenization_matches_bert_golden_tokens(lower, text, expected):
     assert pretraining.tokenize_lines(tokenizer, [text]) == [expected]
 
 
+def _create_pretraining_data(corpus, vocab, outputs, **env):
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "lamb.create_pretraining_data",
+            f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
+            f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
+            f"--max_predictions_per_seq={helpers.PREDICTIONS}", "--dupe_factor=3",
+            "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7",
+        ],
+        env=helpers.app_env(**env), cwd=helpers.REPO, capture_output=True, text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
     """The app run as a command on the generated corpus: two output files."""
@@ -59,20 +74,23 @@ def records(tmp_path_factory):
     helpers.write_corpus(corpus)
     helpers.write_vocab(vocab)
     outputs = [os.path.join(directory, f"out-{i}.tfrecord") for i in range(2)]
-    result = subprocess.run(
-        [
-            sys.executable, "-m", "lamb.create_pretraining_data",
-            f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
-            f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
-            f"--max_predictions_per_seq={helpers.PREDICTIONS}", "--dupe_factor=3",
-            "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7",
-        ],
-        env=helpers.app_env(), cwd=helpers.REPO, capture_output=True, text=True, timeout=180,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    _create_pretraining_data(corpus, vocab, outputs, PYTHONHASHSEED="1")
     with open(vocab, encoding="utf-8") as f:
         tokens = [line.strip() for line in f]
     return {"files": outputs, "vocab": tokens, "corpus": corpus, "dir": directory}
+
+
+def test_output_files_are_the_same_bytes_in_every_process(records, tmp_path):
+    """Protobuf writes a record's feature map in an order that varies between
+    processes unless serialized deterministically."""
+    outputs = [str(tmp_path / f"again-{i}.tfrecord") for i in range(2)]
+    _create_pretraining_data(
+        records["corpus"], os.path.join(records["dir"], "vocab.txt"), outputs,
+        PYTHONHASHSEED="2",
+    )
+    for first, again in zip(records["files"], outputs):
+        with open(first, "rb") as f, open(again, "rb") as g:
+            assert f.read() == g.read()
 
 
 def _examples(files):

@@ -314,7 +314,7 @@ def write_instance_to_example_files(
         example = instance_to_example(
             instance, token_ids, max_seq_length, max_predictions_per_seq
         )
-        writers[index % len(writers)].write(example.SerializeToString())
+        writers[index % len(writers)].write(example.SerializeToString(deterministic=True))
         if index < 3:
             logging.info("tokens: %s", " ".join(instance.tokens))
     for writer in writers:
