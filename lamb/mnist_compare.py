@@ -142,6 +142,7 @@ def main(argv):
             mnist_manual_dir=FLAGS.mnist_manual_dir,
             trust_ratio_every=FLAGS.trust_ratio_every,
             tensorboard_dir=FLAGS.tensorboard_dir,
+            argument_prefix="--",
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from None

@@ -18,6 +18,7 @@ import keras
 
 import lamb
 from lamb import diagnostics
+from lamb._checks import check_choice, check_float, check_int, check_learning_rate
 from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
 
@@ -248,80 +249,97 @@ def make_config(
     mnist_manual_dir=None,
     trust_ratio_every=0,
     tensorboard_dir=None,
+    argument_prefix="",
 ):
     """A checked `SweepConfig`: the protocol's settings, overridden where not `None`.
 
     List arguments take sequences or comma-separated strings; `learning_rate`
     and `weight_decay` take a number, a dict, or a string like
-    `"0.001,lamb=0.01"` (see the flags). Raises `ValueError` naming the
-    argument (= the flag) and the allowed values.
+    `"0.001,lamb=0.01"` (see the flags). Numbers must be finite and in range
+    (NaN and infinity are refused). Raises `ValueError` naming the argument
+    (= the flag: `argument_prefix="--"` writes it as one) and what is allowed.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"`protocol` must be one of {PROTOCOLS}; received protocol={protocol!r}.")
+
+    def name(argument):
+        return argument_prefix + argument
+
+    protocol = check_choice(name("protocol"), protocol, PROTOCOLS)
     defaults = PROTOCOL_DEFAULTS[protocol]
-    optimizers = _choices("optimizers", optimizers, tuple(OPTIMIZERS))
-    models = _choices("models", models, mnist_models.MODELS)
-    batch_sizes = tuple(_positive_int("batch_sizes", b) for b in _split("batch_sizes", batch_sizes))
-    train_examples = _override(defaults, "train_examples", train_examples)
-    test_examples = _override(defaults, "test_examples", test_examples)
-    for name, value, split in (
-        ("train_examples", train_examples, "train"),
-        ("test_examples", test_examples, "test"),
-    ):
-        size = mnist_data.SPLIT_SIZES[split]
-        if not isinstance(value, int) or not 1 <= value <= size:
-            raise ValueError(
-                f"`{name}` must be an integer in [1, {size}]; received {name}={value!r}."
-            )
+    optimizers = _choices(name("optimizers"), optimizers, tuple(OPTIMIZERS))
+    models = _choices(name("models"), models, mnist_models.MODELS)
+    batch_sizes = tuple(
+        dict.fromkeys(
+            check_int(name("batch_sizes"), _from_text(b, int), low=1)
+            for b in _split(name("batch_sizes"), batch_sizes)
+        )
+    )
+    train_examples, test_examples = (
+        check_int(
+            name(f"{split}_examples"),
+            _override(defaults, f"{split}_examples", value),
+            low=1,
+            high=mnist_data.SPLIT_SIZES[split],
+        )
+        for split, value in (("train", train_examples), ("test", test_examples))
+    )
     too_large = [b for b in batch_sizes if b > train_examples]
     if too_large:
         raise ValueError(
-            f"`batch_sizes` must not exceed train_examples={train_examples}; received {too_large}."
+            f"`{name('batch_sizes')}` must not exceed {name('train_examples')}={train_examples}; "
+            f"received {too_large}."
         )
-    weight_decays = _per_optimizer(
-        "weight_decay", weight_decay, defaults["weight_decays"], optimizers
+    learning_rates = _per_optimizer(
+        name("learning_rate"),
+        learning_rate,
+        defaults["learning_rates"],
+        optimizers,
+        check=lambda label, value: check_learning_rate(value, label),
     )
-    for name in WITHOUT_WEIGHT_DECAY:
-        if name in optimizers and weight_decays[name]:
+    weight_decays = _per_optimizer(
+        name("weight_decay"),
+        weight_decay,
+        defaults["weight_decays"],
+        optimizers,
+        check=lambda label, value: check_float(label, value, low=0.0),
+        single_value_skips=WITHOUT_WEIGHT_DECAY,
+    )
+    for optimizer in WITHOUT_WEIGHT_DECAY:
+        if optimizer in optimizers and weight_decays[optimizer]:
             raise ValueError(
-                f"`weight_decay` for {name} must be 0 ({name} has no weight decay); "
-                f"received {name}={weight_decays[name]}."
+                f"`{name('weight_decay')}` for {optimizer} must be 0 ({optimizer} has no weight "
+                f"decay); received {optimizer}={weight_decays[optimizer]}."
             )
-    lr_scaling = _override(defaults, "lr_scaling", lr_scaling)
-    if lr_scaling not in LR_SCALING_RULES:
-        raise ValueError(
-            f"`lr_scaling` must be one of {LR_SCALING_RULES}; received lr_scaling={lr_scaling!r}."
-        )
     return SweepConfig(
         protocol=protocol,
         optimizers=optimizers,
         models=models,
         batch_sizes=batch_sizes,
-        epochs=_positive_int("epochs", _override(defaults, "epochs", epochs)),
-        learning_rates=_per_optimizer(
-            "learning_rate", learning_rate, defaults["learning_rates"], optimizers
-        ),
+        epochs=check_int(name("epochs"), _override(defaults, "epochs", epochs), low=1),
+        learning_rates=learning_rates,
         weight_decays=weight_decays,
-        lr_scaling=lr_scaling,
-        base_batch_size=_positive_int(
-            "base_batch_size", _override(defaults, "base_batch_size", base_batch_size)
+        lr_scaling=check_choice(
+            name("lr_scaling"), _override(defaults, "lr_scaling", lr_scaling), LR_SCALING_RULES
         ),
-        warmup_epochs=_non_negative(
-            "warmup_epochs", _override(defaults, "warmup_epochs", warmup_epochs)
+        base_batch_size=check_int(
+            name("base_batch_size"), _override(defaults, "base_batch_size", base_batch_size), low=1
         ),
-        lr_decay_power=_non_negative(
-            "lr_decay_power", _override(defaults, "lr_decay_power", lr_decay_power)
+        warmup_epochs=check_float(
+            name("warmup_epochs"), _override(defaults, "warmup_epochs", warmup_epochs), low=0.0
+        ),
+        lr_decay_power=check_float(
+            name("lr_decay_power"), _override(defaults, "lr_decay_power", lr_decay_power), low=0.0
         ),
         exclude_from_weight_decay=defaults["exclude_from_weight_decay"],
         optimizer_options={n: defaults["optimizer_options"].get(n, {}) for n in optimizers},
         model_variant=defaults["model_variant"],
         train_examples=train_examples,
         test_examples=test_examples,
-        seed=int(_override(defaults, "seed", seed)),
-        output_dir=output_dir,
+        # The seed reaches NumPy's global generator, which takes [0, 2**32 - 1].
+        seed=check_int(name("seed"), _override(defaults, "seed", seed), low=0, high=2**32 - 1),
+        output_dir=_check_output_dir(name("output_dir"), output_dir),
         data_dir=data_dir,
         mnist_manual_dir=mnist_manual_dir,
-        trust_ratio_every=_non_negative("trust_ratio_every", int(trust_ratio_every)),
+        trust_ratio_every=check_int(name("trust_ratio_every"), trust_ratio_every, low=0),
         tensorboard_dir=tensorboard_dir,
     )
 
@@ -839,58 +857,58 @@ def _choices(name, value, allowed):
     return tuple(dict.fromkeys(chosen))
 
 
-def _positive_int(name, value):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number != float(value) or number < 1:
-        raise ValueError(f"`{name}` must be positive integers; received {name}={value!r}.")
-    return number
-
-
-def _non_negative(name, value):
-    if not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{name}` must be a number ≥ 0; received {name}={value!r}.")
+def _from_text(value, kind):
+    """`kind(value)` for text that reads as a `kind` (int or float); anything else
+    unchanged, for the checks to refuse with their message."""
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
     return value
+
+
+def _check_output_dir(name, output_dir):
+    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
+        raise ValueError(f"`{name}` must be a folder path; received {name}={output_dir!r}.")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"`{name}` must be a folder, not a file; received {name}={output_dir!r}.")
+    return output_dir
 
 
 def _override(defaults, name, value):
     return defaults[name] if value is None else value
 
 
-def _per_optimizer(name, value, defaults, optimizers):
-    """Per-optimizer values: the protocol's, then one value for all, then `name=value` pairs."""
+def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=()):
+    """Per-optimizer values: the protocol's, then one value for all (but those in
+    `single_value_skips`), then `name=value` pairs; each value passed through
+    `check(label, value)`, label `name` or `name[optimizer]`."""
     values = {n: defaults[n] for n in optimizers}
     if value is None:
         return values
-    if isinstance(value, (int, float)):
-        value = str(value)
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else (item.split("=", 1) if "=" in item else (None, item) for item in _split(name, value))
-    )
+    if isinstance(value, dict):
+        items = value.items()
+    else:
+        items = (
+            item.split("=", 1) if "=" in item else (None, item)
+            for item in _split(name, str(value))
+        )
     for optimizer, text in items:
-        try:
-            number = float(text)
-        except (TypeError, ValueError):
-            number = -1.0
-        if number < 0:
-            raise ValueError(
-                f"`{name}` values must be numbers ≥ 0; received {text!r} in {name}={value!r}."
-            )
-        if optimizer is None:
-            for n in optimizers:
-                if name != "weight_decay" or n not in WITHOUT_WEIGHT_DECAY:
-                    values[n] = number
-        elif optimizer.strip() in optimizers:
-            values[optimizer.strip()] = number
+        if optimizer is not None:
+            optimizer = optimizer.strip()
+            if optimizer not in optimizers:
+                raise ValueError(
+                    f"`{name}` names optimizer {optimizer!r}, which is not in "
+                    f"optimizers={list(optimizers)}."
+                )
+        number = check(name if optimizer is None else f"{name}[{optimizer}]", _from_text(text, float))
+        if optimizer is not None:
+            values[optimizer] = number
         else:
-            raise ValueError(
-                f"`{name}` names optimizer {optimizer.strip()!r}, which is not in "
-                f"optimizers={list(optimizers)}."
-            )
+            for n in optimizers:
+                if n not in single_value_skips:
+                    values[n] = number
     return values
 
 
