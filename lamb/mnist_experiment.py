@@ -4,6 +4,7 @@
 See `lamb.mnist_compare` for the protocols and outputs.
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -13,6 +14,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 import keras
 
@@ -404,6 +406,16 @@ def build_optimizer(spec):
 def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     """Runs every planned run not yet in `results.csv`; writes tables and plots.
 
+    A sweep may be killed at any moment and repeated: a run counts as done
+    once its row is in `results.csv`, which is rewritten whole to a
+    temporary file and renamed over the old one after the run's folder is
+    complete (the reports and plots are renamed into place too). The folder
+    of a run killed before that is deleted and the run trained again from
+    scratch, not resumed: Keras' weight backups leave out the dropout
+    layers' random state and the position in the shuffled data stream, so
+    a resumed run would end with other numbers than an uninterrupted one.
+    A repeated sweep thus ends with the results of an uninterrupted one.
+
     Args:
         config: A `SweepConfig`.
         verbose: `Model.fit` verbosity (0 silent, 2 one line per epoch).
@@ -415,7 +427,8 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     os.makedirs(config.output_dir, exist_ok=True)
     results_path = os.path.join(config.output_dir, RESULTS_CSV)
     runs = plan_runs(config)
-    done = {row["run_id"]: row for row in read_results(results_path)}
+    recorded = read_results(results_path)  # This sweep's rows and any other's.
+    done = {row["run_id"]: row for row in recorded}
     progress = _Progress(runs, done, log)
     data = None
     rows = []
@@ -427,10 +440,16 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
         if data is None:
             data = _load_data(config)
         progress.starting(index, spec)
+        if os.path.exists(run_folder(config, spec)):
+            log(
+                f"  {run_folder(config, spec)} is left from an interrupted run (it has no row "
+                f"in {RESULTS_CSV}): deleted, the run starts again from scratch"
+            )
         started = time.monotonic()
         row = train_and_evaluate(spec, data, config, verbose=verbose)
         progress.finished(spec, time.monotonic() - started)
-        _append_result(results_path, row)
+        recorded.append(row)
+        write_results(results_path, recorded)
         rows.append(row)
         write_reports(config, rows)
     write_reports(config, rows)
@@ -438,13 +457,25 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     return rows
 
 
+def run_folder(config, spec):
+    """The folder of a run's logs: `<output_dir>/runs/<run name>`."""
+    return os.path.join(config.output_dir, "runs", spec.run_name)
+
+
 def train_and_evaluate(spec, data, config, verbose=0):
-    """Trains one run (resuming its last finished epoch) and returns its result row."""
-    run_dir = os.path.join(config.output_dir, "runs", spec.run_name)
-    backup_dir = os.path.join(run_dir, "backup")
-    if not os.path.exists(backup_dir):  # Not resuming: start the logs afresh.
-        shutil.rmtree(run_dir, ignore_errors=True)
-    os.makedirs(run_dir, exist_ok=True)
+    """Trains one run from scratch in a fresh run folder and returns its result row.
+
+    Whatever an earlier, interrupted attempt left in the folder (and in its
+    TensorBoard folder) is deleted first.
+    """
+    run_dir = run_folder(config, spec)
+    tensorboard_dir = (
+        os.path.join(config.tensorboard_dir, spec.run_name) if config.tensorboard_dir else None
+    )
+    for folder in (run_dir, tensorboard_dir):
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(run_dir)
     with open(os.path.join(run_dir, "spec.json"), "w") as file:
         json.dump(dataclasses.asdict(spec), file, indent=1, sort_keys=True)
 
@@ -457,20 +488,13 @@ def train_and_evaluate(spec, data, config, verbose=0):
         metrics=["accuracy"],
     )
     (train_images, train_labels), (test_images, test_labels) = data
-    callbacks = [
-        EpochLog(os.path.join(run_dir, EPOCH_LOG)),
-        keras.callbacks.BackupAndRestore(backup_dir),
-    ]
+    callbacks = [EpochLog(os.path.join(run_dir, EPOCH_LOG))]
     if config.trust_ratio_every:
         callbacks.append(
             diagnostics.TrustRatioLogger(
                 config.trust_ratio_every,
                 csv_path=os.path.join(run_dir, TRUST_RATIO_LOG),
-                tensorboard_dir=(
-                    os.path.join(config.tensorboard_dir, spec.run_name)
-                    if config.tensorboard_dir
-                    else None
-                ),
+                tensorboard_dir=tensorboard_dir,
             )
         )
     model.fit(
@@ -574,31 +598,39 @@ def read_epoch_log(path):
 
 
 def read_results(path):
-    """The rows of a `results.csv` (numbers converted); `[]` if it does not exist."""
+    """The rows of a `results.csv` (numbers converted); `[]` if it does not exist.
+
+    A damaged line (such as one cut short when an earlier version was killed
+    while appending it) is skipped with a warning naming the file and line:
+    its run counts as not done, and the next `write_results` leaves it out.
+    Lines repeating the header are skipped too.
+    """
     if not os.path.exists(path):
         return []
-    integers = {
-        "batch_size",
-        "epochs",
-        "warmup_steps",
-        "steps_per_epoch",
-        "train_examples",
-        "test_examples",
-        "seed",
-    }
-    floats = {
-        "learning_rate",
-        "test_accuracy",
-        "test_loss",
-        "train_seconds",
-        "examples_per_second",
-        "weight_decay",
-    }
-    with open(path, newline="") as file:
-        return [
-            {k: int(v) if k in integers else float(v) if k in floats else v for k, v in row.items()}
-            for row in csv.DictReader(file)
-        ]
+    with open(path, newline="", errors="replace") as file:
+        lines = file.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        values = next(csv.reader([line]), [])
+        if values == list(RESULT_FIELDS):  # The header (or a repeated one).
+            continue
+        try:
+            rows.append(_result_row(values))
+        except ValueError as error:
+            warnings.warn(
+                f"{path}, line {number}: damaged results row ({error}); skipped (its run "
+                "counts as not done) and left out when the file is next written.",
+                stacklevel=2,
+            )
+    return rows
+
+
+def write_results(path, rows):
+    """Writes `rows` as a `results.csv` atomically: a kill leaves the old file or the new one."""
+    with _atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, RESULT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_reports(config, rows):
@@ -677,7 +709,7 @@ def write_markdown(rows, path, description=""):
                     cells.append(f"**{text}**" if value == best[model] else text)
             lines.append(f"| {_display(optimizer)} | " + " | ".join(cells) + " |")
         lines.append("")
-    with open(path, "w") as file:
+    with _atomic_path(path) as temporary, open(temporary, "w") as file:
         file.write("\n".join(lines))
     return path
 
@@ -703,7 +735,7 @@ def plot_accuracy_vs_batch_size(rows, path):
         axes.set(title=_display(model), xlabel="batch size", ylabel="test accuracy (%)")
         axes.grid(True, alpha=0.3)
         axes.legend()
-    figure.savefig(path, dpi=100)
+    _save_figure(figure, path)
     return path
 
 
@@ -735,7 +767,7 @@ def plot_accuracy_per_epoch(rows, output_dir, path):
             axes.grid(True, alpha=0.3)
             if axes.lines:
                 axes.legend(fontsize="small")
-    figure.savefig(path, dpi=100)
+    _save_figure(figure, path)
     return path
 
 
@@ -828,13 +860,63 @@ def _load_data(config):
     )
 
 
-def _append_result(path, row):
-    is_new = not os.path.exists(path)
-    with open(path, "a", newline="") as file:
-        writer = csv.DictWriter(file, RESULT_FIELDS)
-        if is_new:
-            writer.writeheader()
-        writer.writerow(row)
+_INTEGER_RESULTS = (
+    "batch_size",
+    "epochs",
+    "warmup_steps",
+    "steps_per_epoch",
+    "train_examples",
+    "test_examples",
+    "seed",
+)
+_FLOAT_RESULTS = (
+    "learning_rate",
+    "test_accuracy",
+    "test_loss",
+    "train_seconds",
+    "examples_per_second",
+    "weight_decay",
+)
+
+
+def _result_row(values):
+    """A `results.csv` line's values as a row, or `ValueError` saying what is damaged."""
+    if len(values) != len(RESULT_FIELDS):
+        raise ValueError(f"{len(values)} fields instead of {len(RESULT_FIELDS)}")
+    row = dict(zip(RESULT_FIELDS, values))
+    for fields, kind in ((_INTEGER_RESULTS, int), (_FLOAT_RESULTS, float)):
+        for field in fields:
+            try:
+                row[field] = kind(row[field])
+            except ValueError:
+                raise ValueError(f"{field}={row[field]!r} is not a number") from None
+    # The last field: a line cut short within it still has every field.
+    run_dir = os.path.join(
+        "runs", f"{row['model']}-{row['optimizer']}-b{row['batch_size']}-{row['run_id']}"
+    )
+    if row["run_dir"] != run_dir:
+        raise ValueError(f"run_dir={row['run_dir']!r} instead of {run_dir!r}")
+    return row
+
+
+@contextlib.contextmanager
+def _atomic_path(path):
+    """A temporary path beside `path` to write to, renamed onto `path` after the block.
+
+    A kill at any moment leaves `path` whole, old or new; the temporary file
+    such a kill may leave behind is overwritten by the next write of `path`.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.partial")
+    yield temporary
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())  # The data on disk before the rename.
+    os.replace(temporary, path)
+
+
+def _save_figure(figure, path):
+    with _atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
 
 
 def _split(name, value):
@@ -902,7 +984,8 @@ def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=
                     f"`{name}` names optimizer {optimizer!r}, which is not in "
                     f"optimizers={list(optimizers)}."
                 )
-        number = check(name if optimizer is None else f"{name}[{optimizer}]", _from_text(text, float))
+        label = name if optimizer is None else f"{name}[{optimizer}]"
+        number = check(label, _from_text(text, float))
         if optimizer is not None:
             values[optimizer] = number
         else:
