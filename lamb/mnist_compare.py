@@ -10,8 +10,12 @@ table per batch size: optimizers × models, test accuracy in %),
 `runs/<model>-<optimizer>-b<batch size>-<run id>/` with the per-epoch log
 (`epochs.csv`) and, with `--trust_ratio_every`, the trust-ratio log and plot.
 A run whose settings match a row of `results.csv` is not run again, so
-repeating the command resumes a sweep; an interrupted run resumes from its
-last finished epoch.
+repeating the command resumes a sweep, also after a kill at any moment: a
+run's row is added once its folder is complete, `results.csv`, `results.md`
+and the plots are written to a temporary file and renamed into place, and the
+folder of a run killed before its row was added is deleted and the run trained
+again from scratch (resuming it mid-way would give other numbers than an
+uninterrupted run). Damaged lines of `results.csv` are skipped with a warning.
 
 Protocols (`--protocol`); every setting can still be overridden by its flag:
 
@@ -142,6 +146,7 @@ def main(argv):
             mnist_manual_dir=FLAGS.mnist_manual_dir,
             trust_ratio_every=FLAGS.trust_ratio_every,
             tensorboard_dir=FLAGS.tensorboard_dir,
+            argument_prefix="--",
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from None

@@ -4,6 +4,7 @@
 See `lamb.mnist_compare` for the protocols and outputs.
 """
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -13,11 +14,13 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 import keras
 
 import lamb
 from lamb import diagnostics
+from lamb._checks import check_choice, check_float, check_int, check_learning_rate
 from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
 
@@ -248,80 +251,97 @@ def make_config(
     mnist_manual_dir=None,
     trust_ratio_every=0,
     tensorboard_dir=None,
+    argument_prefix="",
 ):
     """A checked `SweepConfig`: the protocol's settings, overridden where not `None`.
 
     List arguments take sequences or comma-separated strings; `learning_rate`
     and `weight_decay` take a number, a dict, or a string like
-    `"0.001,lamb=0.01"` (see the flags). Raises `ValueError` naming the
-    argument (= the flag) and the allowed values.
+    `"0.001,lamb=0.01"` (see the flags). Numbers must be finite and in range
+    (NaN and infinity are refused). Raises `ValueError` naming the argument
+    (= the flag: `argument_prefix="--"` writes it as one) and what is allowed.
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"`protocol` must be one of {PROTOCOLS}; received protocol={protocol!r}.")
+
+    def name(argument):
+        return argument_prefix + argument
+
+    protocol = check_choice(name("protocol"), protocol, PROTOCOLS)
     defaults = PROTOCOL_DEFAULTS[protocol]
-    optimizers = _choices("optimizers", optimizers, tuple(OPTIMIZERS))
-    models = _choices("models", models, mnist_models.MODELS)
-    batch_sizes = tuple(_positive_int("batch_sizes", b) for b in _split("batch_sizes", batch_sizes))
-    train_examples = _override(defaults, "train_examples", train_examples)
-    test_examples = _override(defaults, "test_examples", test_examples)
-    for name, value, split in (
-        ("train_examples", train_examples, "train"),
-        ("test_examples", test_examples, "test"),
-    ):
-        size = mnist_data.SPLIT_SIZES[split]
-        if not isinstance(value, int) or not 1 <= value <= size:
-            raise ValueError(
-                f"`{name}` must be an integer in [1, {size}]; received {name}={value!r}."
-            )
+    optimizers = _choices(name("optimizers"), optimizers, tuple(OPTIMIZERS))
+    models = _choices(name("models"), models, mnist_models.MODELS)
+    batch_sizes = tuple(
+        dict.fromkeys(
+            check_int(name("batch_sizes"), _from_text(b, int), low=1)
+            for b in _split(name("batch_sizes"), batch_sizes)
+        )
+    )
+    train_examples, test_examples = (
+        check_int(
+            name(f"{split}_examples"),
+            _override(defaults, f"{split}_examples", value),
+            low=1,
+            high=mnist_data.SPLIT_SIZES[split],
+        )
+        for split, value in (("train", train_examples), ("test", test_examples))
+    )
     too_large = [b for b in batch_sizes if b > train_examples]
     if too_large:
         raise ValueError(
-            f"`batch_sizes` must not exceed train_examples={train_examples}; received {too_large}."
+            f"`{name('batch_sizes')}` must not exceed {name('train_examples')}={train_examples}; "
+            f"received {too_large}."
         )
-    weight_decays = _per_optimizer(
-        "weight_decay", weight_decay, defaults["weight_decays"], optimizers
+    learning_rates = _per_optimizer(
+        name("learning_rate"),
+        learning_rate,
+        defaults["learning_rates"],
+        optimizers,
+        check=lambda label, value: check_learning_rate(value, label),
     )
-    for name in WITHOUT_WEIGHT_DECAY:
-        if name in optimizers and weight_decays[name]:
+    weight_decays = _per_optimizer(
+        name("weight_decay"),
+        weight_decay,
+        defaults["weight_decays"],
+        optimizers,
+        check=lambda label, value: check_float(label, value, low=0.0),
+        single_value_skips=WITHOUT_WEIGHT_DECAY,
+    )
+    for optimizer in WITHOUT_WEIGHT_DECAY:
+        if optimizer in optimizers and weight_decays[optimizer]:
             raise ValueError(
-                f"`weight_decay` for {name} must be 0 ({name} has no weight decay); "
-                f"received {name}={weight_decays[name]}."
+                f"`{name('weight_decay')}` for {optimizer} must be 0 ({optimizer} has no weight "
+                f"decay); received {optimizer}={weight_decays[optimizer]}."
             )
-    lr_scaling = _override(defaults, "lr_scaling", lr_scaling)
-    if lr_scaling not in LR_SCALING_RULES:
-        raise ValueError(
-            f"`lr_scaling` must be one of {LR_SCALING_RULES}; received lr_scaling={lr_scaling!r}."
-        )
     return SweepConfig(
         protocol=protocol,
         optimizers=optimizers,
         models=models,
         batch_sizes=batch_sizes,
-        epochs=_positive_int("epochs", _override(defaults, "epochs", epochs)),
-        learning_rates=_per_optimizer(
-            "learning_rate", learning_rate, defaults["learning_rates"], optimizers
-        ),
+        epochs=check_int(name("epochs"), _override(defaults, "epochs", epochs), low=1),
+        learning_rates=learning_rates,
         weight_decays=weight_decays,
-        lr_scaling=lr_scaling,
-        base_batch_size=_positive_int(
-            "base_batch_size", _override(defaults, "base_batch_size", base_batch_size)
+        lr_scaling=check_choice(
+            name("lr_scaling"), _override(defaults, "lr_scaling", lr_scaling), LR_SCALING_RULES
         ),
-        warmup_epochs=_non_negative(
-            "warmup_epochs", _override(defaults, "warmup_epochs", warmup_epochs)
+        base_batch_size=check_int(
+            name("base_batch_size"), _override(defaults, "base_batch_size", base_batch_size), low=1
         ),
-        lr_decay_power=_non_negative(
-            "lr_decay_power", _override(defaults, "lr_decay_power", lr_decay_power)
+        warmup_epochs=check_float(
+            name("warmup_epochs"), _override(defaults, "warmup_epochs", warmup_epochs), low=0.0
+        ),
+        lr_decay_power=check_float(
+            name("lr_decay_power"), _override(defaults, "lr_decay_power", lr_decay_power), low=0.0
         ),
         exclude_from_weight_decay=defaults["exclude_from_weight_decay"],
         optimizer_options={n: defaults["optimizer_options"].get(n, {}) for n in optimizers},
         model_variant=defaults["model_variant"],
         train_examples=train_examples,
         test_examples=test_examples,
-        seed=int(_override(defaults, "seed", seed)),
-        output_dir=output_dir,
+        # The seed reaches NumPy's global generator, which takes [0, 2**32 - 1].
+        seed=check_int(name("seed"), _override(defaults, "seed", seed), low=0, high=2**32 - 1),
+        output_dir=_check_output_dir(name("output_dir"), output_dir),
         data_dir=data_dir,
         mnist_manual_dir=mnist_manual_dir,
-        trust_ratio_every=_non_negative("trust_ratio_every", int(trust_ratio_every)),
+        trust_ratio_every=check_int(name("trust_ratio_every"), trust_ratio_every, low=0),
         tensorboard_dir=tensorboard_dir,
     )
 
@@ -386,6 +406,16 @@ def build_optimizer(spec):
 def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     """Runs every planned run not yet in `results.csv`; writes tables and plots.
 
+    A sweep may be killed at any moment and repeated: a run counts as done
+    once its row is in `results.csv`, which is rewritten whole to a
+    temporary file and renamed over the old one after the run's folder is
+    complete (the reports and plots are renamed into place too). The folder
+    of a run killed before that is deleted and the run trained again from
+    scratch, not resumed: Keras' weight backups leave out the dropout
+    layers' random state and the position in the shuffled data stream, so
+    a resumed run would end with other numbers than an uninterrupted one.
+    A repeated sweep thus ends with the results of an uninterrupted one.
+
     Args:
         config: A `SweepConfig`.
         verbose: `Model.fit` verbosity (0 silent, 2 one line per epoch).
@@ -397,7 +427,8 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     os.makedirs(config.output_dir, exist_ok=True)
     results_path = os.path.join(config.output_dir, RESULTS_CSV)
     runs = plan_runs(config)
-    done = {row["run_id"]: row for row in read_results(results_path)}
+    recorded = read_results(results_path)  # This sweep's rows and any other's.
+    done = {row["run_id"]: row for row in recorded}
     progress = _Progress(runs, done, log)
     data = None
     rows = []
@@ -409,10 +440,16 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
         if data is None:
             data = _load_data(config)
         progress.starting(index, spec)
+        if os.path.exists(run_folder(config, spec)):
+            log(
+                f"  {run_folder(config, spec)} is left from an interrupted run (it has no row "
+                f"in {RESULTS_CSV}): deleted, the run starts again from scratch"
+            )
         started = time.monotonic()
         row = train_and_evaluate(spec, data, config, verbose=verbose)
         progress.finished(spec, time.monotonic() - started)
-        _append_result(results_path, row)
+        recorded.append(row)
+        write_results(results_path, recorded)
         rows.append(row)
         write_reports(config, rows)
     write_reports(config, rows)
@@ -420,13 +457,25 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     return rows
 
 
+def run_folder(config, spec):
+    """The folder of a run's logs: `<output_dir>/runs/<run name>`."""
+    return os.path.join(config.output_dir, "runs", spec.run_name)
+
+
 def train_and_evaluate(spec, data, config, verbose=0):
-    """Trains one run (resuming its last finished epoch) and returns its result row."""
-    run_dir = os.path.join(config.output_dir, "runs", spec.run_name)
-    backup_dir = os.path.join(run_dir, "backup")
-    if not os.path.exists(backup_dir):  # Not resuming: start the logs afresh.
-        shutil.rmtree(run_dir, ignore_errors=True)
-    os.makedirs(run_dir, exist_ok=True)
+    """Trains one run from scratch in a fresh run folder and returns its result row.
+
+    Whatever an earlier, interrupted attempt left in the folder (and in its
+    TensorBoard folder) is deleted first.
+    """
+    run_dir = run_folder(config, spec)
+    tensorboard_dir = (
+        os.path.join(config.tensorboard_dir, spec.run_name) if config.tensorboard_dir else None
+    )
+    for folder in (run_dir, tensorboard_dir):
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(run_dir)
     with open(os.path.join(run_dir, "spec.json"), "w") as file:
         json.dump(dataclasses.asdict(spec), file, indent=1, sort_keys=True)
 
@@ -439,20 +488,13 @@ def train_and_evaluate(spec, data, config, verbose=0):
         metrics=["accuracy"],
     )
     (train_images, train_labels), (test_images, test_labels) = data
-    callbacks = [
-        EpochLog(os.path.join(run_dir, EPOCH_LOG)),
-        keras.callbacks.BackupAndRestore(backup_dir),
-    ]
+    callbacks = [EpochLog(os.path.join(run_dir, EPOCH_LOG))]
     if config.trust_ratio_every:
         callbacks.append(
             diagnostics.TrustRatioLogger(
                 config.trust_ratio_every,
                 csv_path=os.path.join(run_dir, TRUST_RATIO_LOG),
-                tensorboard_dir=(
-                    os.path.join(config.tensorboard_dir, spec.run_name)
-                    if config.tensorboard_dir
-                    else None
-                ),
+                tensorboard_dir=tensorboard_dir,
             )
         )
     model.fit(
@@ -556,31 +598,39 @@ def read_epoch_log(path):
 
 
 def read_results(path):
-    """The rows of a `results.csv` (numbers converted); `[]` if it does not exist."""
+    """The rows of a `results.csv` (numbers converted); `[]` if it does not exist.
+
+    A damaged line (such as one cut short when an earlier version was killed
+    while appending it) is skipped with a warning naming the file and line:
+    its run counts as not done, and the next `write_results` leaves it out.
+    Lines repeating the header are skipped too.
+    """
     if not os.path.exists(path):
         return []
-    integers = {
-        "batch_size",
-        "epochs",
-        "warmup_steps",
-        "steps_per_epoch",
-        "train_examples",
-        "test_examples",
-        "seed",
-    }
-    floats = {
-        "learning_rate",
-        "test_accuracy",
-        "test_loss",
-        "train_seconds",
-        "examples_per_second",
-        "weight_decay",
-    }
-    with open(path, newline="") as file:
-        return [
-            {k: int(v) if k in integers else float(v) if k in floats else v for k, v in row.items()}
-            for row in csv.DictReader(file)
-        ]
+    with open(path, newline="", errors="replace") as file:
+        lines = file.read().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        values = next(csv.reader([line]), [])
+        if values == list(RESULT_FIELDS):  # The header (or a repeated one).
+            continue
+        try:
+            rows.append(_result_row(values))
+        except ValueError as error:
+            warnings.warn(
+                f"{path}, line {number}: damaged results row ({error}); skipped (its run "
+                "counts as not done) and left out when the file is next written.",
+                stacklevel=2,
+            )
+    return rows
+
+
+def write_results(path, rows):
+    """Writes `rows` as a `results.csv` atomically: a kill leaves the old file or the new one."""
+    with _atomic_path(path) as temporary, open(temporary, "w", newline="") as file:
+        writer = csv.DictWriter(file, RESULT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def write_reports(config, rows):
@@ -659,7 +709,7 @@ def write_markdown(rows, path, description=""):
                     cells.append(f"**{text}**" if value == best[model] else text)
             lines.append(f"| {_display(optimizer)} | " + " | ".join(cells) + " |")
         lines.append("")
-    with open(path, "w") as file:
+    with _atomic_path(path) as temporary, open(temporary, "w") as file:
         file.write("\n".join(lines))
     return path
 
@@ -685,7 +735,7 @@ def plot_accuracy_vs_batch_size(rows, path):
         axes.set(title=_display(model), xlabel="batch size", ylabel="test accuracy (%)")
         axes.grid(True, alpha=0.3)
         axes.legend()
-    figure.savefig(path, dpi=100)
+    _save_figure(figure, path)
     return path
 
 
@@ -717,7 +767,7 @@ def plot_accuracy_per_epoch(rows, output_dir, path):
             axes.grid(True, alpha=0.3)
             if axes.lines:
                 axes.legend(fontsize="small")
-    figure.savefig(path, dpi=100)
+    _save_figure(figure, path)
     return path
 
 
@@ -810,13 +860,63 @@ def _load_data(config):
     )
 
 
-def _append_result(path, row):
-    is_new = not os.path.exists(path)
-    with open(path, "a", newline="") as file:
-        writer = csv.DictWriter(file, RESULT_FIELDS)
-        if is_new:
-            writer.writeheader()
-        writer.writerow(row)
+_INTEGER_RESULTS = (
+    "batch_size",
+    "epochs",
+    "warmup_steps",
+    "steps_per_epoch",
+    "train_examples",
+    "test_examples",
+    "seed",
+)
+_FLOAT_RESULTS = (
+    "learning_rate",
+    "test_accuracy",
+    "test_loss",
+    "train_seconds",
+    "examples_per_second",
+    "weight_decay",
+)
+
+
+def _result_row(values):
+    """A `results.csv` line's values as a row, or `ValueError` saying what is damaged."""
+    if len(values) != len(RESULT_FIELDS):
+        raise ValueError(f"{len(values)} fields instead of {len(RESULT_FIELDS)}")
+    row = dict(zip(RESULT_FIELDS, values))
+    for fields, kind in ((_INTEGER_RESULTS, int), (_FLOAT_RESULTS, float)):
+        for field in fields:
+            try:
+                row[field] = kind(row[field])
+            except ValueError:
+                raise ValueError(f"{field}={row[field]!r} is not a number") from None
+    # The last field: a line cut short within it still has every field.
+    run_dir = os.path.join(
+        "runs", f"{row['model']}-{row['optimizer']}-b{row['batch_size']}-{row['run_id']}"
+    )
+    if row["run_dir"] != run_dir:
+        raise ValueError(f"run_dir={row['run_dir']!r} instead of {run_dir!r}")
+    return row
+
+
+@contextlib.contextmanager
+def _atomic_path(path):
+    """A temporary path beside `path` to write to, renamed onto `path` after the block.
+
+    A kill at any moment leaves `path` whole, old or new; the temporary file
+    such a kill may leave behind is overwritten by the next write of `path`.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.partial")
+    yield temporary
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())  # The data on disk before the rename.
+    os.replace(temporary, path)
+
+
+def _save_figure(figure, path):
+    with _atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
 
 
 def _split(name, value):
@@ -839,58 +939,59 @@ def _choices(name, value, allowed):
     return tuple(dict.fromkeys(chosen))
 
 
-def _positive_int(name, value):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number != float(value) or number < 1:
-        raise ValueError(f"`{name}` must be positive integers; received {name}={value!r}.")
-    return number
-
-
-def _non_negative(name, value):
-    if not isinstance(value, (int, float)) or value < 0:
-        raise ValueError(f"`{name}` must be a number ≥ 0; received {name}={value!r}.")
+def _from_text(value, kind):
+    """`kind(value)` for text that reads as a `kind` (int or float); anything else
+    unchanged, for the checks to refuse with their message."""
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
     return value
+
+
+def _check_output_dir(name, output_dir):
+    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
+        raise ValueError(f"`{name}` must be a folder path; received {name}={output_dir!r}.")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"`{name}` must be a folder, not a file; received {name}={output_dir!r}.")
+    return output_dir
 
 
 def _override(defaults, name, value):
     return defaults[name] if value is None else value
 
 
-def _per_optimizer(name, value, defaults, optimizers):
-    """Per-optimizer values: the protocol's, then one value for all, then `name=value` pairs."""
+def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=()):
+    """Per-optimizer values: the protocol's, then one value for all (but those in
+    `single_value_skips`), then `name=value` pairs; each value passed through
+    `check(label, value)`, label `name` or `name[optimizer]`."""
     values = {n: defaults[n] for n in optimizers}
     if value is None:
         return values
-    if isinstance(value, (int, float)):
-        value = str(value)
-    items = (
-        value.items()
-        if isinstance(value, dict)
-        else (item.split("=", 1) if "=" in item else (None, item) for item in _split(name, value))
-    )
+    if isinstance(value, dict):
+        items = value.items()
+    else:
+        items = (
+            item.split("=", 1) if "=" in item else (None, item)
+            for item in _split(name, str(value))
+        )
     for optimizer, text in items:
-        try:
-            number = float(text)
-        except (TypeError, ValueError):
-            number = -1.0
-        if number < 0:
-            raise ValueError(
-                f"`{name}` values must be numbers ≥ 0; received {text!r} in {name}={value!r}."
-            )
-        if optimizer is None:
-            for n in optimizers:
-                if name != "weight_decay" or n not in WITHOUT_WEIGHT_DECAY:
-                    values[n] = number
-        elif optimizer.strip() in optimizers:
-            values[optimizer.strip()] = number
+        if optimizer is not None:
+            optimizer = optimizer.strip()
+            if optimizer not in optimizers:
+                raise ValueError(
+                    f"`{name}` names optimizer {optimizer!r}, which is not in "
+                    f"optimizers={list(optimizers)}."
+                )
+        label = name if optimizer is None else f"{name}[{optimizer}]"
+        number = check(label, _from_text(text, float))
+        if optimizer is not None:
+            values[optimizer] = number
         else:
-            raise ValueError(
-                f"`{name}` names optimizer {optimizer.strip()!r}, which is not in "
-                f"optimizers={list(optimizers)}."
-            )
+            for n in optimizers:
+                if n not in single_value_skips:
+                    values[n] = number
     return values
 
 

@@ -171,7 +171,7 @@ def test_learning_rate_and_weight_decay_per_optimizer(tmp_path):
     [
         (dict(optimizers="adam,sgdx"), r"optimizers.*subset of \['adam', 'adamw', 'lamb'"),
         (dict(models="mlp,resnet"), r"models.*subset of \['mlp', 'cnn'"),
-        (dict(batch_sizes="64,0"), r"batch_sizes.*positive"),
+        (dict(batch_sizes="64,0"), r"batch_sizes.*integer in \[1, inf\)"),
         (dict(batch_sizes="64", train_examples=32), r"batch_sizes.*train_examples=32"),
         (dict(learning_rate="lamb=fast"), r"learning_rate.*'fast'"),
         (dict(learning_rate="lars=1"), r"learning_rate.*'lars'.*not in optimizers"),
@@ -185,6 +185,34 @@ def test_bad_arguments_name_the_argument_and_allowed_values(tmp_path, arguments,
     arguments = {"optimizers": "adam,lamb", "models": "mlp", "batch_sizes": "64", **arguments}
     with pytest.raises(ValueError, match=message):
         mnist_experiment.make_config(output_dir=str(tmp_path), **arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(learning_rate="nan"), r"`learning_rate` must be a finite number in \[0.0, inf\)"),
+        (dict(learning_rate=float("inf")), r"`learning_rate` must be a finite number"),
+        (dict(learning_rate="0.001,lamb=-inf"), r"`learning_rate\[lamb\]` must be a finite"),
+        (dict(weight_decay="nan"), r"`weight_decay` must be a finite number in \[0.0, inf\)"),
+        (dict(weight_decay={"lamb": float("inf")}), r"`weight_decay\[lamb\]` must be a finite"),
+        (dict(warmup_epochs=float("nan")), r"`warmup_epochs` must be a finite number in \[0.0"),
+        (dict(lr_decay_power=float("inf")), r"`lr_decay_power` must be a finite number in \[0.0"),
+        (dict(lr_decay_power=-1.0), r"`lr_decay_power` must be a finite number in \[0.0"),
+        (dict(seed=-1), r"`seed` must be an integer in \[0, 4294967295\]; received seed=-1"),
+        (dict(trust_ratio_every=2.5), r"`trust_ratio_every` must be an integer; received .*2.5"),
+        (dict(trust_ratio_every=-1), r"`trust_ratio_every` must be an integer in \[0, inf\)"),
+        (dict(batch_sizes="64.5"), r"`batch_sizes` must be an integer; received .*'64.5'"),
+        (dict(epochs=2.5), r"`epochs` must be an integer; received epochs=2.5"),
+        (dict(base_batch_size=True), r"`base_batch_size` must be an integer; received .*True"),
+        (dict(train_examples=True), r"`train_examples` must be an integer; received .*True"),
+        (dict(output_dir=""), r"`output_dir` must be a folder path"),
+    ],
+)
+def test_non_finite_or_out_of_range_settings_are_refused(tmp_path, arguments, message):
+    arguments = {"optimizers": "adam,lamb", "models": "mlp", "batch_sizes": "64",
+                 "output_dir": str(tmp_path), **arguments}
+    with pytest.raises(ValueError, match=message):
+        mnist_experiment.make_config(**arguments)
 
 
 def test_command_line_reports_a_bad_flag(tmp_path):
@@ -202,7 +230,31 @@ def test_command_line_reports_a_bad_flag(tmp_path):
         timeout=120,
     )
     assert result.returncode != 0
-    assert re.search(r"`optimizers` must be .*'lamb'", result.stderr)
+    assert re.search(r"`--optimizers` must be .*'lamb'", result.stderr)
+    assert not os.listdir(tmp_path)
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        ("--learning_rate=nan", "`--learning_rate` must be a finite number in [0.0, inf)"),
+        ("--weight_decay=lamb=inf", "`--weight_decay[lamb]` must be a finite number in [0.0, inf)"),
+    ],
+)
+def test_command_line_refuses_a_non_finite_setting_before_training(tmp_path, flag, message):
+    """On a grid that would train in seconds: nothing is trained, the flag is named."""
+    result = subprocess.run(
+        [sys.executable, "-m", "lamb.mnist_compare", "--optimizers=lamb", "--models=mlp",
+         "--batch_sizes=64", "--epochs=1", "--train_examples=128", "--test_examples=100",
+         f"--mnist_manual_dir={MANUAL_DIR}", f"--output_dir={tmp_path}", flag],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
     assert not os.listdir(tmp_path)
 
 
