@@ -19,7 +19,7 @@ import warnings
 import keras
 
 import lamb
-from lamb import diagnostics
+from lamb import _files, diagnostics
 from lamb._checks import check_choice, check_float, check_int, check_learning_rate
 from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
@@ -415,6 +415,8 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     layers' random state and the position in the shuffled data stream, so
     a resumed run would end with other numbers than an uninterrupted one.
     A repeated sweep thus ends with the results of an uninterrupted one.
+    One sweep at a time per `output_dir` (`run.lock`): a second one stops at
+    once, naming the first.
 
     Args:
         config: A `SweepConfig`.
@@ -425,6 +427,11 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
         The sweep's result rows (dicts with `RESULT_FIELDS`), in plan order.
     """
     os.makedirs(config.output_dir, exist_ok=True)
+    with _files.folder_lock(config.output_dir, "output_dir"):
+        return _run_sweep(config, verbose, log)
+
+
+def _run_sweep(config, verbose, log):
     results_path = os.path.join(config.output_dir, RESULTS_CSV)
     runs = plan_runs(config)
     recorded = read_results(results_path)  # This sweep's rows and any other's.

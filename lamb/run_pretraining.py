@@ -48,7 +48,7 @@ import keras
 import tensorflow as tf
 
 import lamb
-from lamb import _checks
+from lamb import _checks, _files
 from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
@@ -189,7 +189,6 @@ TRAINING_FLAGS = (
     "mixed_precision", "gradient_accumulation_steps", "seed",
 )
 FLAGS_RECORD = "flags.json"
-LOCK_FILE = "run.lock"
 CHECKPOINT_STATE = "checkpoint"
 
 
@@ -282,46 +281,6 @@ def check_output_dir(output_dir):
             f"--output_dir={output_dir}: cannot create or write files in this folder "
             f"({_first_line(error)})."
         ) from None
-
-
-@contextlib.contextmanager
-def output_dir_lock(output_dir):
-    """Holds `<output_dir>/run.lock` while the run lasts; raises RuntimeError
-    naming the holder (pid, host) if another run holds it.
-
-    `fcntl.flock` locks go with the process: the OS frees them when it ends,
-    however it ends, so a killed run leaves no stale lock. Remote folders
-    (gs://, ...) cannot be locked: a log line says so and the run goes on.
-    """
-    if "://" in output_dir:
-        logging.warning(
-            "--output_dir=%s cannot be locked (not a local or mounted folder): make sure "
-            "no other run writes there.", output_dir,
-        )
-        yield
-        return
-    with open(os.path.join(output_dir, LOCK_FILE), "a+", encoding="utf-8") as lock:
-        try:
-            import fcntl  # POSIX only: on Windows, the ImportError below.
-
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "a process that has not yet written its pid"
-            raise RuntimeError(
-                f"--output_dir={output_dir} is in use by another run ({holder}, per "
-                f"{lock.name}); wait for it to end or use another --output_dir."
-            ) from None
-        except (OSError, ImportError) as error:  # No locks: some NFS or FUSE mounts, Windows.
-            logging.warning(
-                "--output_dir=%s cannot be locked (%s): make sure no other run writes there.",
-                output_dir, error,
-            )
-        else:
-            lock.truncate(0)
-            lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
-            lock.flush()
-        yield
 
 
 def training_record(bert_config, files):
@@ -757,7 +716,7 @@ def main(argv):
     check_jit_compile(strategy, strategy_name)
     check_output_dir(FLAGS.output_dir)
     chief = distribute.is_chief(strategy)
-    with output_dir_lock(FLAGS.output_dir) if chief else contextlib.nullcontext():
+    with _files.folder_lock(FLAGS.output_dir) if chief else contextlib.nullcontext():
         record = training_record(bert_config, files)
         check_training_record(FLAGS.output_dir, record)
         if FLAGS.verify_input_files:

@@ -376,3 +376,17 @@ def test_notebook_runs_headless_on_a_small_grid(tmp_path, monkeypatch):
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
     assert any("### Batch size 256" in o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert (tmp_path / "results.csv").exists()
+
+
+def test_a_second_sweep_on_the_same_folder_stops_at_once_naming_the_first(tmp_path):
+    """Two sweeps on one folder would rewrite each other's results.csv."""
+    from lamb import _files
+
+    config = mnist_experiment.make_config(
+        "modern", optimizers="lamb", models="mlp", batch_sizes="64", output_dir=str(tmp_path),
+    )
+    with _files.folder_lock(str(tmp_path)):
+        with pytest.raises(RuntimeError, match=rf"output_dir={re.escape(str(tmp_path))} is in "
+                                               rf"use by another run \(pid {os.getpid()} on host"):
+            mnist_experiment.run_sweep(config)
+    assert sorted(os.listdir(tmp_path)) == [_files.LOCK_FILE]

@@ -17,7 +17,7 @@ pytest.importorskip("keras_hub")
 from absl import flags  # noqa: E402
 from absl.testing import flagsaver  # noqa: E402
 
-from lamb import run_pretraining  # noqa: E402
+from lamb import _files, run_pretraining  # noqa: E402
 from lamb.data import pretraining  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
 
@@ -208,21 +208,21 @@ def _bad_inputs(data, tmp):
     ]
 
 
-def _files(directory):
+def _file_contents(directory):
     """`{name: content}` of the files in `directory`, but the lock (which names
     the last run's process)."""
     return {name: open(os.path.join(directory, name), "rb").read()
             for name in os.listdir(directory)
-            if os.path.isfile(os.path.join(directory, name)) and name != run_pretraining.LOCK_FILE}
+            if os.path.isfile(os.path.join(directory, name)) and name != _files.LOCK_FILE}
 
 
 def test_bad_input_fails_before_training_and_keeps_output_dir(data, phase1, tmp_path):
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest's split.
-    before = _files(phase1)
+    before = _file_contents(phase1)
     for overrides, message in _bad_inputs(data, tmp_path):
         with pytest.raises((ValueError, FileNotFoundError), match=message):
             run_in_process(helpers.app_args(data, phase1, **overrides))
-    assert _files(phase1) == before
+    assert _file_contents(phase1) == before
 
 
 def test_bf16_with_gradient_accumulation_counts_optimizer_steps(data, tmp_path):
@@ -357,7 +357,7 @@ def test_second_run_on_the_output_dir_stops_at_once_and_sigkill_frees_the_lock(d
         helpers.app_args(data, output_dir, num_train_steps=100000, save_checkpoints_steps=100000),
         tmp_path / "first.log",
     )
-    lock_file = tmp_path / "out" / run_pretraining.LOCK_FILE
+    lock_file = tmp_path / "out" / _files.LOCK_FILE
     try:
         deadline = time.time() + 120
         while not (lock_file.exists() and f"pid {first.pid} " in lock_file.read_text()):
@@ -372,7 +372,7 @@ def test_second_run_on_the_output_dir_stops_at_once_and_sigkill_frees_the_lock(d
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    with run_pretraining.output_dir_lock(output_dir):  # The OS freed the killed run's lock.
+    with _files.folder_lock(output_dir):  # The OS freed the killed run's lock.
         assert lock_file.read_text() == f"pid {os.getpid()} on host {socket.gethostname()}\n"
 
 

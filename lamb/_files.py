@@ -1,0 +1,50 @@
+"""Output folders shared by the apps: one process at a time per folder."""
+
+import contextlib
+import os
+import socket
+
+from absl import logging
+
+LOCK_FILE = "run.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder, name="--output_dir"):
+    """Holds `<folder>/run.lock` while the block runs; raises RuntimeError
+    naming the holder (pid, host) if another process holds it.
+
+    `fcntl.flock` locks go with the process: the OS frees them when it ends,
+    however it ends, so a killed run leaves no stale lock. Remote folders
+    (gs://, ...) and file systems without locks cannot be locked: a log line
+    says so and the block runs.
+    """
+    if "://" in folder:
+        logging.warning(
+            "%s=%s cannot be locked (not a local or mounted folder): make sure "
+            "no other run writes there.", name, folder,
+        )
+        yield
+        return
+    with open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8") as lock:
+        try:
+            import fcntl  # POSIX only: on Windows, the ImportError below.
+
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "a process that has not yet written its pid"
+            raise RuntimeError(
+                f"{name}={folder} is in use by another run ({holder}, per "
+                f"{lock.name}); wait for it to end or use another {name}."
+            ) from None
+        except (OSError, ImportError) as error:  # No locks: some NFS or FUSE mounts, Windows.
+            logging.warning(
+                "%s=%s cannot be locked (%s): make sure no other run writes there.",
+                name, folder, error,
+            )
+        else:
+            lock.truncate(0)
+            lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+            lock.flush()
+        yield
