@@ -16,6 +16,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from lamb import _checks
 from lamb.data import pretraining
 
 FLAGS = flags.FLAGS
@@ -55,19 +56,14 @@ flags.DEFINE_float(
 
 
 def validate_flags():
-    """Rejects flag values BERT's algorithm cannot work with."""
-    if FLAGS.max_seq_length < 5:
-        raise ValueError(f"--max_seq_length={FLAGS.max_seq_length} must be at least 5.")
-    if FLAGS.max_predictions_per_seq < 1:
-        raise ValueError(
-            f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq} must be at least 1."
-        )
-    if not 0.0 < FLAGS.masked_lm_prob < 1.0:
-        raise ValueError(f"--masked_lm_prob={FLAGS.masked_lm_prob} must be in (0, 1).")
-    if not 0.0 <= FLAGS.short_seq_prob <= 1.0:
-        raise ValueError(f"--short_seq_prob={FLAGS.short_seq_prob} must be in [0, 1].")
-    if FLAGS.dupe_factor < 1:
-        raise ValueError(f"--dupe_factor={FLAGS.dupe_factor} must be at least 1.")
+    """Rejects flag values BERT's algorithm cannot work with, naming the flag."""
+    _checks.check_int("--max_seq_length", FLAGS.max_seq_length, low=5)
+    _checks.check_int("--max_predictions_per_seq", FLAGS.max_predictions_per_seq, low=1)
+    _checks.check_int("--dupe_factor", FLAGS.dupe_factor, low=1)
+    _checks.check_float(
+        "--masked_lm_prob", FLAGS.masked_lm_prob, 0.0, 1.0, low_inclusive=False
+    )
+    _checks.check_float("--short_seq_prob", FLAGS.short_seq_prob, 0.0, 1.0, high_inclusive=True)
 
 
 def main(argv):
