@@ -353,11 +353,11 @@ def test_nan_infinite_and_out_of_range_flags_fail_at_once_naming_the_flag(data, 
 
 def test_second_run_on_the_output_dir_stops_at_once_and_sigkill_frees_the_lock(data, tmp_path):
     output_dir = str(tmp_path / "out")
+    lock_file = tmp_path / "out" / _files.LOCK_FILE
     first = helpers.start_app(
         helpers.app_args(data, output_dir, num_train_steps=100000, save_checkpoints_steps=100000),
         tmp_path / "first.log",
     )
-    lock_file = tmp_path / "out" / _files.LOCK_FILE
     try:
         deadline = time.time() + 120
         while not (lock_file.exists() and f"pid {first.pid} " in lock_file.read_text()):
