@@ -73,10 +73,12 @@ def global_norm(tensors):
     return ops.cond(ops.isfinite(plain), lambda: plain, rescaled)
 
 
-def clip_by_global_norm(tensors, clip_norm):
-    """Keras's `clip_by_global_norm` with `global_norm`'s norm: the tensors
-    scaled to global norm at most `clip_norm`, all NaN if one is not finite."""
-    norm = global_norm(tensors)
+def clip_by_global_norm(tensors, clip_norm, norm=None):
+    """Keras's `clip_by_global_norm` with `global_norm`'s norm (or `norm`,
+    if already computed): the tensors scaled to global norm at most
+    `clip_norm`, all NaN if one is not finite."""
+    if norm is None:
+        norm = global_norm(tensors)
     scale = clip_norm * ops.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
     return [t if t is None else t * ops.cast(scale, t.dtype) for t in tensors]
 
@@ -231,6 +233,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             "skip_nonfinite_gradients", skip_nonfinite_gradients
         )
         self._skipped_steps = None
+        self._step_global_norm = None
 
     @property
     def skipped_steps(self):
@@ -241,15 +244,27 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
 
     def _clip_gradients(self, grads):
         if self.global_clipnorm:
-            return clip_by_global_norm(grads, self.global_clipnorm)
+            return clip_by_global_norm(grads, self.global_clipnorm, self._step_global_norm)
         return super()._clip_gradients(grads)
 
     def _backend_apply_gradients(self, grads, trainable_variables):
         if not self.skip_nonfinite_gradients:
             return super()._backend_apply_gradients(grads, trainable_variables)
-        if keras.backend.backend() == "tensorflow":
-            return self._apply_if_finite_tensorflow(grads, trainable_variables)
-        return self._apply_if_finite_by_selection(grads, trainable_variables)
+        try:
+            if keras.backend.backend() == "tensorflow":
+                return self._apply_if_finite_tensorflow(grads, trainable_variables)
+            return self._apply_if_finite_by_selection(grads, trainable_variables)
+        finally:
+            self._step_global_norm = None
+
+    def _all_finite(self, grads):
+        """Whether `grads` are all finite. Where clipping will clip exactly
+        these gradients (one replica, no Keras accumulation), from their
+        global norm, kept for the clipping: one pass over them, not two."""
+        if self.global_clipnorm and not self.gradient_accumulation_steps and _one_replica():
+            self._step_global_norm = global_norm(grads)
+            return ops.isfinite(self._step_global_norm)
+        return all_finite(grads)
 
     def _skip_step(self):
         self._skipped_steps.assign_add(1)
@@ -263,7 +278,9 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
 
         apply = super()._backend_apply_gradients
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
-            ops.cond(all_finite(grads), lambda: apply(grads, trainable_variables), self._skip_step)
+            ops.cond(
+                self._all_finite(grads), lambda: apply(grads, trainable_variables), self._skip_step
+            )
             return
 
         def in_cross_replica_context(strategy, nonfinite_replicas, grads, trainable_variables):
@@ -289,7 +306,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         """The step, then every variable it changed set back where the
         gradient was not finite (JAX's stateless steps cannot assign inside
         a `cond`; XLA fuses the selection into the step)."""
-        finite = all_finite(grads)
+        finite = self._all_finite(grads)
         changed = list(trainable_variables) + [
             variable for variable in self.variables if variable is not self._iterations
         ]

@@ -73,7 +73,7 @@ def test_a_non_finite_gradient_is_skipped_without_a_trace(name, mode, poison):
     """Weights, moments, statistics and `iterations` stay as they were; the
     run then goes on exactly as one that never saw the bad step."""
     skipping = Problem(OPTIMIZERS[name], mode, skip_nonfinite_gradients=True, global_clipnorm=1.0)
-    clean = Problem(OPTIMIZERS[name], mode, global_clipnorm=1.0)
+    clean = Problem(OPTIMIZERS[name], mode, skip_nonfinite_gradients=True, global_clipnorm=1.0)
     skipping.step(seed=1)
     before = skipping.state()
     skipping.step(seed=2, poison=poison)
