@@ -4,7 +4,7 @@ One XLA-compiled `apply_gradients` per step on float32 variables; rounds are
 interleaved across optimizers so machine noise hits all alike; the median of
 the rounds is reported, with its ratio to Keras Adam measured in the same run.
 
-    python benchmarks/optimizer_step.py --variable_set=50x1M
+    python benchmarks/optimizer_step.py --variable_set=50x1M     # also 50x1M_1d: vectors
     python benchmarks/optimizer_step.py --variable_set=bert_base --rounds=5
     python benchmarks/optimizer_step.py --first_call   # trace + compile cost
     python benchmarks/optimizer_step.py --first_call --first_call_model=bert_large
@@ -26,7 +26,9 @@ from absl import app, flags  # noqa: E402
 import lamb  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("variable_set", "50x1M", ["50x1M", "bert_base"], "Shapes of the variables to update.")
+flags.DEFINE_enum("variable_set", "50x1M", ["50x1M", "50x1M_1d", "bert_base"],
+                  "Shapes of the variables to update (50x1M: (1000, 1000) kernels; 50x1M_1d: "
+                  "vectors of 1M, as flattened parameters are).")
 flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds; the median is reported.")
 flags.DEFINE_integer("steps_per_round", 10, "Optimizer steps timed per round.")
 flags.DEFINE_list("optimizers", None, "Subset of optimizers to time (default: all).")
@@ -82,6 +84,8 @@ def bert_shapes(layers=12, hidden=768, intermediate=3072, vocab=30522, positions
 def variable_shapes(variable_set):
     if variable_set == "50x1M":
         return [(f"layer_{i}/kernel", (1000, 1000)) for i in range(50)]
+    if variable_set == "50x1M_1d":
+        return [(f"layer_{i}/flat", (1_000_000,)) for i in range(50)]
     return bert_shapes()
 
 
@@ -115,7 +119,7 @@ def time_steps(optimizers, variables, gradients):
             for _ in range(FLAGS.steps_per_round):
                 step(gradients)
             # The last step's outputs are variables: read one back to wait for it.
-            float(variables[0][0, 0])
+            float(keras.ops.reshape(variables[0], (-1,))[0])
             samples[name].append((time.perf_counter() - start) / FLAGS.steps_per_round)
     return {name: statistics.median(times) for name, times in samples.items()}
 

@@ -97,14 +97,29 @@ def l2_norm_by_matvec(x):
     for CPUs: accelerators may run float32 products at reduced precision
     (TF32, bfloat16 passes).
     """
-    if len(x.shape) < 2 or x.shape[-1] < 16:
+    columns = _matvec_columns(x.shape)
+    if columns is None:
         return l2_norm(x)
-    columns = x.shape[-1]
-    # Longer rows are split in halves: a (1024, 4096) kernel as (2048, 2048).
-    while columns >= MAX_FUSED_VECTOR_LENGTH and columns % 2 == 0:
-        columns //= 2
     rows = ops.reshape(ops.square(x), (-1, columns))
     return ops.sqrt(ops.sum(ops.matmul(rows, ops.ones((columns, 1), x.dtype))))
+
+
+def _matvec_columns(shape):
+    """The row length of `l2_norm_by_matvec`'s matrix view of a tensor of
+    `shape`, or None (then a plain reduction): the last dimension if at
+    least 16, else (vectors, thin matrices) the largest divisor of the size
+    in [16, 2048]. Longer rows are split in halves: a (1024, 4096) kernel as
+    (2048, 2048)."""
+    if len(shape) >= 2 and shape[-1] >= 16:
+        columns = shape[-1]
+    else:
+        size = math.prod(shape)
+        columns = next((c for c in range(2048, 15, -1) if size % c == 0), None)
+        if columns is None:
+            return None
+    while columns >= MAX_FUSED_VECTOR_LENGTH and columns % 2 == 0:
+        columns //= 2
+    return columns
 
 
 def fastest_exact_l2_norm():

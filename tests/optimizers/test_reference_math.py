@@ -183,7 +183,8 @@ def test_layer_statistics_report_the_last_step():
     assert kernel_ratio != 1.0
 
 
-@pytest.mark.parametrize("shape", [(7,), (3, 5), (30, 16), (4, 6, 64), (2, 3, 5, 17), (3, 8192), (2, 4099)])
+@pytest.mark.parametrize("shape", [(7,), (3, 5), (30, 16), (4, 6, 64), (2, 3, 5, 17), (3, 8192), (2, 4099),
+                                   (1_000_000,), (4096, 8), (65537,)])
 def test_both_norm_formulations_equal_numpy(shape):
     from keras import ops
 
