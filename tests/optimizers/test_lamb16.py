@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lamb.optimizers.lamb16 import E4M3FN, E5M2, LAMB16, absmax, dequantize, quantize
+from lamb.optimizers.float8 import E4M3FN, E5M2, absmax, dequantize, quantize
+from lamb.optimizers.lamb16 import LAMB16
 from tests.optimizers.helpers import (
     VARIABLE_SPECS,
     gradient_sequence,
@@ -46,7 +47,7 @@ def compiled(function, mode):
 
 
 def np_quantize(x, name, keep_nonzero=False):
-    """Codes (as ml_dtypes float8) and float32 scale, as `lamb16.quantize` defines them."""
+    """Codes (as ml_dtypes float8) and float32 scale, as `float8.quantize` defines them."""
     dtype = getattr(ml_dtypes, name)
     info = ml_dtypes.finfo(dtype)
     max_value = np.float32(info.max)
