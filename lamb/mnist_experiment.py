@@ -20,6 +20,8 @@ import keras
 
 import lamb
 from lamb import _files, diagnostics
+from lamb.optimizers import registry
+from lamb.optimizers.registry import OPTIMIZERS, WITHOUT_WEIGHT_DECAY
 from lamb._checks import check_choice, check_float, check_int, check_learning_rate
 from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
@@ -75,48 +77,6 @@ DISPLAY_NAMES = {
     "bigru": "Bi-GRU",
     "bilstm": "Bi-LSTM",
 }
-
-
-def _adam(learning_rate, weight_decay, exclude_from_weight_decay, **options):
-    del exclude_from_weight_decay  # No decay to exclude from.
-    if weight_decay:
-        raise ValueError(
-            f"adam has no weight decay (use adamw or keras_adamw); received {weight_decay}."
-        )
-    return keras.optimizers.Adam(learning_rate, **options)
-
-
-def _lamb_package(
-    optimizer_class, learning_rate, weight_decay, exclude_from_weight_decay, **options
-):
-    return optimizer_class(
-        learning_rate,
-        weight_decay=weight_decay,
-        exclude_from_weight_decay=exclude_from_weight_decay,
-        **options,
-    )
-
-
-def _keras_builtin(
-    optimizer_class, learning_rate, weight_decay, exclude_from_weight_decay, **options
-):
-    optimizer = optimizer_class(learning_rate, weight_decay=weight_decay, **options)
-    if exclude_from_weight_decay:
-        optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
-    return optimizer
-
-
-# name -> constructor(learning_rate, weight_decay, exclude_from_weight_decay, **options)
-OPTIMIZERS = {
-    "adam": _adam,
-    "adamw": functools.partial(_lamb_package, lamb.AdamWeightDecay),
-    "lamb": functools.partial(_lamb_package, lamb.LAMB),
-    "lars": functools.partial(_lamb_package, lamb.LARS),
-    "keras_adamw": functools.partial(_keras_builtin, keras.optimizers.AdamW),
-    "keras_lamb": functools.partial(_keras_builtin, keras.optimizers.Lamb),
-    "lamb16": functools.partial(_lamb_package, lamb.LAMB16),
-}
-WITHOUT_WEIGHT_DECAY = ("adam",)
 
 # Rates at batch size 64, from a small search on the MLP (3 epochs, 1e-3 to 2e-2
 # for LAMB, 0.3e-3 to 3e-3 for Adam, 1 to 4 for LARS).
@@ -398,8 +358,8 @@ def build_optimizer(spec):
     exclude = (
         None if spec.exclude_from_weight_decay is None else list(spec.exclude_from_weight_decay)
     )
-    return OPTIMIZERS[spec.optimizer](
-        learning_rate, spec.weight_decay, exclude, **spec.optimizer_options
+    return registry.create(
+        spec.optimizer, learning_rate, spec.weight_decay, exclude, **spec.optimizer_options
     )
 
 

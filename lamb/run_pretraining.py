@@ -52,9 +52,10 @@ from lamb import _checks, _files
 from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
+from lamb.optimizers import registry
 
 FLAGS = flags.FLAGS
-OPTIMIZERS = ("lamb", "adamw", "lars", "lamb16", "adam")
+OPTIMIZERS = tuple(registry.OPTIMIZERS)
 MIXED_PRECISION_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 # google-research/bert's flags.
@@ -112,7 +113,10 @@ flags.DEFINE_string("gcp_project", None, "[Optional] Project name for the Cloud 
 
 # The optimizer, distribution and precision.
 flags.DEFINE_enum("optimizer", "lamb", OPTIMIZERS, "The optimizer.")
-flags.DEFINE_float("weight_decay", 0.01, "Decoupled weight decay (not on LayerNorm and bias).")
+flags.DEFINE_float(
+    "weight_decay", None,
+    "Weight decay (not on LayerNorm and bias); default 0.01, none for adam (which has none).",
+)
 flags.DEFINE_float("beta_1", 0.9, "First-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("beta_2", 0.999, "Second-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("epsilon", 1e-6, "Epsilon of the Adam-type optimizers.")
@@ -212,8 +216,15 @@ def validate_flags():
     _checks.check_int("--num_warmup_steps", FLAGS.num_warmup_steps, low=0)
     _checks.check_int("--seed", FLAGS.seed, low=0, high=MAX_SEED)
     _checks.check_learning_rate(FLAGS.learning_rate, "--learning_rate")
-    for name in ("end_learning_rate", "poly_power", "weight_decay"):
+    for name in ("end_learning_rate", "poly_power"):
         _checks.check_float(f"--{name}", getattr(FLAGS, name), low=0.0)
+    if FLAGS.weight_decay is not None:
+        _checks.check_float("--weight_decay", FLAGS.weight_decay, low=0.0)
+        if FLAGS.weight_decay and FLAGS.optimizer in registry.WITHOUT_WEIGHT_DECAY:
+            raise ValueError(
+                f"--optimizer={FLAGS.optimizer} has no weight decay; drop "
+                f"--weight_decay={FLAGS.weight_decay} or use --optimizer=adamw."
+            )
     _checks.check_float("--clip_norm", FLAGS.clip_norm, low=0.0)  # 0: no clipping.
     for name in ("beta_1", "beta_2"):
         _checks.check_float(f"--{name}", getattr(FLAGS, name), 0.0, 1.0)
@@ -437,7 +448,7 @@ def build_model(bert_config):
     optimizer_kwargs = {}
     if FLAGS.optimizer != "lars":
         optimizer_kwargs.update(beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2)
-    if FLAGS.optimizer != "adam":  # Keras's Adam cannot skip steps.
+    if FLAGS.optimizer not in registry.KERAS_BUILTINS:  # Keras's own cannot skip steps.
         optimizer_kwargs.update(skip_nonfinite_gradients=True)
     keras.utils.set_random_seed(FLAGS.seed)
     model = bert.BertPretrainer(

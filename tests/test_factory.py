@@ -87,3 +87,24 @@ def test_bad_factory_arguments_are_named(arguments, message):
     arguments = dict(dict(init_lr=1e-3, num_train_steps=100, num_warmup_steps=10), **arguments)
     with pytest.raises(ValueError, match=message):
         lamb.create_optimizer(**arguments)
+
+
+def test_one_registry_names_every_optimizer_for_the_factory_and_the_apps():
+    from lamb import mnist_experiment, run_pretraining
+    from lamb.optimizers import registry
+
+    assert lamb.OPTIMIZER_TYPES == tuple(registry.OPTIMIZERS)
+    assert run_pretraining.OPTIMIZERS == tuple(registry.OPTIMIZERS)
+    assert mnist_experiment.OPTIMIZERS is registry.OPTIMIZERS
+    for name in ("keras_adamw", "keras_lamb"):
+        optimizer = lamb.create_optimizer(1e-3, 100, 10, name)
+        assert type(optimizer) is registry.OPTIMIZERS[name] and optimizer.weight_decay == 0.01
+    assert lamb.create_optimizer(1e-3, 100, 10, "adam").global_clipnorm == 1.0
+
+
+def test_a_weight_decay_for_adam_is_an_error_and_a_typo_gets_a_suggestion():
+    """The factory used to drop a weight decay for `adam` silently."""
+    with pytest.raises(ValueError, match=r"adam has no weight decay \(use adamw or keras_adamw\)"):
+        lamb.create_optimizer(1e-3, 100, 10, "adam", weight_decay=0.01)
+    with pytest.raises(ValueError, match=r"received optimizer_type='lasr'\. Did you mean 'lars'\?"):
+        lamb.create_optimizer(1e-3, 100, 10, "lasr")
