@@ -18,7 +18,6 @@ from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import lamb  # noqa: E402
 from lamb.models import mnist as mnist_models  # noqa: E402
 import throughput  # noqa: E402  (benchmarks/throughput.py)
 
@@ -29,27 +28,16 @@ flags.DEFINE_integer("steps", 5, "Timed steps per round.")
 flags.DEFINE_integer("rounds", 5, "Timed rounds per optimizer (alternating).")
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step.")
 flags.DEFINE_list(
-    "optimizers", ["keras_adamw", "lamb", "adam_weight_decay"],
-    "Optimizers to compare; ratios are to the first.",
+    "optimizers", ["keras_adamw", "lamb", "adamw"],
+    "Optimizers to compare (names of lamb.optimizers.registry); ratios are to the first.",
 )
-
-EXCLUDE = ["bias"]
-OPTIMIZERS = {
-    "keras_adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.01),
-    "lamb": lambda: lamb.LAMB(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-    "adam_weight_decay": lambda: lamb.AdamWeightDecay(
-        1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE
-    ),
-    "lars": lambda: lamb.LARS(1.0, weight_decay=1e-4, exclude_from_weight_decay=EXCLUDE),
-    "lamb16": lambda: lamb.LAMB16(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-}
 
 
 def build(optimizer_name):
     keras.utils.set_random_seed(0)
     model = mnist_models.build_model(FLAGS.model)
     model.compile(
-        optimizer=OPTIMIZERS[optimizer_name](),
+        optimizer=throughput.make_optimizer(optimizer_name, ["bias"]),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         jit_compile=FLAGS.jit_compile,
     )

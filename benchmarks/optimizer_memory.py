@@ -20,10 +20,7 @@ from absl import app, flags  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lamb.optimizers.adam_weight_decay import AdamWeightDecay  # noqa: E402
-from lamb.optimizers.lamb import LAMB  # noqa: E402
-from lamb.optimizers.lamb16 import LAMB16  # noqa: E402
-from lamb.optimizers.lars import LARS  # noqa: E402
+import throughput  # noqa: E402  (benchmarks/throughput.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -32,16 +29,7 @@ flags.DEFINE_string(
     "A BERT config (BERT's JSON format).",
 )
 
-EXCLUDE = ["LayerNorm", "bias"]
-OPTIMIZERS = {
-    "LAMB": lambda: LAMB(weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-    "LAMB16": lambda: LAMB16(weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-    "AdamWeightDecay": lambda: AdamWeightDecay(weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-    "LARS": lambda: LARS(1.0, weight_decay=1e-4, exclude_from_weight_decay=EXCLUDE),
-    "keras Adam": lambda: keras.optimizers.Adam(),
-    "keras AdamW": lambda: keras.optimizers.AdamW(weight_decay=0.01),
-    "keras Lamb": lambda: keras.optimizers.Lamb(),
-}
+OPTIMIZERS = ("lamb", "lamb16", "adamw", "lars", "adam", "keras_adamw", "keras_lamb")
 
 
 def bert_pretraining_shapes(config):
@@ -103,16 +91,16 @@ def main(argv):
     print(f"{len(variables)} variables, {parameters:,} parameters (float32, "
           f"{4 * parameters / 2**20:,.0f} MiB), backend {keras.backend.backend()}")
     results = {}
-    for name, make_optimizer in OPTIMIZERS.items():
-        optimizer = make_optimizer()
+    for name in OPTIMIZERS:
+        optimizer = throughput.make_optimizer(name, ["LayerNorm", "bias"])
         optimizer.build(variables)
         results[name] = state_bytes(optimizer)
         del optimizer
     print()
-    print("| optimizer | state (MiB) | bytes / parameter | ratio to LAMB |")
+    print("| optimizer | state (MiB) | bytes / parameter | ratio to lamb |")
     print("|---|---:|---:|---:|")
     for name, size in results.items():
-        print(f"| {name} | {size / 2**20:,.1f} | {size / parameters:.3f} | {size / results['LAMB']:.3f} |")
+        print(f"| {name} | {size / 2**20:,.1f} | {size / parameters:.3f} | {size / results['lamb']:.3f} |")
 
 
 if __name__ == "__main__":

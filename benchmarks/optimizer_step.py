@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-import lamb  # noqa: E402
+import throughput  # noqa: E402  (benchmarks/throughput.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("variable_set", "50x1M", ["50x1M", "50x1M_1d", "bert_base"],
@@ -41,16 +41,8 @@ flags.DEFINE_integer("first_call_rounds", 3, "--first_call: fresh processes per 
 flags.DEFINE_integer("first_call_width", 64, "Width of the dense --first_call model's layers (256: kernels of "
                      "65,536 elements, which get the restructured XLA step).")
 
-EXCLUDE = ["LayerNorm", "layer_norm", "bias"]
-OPTIMIZERS = {
-    "keras_adam": lambda: keras.optimizers.Adam(1e-3),
-    "keras_adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.01),
-    "keras_lamb": lambda: keras.optimizers.Lamb(1e-3),
-    "lamb": lambda: lamb.LAMB(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-    "adam_weight_decay": lambda: lamb.AdamWeightDecay(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-    "lars": lambda: lamb.LARS(1.0, weight_decay=1e-4, exclude_from_weight_decay=EXCLUDE),
-    "lamb16": lambda: lamb.LAMB16(1e-3, weight_decay=0.01, exclude_from_weight_decay=EXCLUDE),
-}
+# In this order (Keras's Adam first: the baseline of the ratios).
+OPTIMIZERS = ("adam", "keras_adamw", "keras_lamb", "lamb", "adamw", "lars", "lamb16")
 
 
 def bert_shapes(layers=12, hidden=768, intermediate=3072, vocab=30522, positions=512):
@@ -141,7 +133,7 @@ def first_call_seconds(name, shapes):
     rng = np.random.default_rng(0)
     variables = make_variables(shapes, rng)
     gradients = [tf.constant(rng.normal(size=v.shape).astype("float32")) for v in variables]
-    optimizer = OPTIMIZERS[name]()
+    optimizer = throughput.make_optimizer(name)
 
     @tf.function(jit_compile=True)
     def step(grads):
@@ -193,11 +185,11 @@ def main(argv):
     variables = make_variables(shapes, rng)
     gradients = [tf.constant(rng.normal(scale=1e-3, size=v.shape).astype("float32")) for v in variables]
     parameters = sum(int(np.prod(v.shape)) for v in variables)
-    medians = time_steps({name: OPTIMIZERS[name]() for name in names}, variables, gradients)
-    baseline = medians.get("keras_adam")
+    medians = time_steps({name: throughput.make_optimizer(name) for name in names}, variables, gradients)
+    baseline = medians.get("adam")
     print(f"{FLAGS.variable_set}: {len(variables)} variables, {parameters / 1e6:.1f}M parameters, "
           f"median of {FLAGS.rounds} rounds x {FLAGS.steps_per_round} steps")
-    print("optimizer           step (ms)  ratio to keras_adam")
+    print("optimizer           step (ms)  ratio to adam (Keras)")
     for name, seconds in medians.items():
         ratio = f"{seconds / baseline:.2f}" if baseline else "-"
         print(f"{name:<18}  {seconds * 1e3:9.2f}  {ratio}")

@@ -1,13 +1,27 @@
-"""Training throughput of several compiled models, timed in alternating rounds,
-and a synthetic BERT batch.
-
-Shared by `mnist_throughput.py`, `bert_throughput.py` and `gradient_accumulation.py`.
+"""What the benchmarks share: the optimizers as they compare them, training
+throughput of several compiled models timed in alternating rounds, and a
+synthetic BERT batch.
 """
 
 import statistics
 import time
 
 import numpy as np
+
+from lamb.optimizers import registry
+
+BERT_EXCLUDE = ("LayerNorm", "layer_norm", "bias")
+
+
+def make_optimizer(name, exclude_from_weight_decay=BERT_EXCLUDE):
+    """Optimizer `name` of `lamb.optimizers.registry` as the benchmarks compare
+    them: learning rate 1e-3 and weight decay 0.01 (LARS: 1.0 and 1e-4; none
+    for adam and keras_lamb), the listed variables excluded from decay."""
+    if name == "lars":
+        learning_rate, weight_decay = 1.0, 1e-4
+    else:
+        learning_rate, weight_decay = 1e-3, 0.0 if name in ("adam", "keras_lamb") else 0.01
+    return registry.create(name, learning_rate, weight_decay, list(exclude_from_weight_decay))
 
 
 def examples_per_second(models, x, y, batch_size, steps, rounds):
