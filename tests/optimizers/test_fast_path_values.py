@@ -1,0 +1,248 @@
+"""Each optimizer against the NumPy references on variables that take the
+fast step (at least `base.LARGE_VARIABLE_SIZE` elements).
+
+The value tests of `test_reference_math.py` and `test_lamb16.py` use
+variables of at most 480 elements: under XLA they take the plain step. Here
+the same references, run over larger variables with a small bias in the
+same step, check what XLA gets instead: LAMB's separately written copy of u
+for its norm (`_lamb_directions`), LAMB16's recomputing 8-bit step (codes
+and scales bit for bit), LARS's rewritten g + λ·w, and the matrix-vector
+norm (rows of 4096 split in halves). Under TensorFlow, "eager" runs the
+plain step and "jit" (`jit_compile=True`) the restructured one; under JAX
+both run the restructured one (`base.compiling_with_xla` is always true).
+"""
+
+import numpy as np
+import pytest
+from keras import ops
+
+import lamb
+from lamb.optimizers import base
+from tests import reference
+from tests.optimizers import helpers, test_reference_math
+from tests.optimizers.helpers import gradient_sequence, initial_values, matches, run_optimizer
+from tests.optimizers.test_lamb16 import np_dequantize, np_quantize
+
+# (path, shape, initial values), as `helpers.VARIABLE_SPECS`: the helpers give
+# `head/kernel` a zero gradient on even steps and `frozen/kernel` always one
+# (both norms of its trust ratio zero).
+FAST_PATH_SPECS = [
+    ("encoder/dense/kernel", (512, 256), "normal"),  # matrix-vector norm
+    ("encoder/dense/bias", (256,), "zeros"),  # small: the plain step
+    ("encoder/wide/kernel", (64, 4096), "normal"),  # norm over rows of 2048
+    ("encoder/layer_norm/gamma", (256,), "ones"),  # small
+    ("head/kernel", (8192, 8), "normal"),  # 2^16 ((4096, 8) is below); rows < 16: plain norm
+    ("frozen/kernel", (2**16,), "zeros"),  # rank 1
+]
+LARGE = ["encoder/dense/kernel", "encoder/wide/kernel", "head/kernel", "frozen/kernel"]
+NUM_STEPS = 24
+MODES = ["eager", "jit"]
+
+# |actual - expected| <= ATOL + RTOL·|expected|, per element, against float64
+# references. RTOL: the float32 weights (|w| up to about 12 here) are rounded
+# once per step, half an ulp (2^-24·|w|) each time: about √24·2^-24 ≈ 3e-7
+# relative after 24 steps as a random walk, 1.4e-6 at worst (measured: at
+# most 4.5e-7 of the variable's largest |w|). ATOL: β2 = 0.999 as float32
+# puts 1 − β2^t off by 1.3e-5 relative at t = 1, hence u by 6e-6; the trust
+# ratio cancels that, but not where the ratio is 1 (excluded variables:
+# measured at most 1.0e-6 absolute, 1e-7 with the references' β's rounded
+# to float32 too). Both bounds are about twice the measured errors. A wrong
+# copy of u changes the trust ratio, hence every element of the step: 4.1·v
+# for 4·v in LAMB's copy moves the weights by up to 1e-2, and even its ε
+# left unscaled (ε, not 2·ε, beside 2·m and 4·v) by 4e-6 to 1.6e-5.
+RTOL, ATOL = 1e-6, 2e-6
+
+
+@pytest.fixture(autouse=True)
+def _fast_path_variables(monkeypatch):
+    """The shared helpers and LAMB's reference loop, over `FAST_PATH_SPECS`."""
+    for module in (helpers, test_reference_math):
+        monkeypatch.setattr(module, "VARIABLE_SPECS", FAST_PATH_SPECS)
+
+
+def test_the_variables_take_the_fast_step():
+    sizes = {path: int(np.prod(shape)) for path, shape, _ in FAST_PATH_SPECS}
+    assert [path for path in sizes if sizes[path] >= base.LARGE_VARIABLE_SIZE] == LARGE
+    assert min(sizes[path] for path in LARGE) == base.LARGE_VARIABLE_SIZE
+
+
+def _run(optimizer, mode):
+    values, gradients = initial_values(), gradient_sequence(NUM_STEPS)
+    return values, gradients, run_optimizer(optimizer, values, gradients, mode)
+
+
+def _assert_close(actual, expected):
+    for (path, _, _), a, e in zip(FAST_PATH_SPECS, actual, expected):
+        np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL, err_msg=path)
+
+
+def _decays_and_adapts(kwargs, path):
+    decay_list = kwargs.get("exclude_from_weight_decay")
+    adapt_list = kwargs.get("exclude_from_layer_adaptation", decay_list)
+    decays = kwargs.get("weight_decay", 0.0) > 0 and not matches(decay_list, path)
+    return decays, not matches(adapt_list, path)
+
+
+# ----------------------------------------------------------------------------
+# LAMB: the reference loop of test_reference_math.
+
+LAMB_CASES = {
+    "decay_with_exclusions": dict(
+        learning_rate=0.01,
+        weight_decay=0.01,
+        exclude_from_weight_decay=["bias", "layer_norm"],
+        exclude_from_layer_adaptation=["bias", "layer_norm", "head"],
+    ),
+    "no_bias_correction_with_bounds": dict(
+        learning_rate=0.02,
+        weight_decay=0.1,
+        bias_correction=False,
+        weight_norm_bounds=(1.0, 300.0),  # clips ‖w‖ of the two wider kernels
+        exclude_from_weight_decay=["bias"],
+    ),
+    "no_decay": dict(learning_rate=0.005, beta_1=0.8, beta_2=0.99, epsilon=1e-5),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", sorted(LAMB_CASES))
+def test_lamb_matches_reference(case, mode):
+    kwargs = LAMB_CASES[case]
+    values, gradients, actual = _run(lamb.LAMB(**kwargs), mode)
+    _assert_close(actual, test_reference_math._lamb_reference(kwargs, values, gradients))
+
+
+# ----------------------------------------------------------------------------
+# LAMB16: test_lamb16's NumPy float8 model (float32 moments, codes and scales
+# by ml_dtypes), with the update of `reference.lamb_step` from the stored state.
+
+LAMB16_CASES = {
+    "decay_with_exclusions": LAMB_CASES["decay_with_exclusions"],
+    "no_bias_correction_with_bounds": dict(
+        LAMB_CASES["no_bias_correction_with_bounds"], beta_1=0.8, beta_2=0.99, weight_decay=0.05
+    ),
+}
+
+
+def _moment(previous, target, rate, fused):
+    """`previous + (target - previous)·rate` in float32; `fused`: rounded once,
+    as XLA on CPU computes it (it contracts this into a fused multiply-add).
+    The two differ in the last bit of about a third of the elements, which
+    puts a few float8 codes per million on the other side of a rounding
+    boundary each step: test_lamb16's model (rounded twice) is LAMB16's
+    step outside XLA, bit for bit, not under it."""
+    if not fused:
+        return previous + (target - previous) * rate
+    return (previous + (target - previous).astype(np.float64) * rate).astype(np.float32)
+
+
+def _lamb16_model(kwargs, values, gradients, min_8bit_size, fused):
+    """Weights (float64 update math) and the final float8 state."""
+    beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
+    weights = [v.astype(np.float64) for v in values]
+    m = [np.zeros_like(v) for v in values]  # float32, as stored
+    v = [np.zeros_like(v) for v in values]
+    state = {}
+    for t, grads in enumerate(gradients, start=1):
+        for i, (path, _, _) in enumerate(FAST_PATH_SPECS):
+            g = grads[i]
+            decays, adapts = _decays_and_adapts(kwargs, path)
+            weights[i], _, _ = reference.lamb_step(
+                weights[i], g.astype(np.float64),
+                m[i].astype(np.float64), v[i].astype(np.float64), t,
+                lr=kwargs["learning_rate"], beta_1=beta_1, beta_2=beta_2,
+                epsilon=kwargs.get("epsilon", 1e-6), weight_decay=kwargs.get("weight_decay", 0.0),
+                decays=decays, adapts=adapts,
+                bias_correction=kwargs.get("bias_correction", True),
+                weight_norm_bounds=kwargs.get("weight_norm_bounds"),
+            )
+            m[i] = _moment(m[i], g, np.float32(1.0 - beta_1), fused)
+            v[i] = _moment(v[i], g * g, np.float32(1.0 - beta_2), fused)
+            if g.size >= min_8bit_size:
+                m_codes, m_scale = np_quantize(m[i], "float8_e4m3fn")
+                v_codes, v_scale = np_quantize(v[i], "float8_e5m2", keep_nonzero=True)
+                m[i], v[i] = np_dequantize(m_codes, m_scale), np_dequantize(v_codes, v_scale)
+                state[path] = (m_codes, v_codes, np.array([m_scale, v_scale], np.float32))
+    return weights, state
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", sorted(LAMB16_CASES))
+def test_lamb16_matches_numpy_model(case, mode):
+    kwargs = LAMB16_CASES[case]
+    optimizer = lamb.LAMB16(**kwargs)  # min_8bit_size 4096: float moments for the small ones
+    values, gradients, actual = _run(optimizer, mode)
+    expected, expected_state = _lamb16_model(
+        kwargs, values, gradients, optimizer.min_8bit_size, fused=mode == "jit"
+    )
+    _assert_close(actual, expected)
+
+    assert sorted(expected_state) == sorted(LARGE)
+    state = {v.name: ops.convert_to_numpy(v) for v in optimizer.variables}
+    for path, (m_codes, v_codes, scales) in expected_state.items():
+        prefix = path.replace("/", "_")
+        np.testing.assert_array_equal(state[prefix + "_momentum"], m_codes.view(np.uint8), err_msg=path)
+        np.testing.assert_array_equal(state[prefix + "_velocity"], v_codes.view(np.uint8), err_msg=path)
+        np.testing.assert_array_equal(state[prefix + "_moment_scales"], scales, err_msg=path)
+
+
+# ----------------------------------------------------------------------------
+# LARS and AdamWeightDecay: the steps of tests/reference.py.
+
+LARS_CASES = {
+    "classic_momentum": dict(
+        learning_rate=1.0, weight_decay=1e-3, exclude_from_weight_decay=["bias", "layer_norm"]
+    ),
+    "nesterov": dict(
+        learning_rate=2.0,
+        momentum=0.8,
+        weight_decay=0.01,
+        eeta=0.01,
+        nesterov=True,
+        exclude_from_weight_decay=["bias"],
+        exclude_from_layer_adaptation=["bias", "head"],
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", sorted(LARS_CASES))
+def test_lars_matches_reference(case, mode):
+    kwargs = LARS_CASES[case]
+    values, gradients, actual = _run(lamb.LARS(**kwargs), mode)
+
+    weights = [v.astype("float64") for v in values]
+    velocity = [np.zeros_like(w) for w in weights]
+    for grads in gradients:
+        for i, (path, _, _) in enumerate(FAST_PATH_SPECS):
+            decays, adapts = _decays_and_adapts(kwargs, path)
+            weights[i], velocity[i] = reference.lars_step(
+                weights[i], grads[i].astype("float64"), velocity[i],
+                lr=kwargs["learning_rate"], momentum=kwargs.get("momentum", 0.9),
+                weight_decay=kwargs["weight_decay"], eeta=kwargs.get("eeta", 0.001),
+                nesterov=kwargs.get("nesterov", False), decays=decays, adapts=adapts,
+            )
+    _assert_close(actual, weights)
+
+
+ADAMW_KWARGS = dict(
+    learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["layer_norm", "bias"]
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_adam_weight_decay_matches_reference(mode):
+    kwargs = ADAMW_KWARGS
+    values, gradients, actual = _run(lamb.AdamWeightDecay(**kwargs), mode)
+
+    weights = [v.astype("float64") for v in values]
+    m = [np.zeros_like(w) for w in weights]
+    v = [np.zeros_like(w) for w in weights]
+    for grads in gradients:
+        for i, (path, _, _) in enumerate(FAST_PATH_SPECS):
+            weights[i], m[i], v[i] = reference.adam_weight_decay_step(
+                weights[i], grads[i].astype("float64"), m[i], v[i],
+                lr=kwargs["learning_rate"], beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                weight_decay=kwargs["weight_decay"], decays=_decays_and_adapts(kwargs, path)[0],
+            )
+    _assert_close(actual, weights)
