@@ -31,8 +31,8 @@ FAST_PATH_SPECS = [
     ("encoder/dense/bias", (256,), "zeros"),  # small: the plain step
     ("encoder/wide/kernel", (64, 4096), "normal"),  # norm over rows of 2048
     ("encoder/layer_norm/gamma", (256,), "ones"),  # small
-    ("head/kernel", (8192, 8), "normal"),  # 2^16 ((4096, 8) is below); rows < 16: plain norm
-    ("frozen/kernel", (2**16,), "zeros"),  # rank 1
+    ("head/kernel", (8192, 8), "normal"),  # 2^16 ((4096, 8) is below); rows < 16: viewed as rows of 2048
+    ("frozen/kernel", (2**16,), "zeros"),  # rank 1: viewed as rows of 2048
 ]
 LARGE = ["encoder/dense/kernel", "encoder/wide/kernel", "head/kernel", "frozen/kernel"]
 NUM_STEPS = 24
