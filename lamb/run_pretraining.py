@@ -494,9 +494,19 @@ class Checkpoints:
     used; a damaged or missing state file is rebuilt from the checkpoints
     present. Under multi-worker training every worker saves (the variables may
     need collective reads); only the chief's copy is kept.
+
+    Args:
+        output_dir: The run's folder.
+        model: The compiled model, its optimizer built.
+        strategy: The distribution strategy.
+        max_to_keep: How many recent checkpoints to keep.
+        model_description: What `model` is made of (flags, files), for the
+            error when a checkpoint does not fit it.
     """
 
-    def __init__(self, output_dir, model, strategy):
+    def __init__(self, output_dir, model, strategy, max_to_keep, model_description):
+        self.max_to_keep = max_to_keep
+        self.model_description = model_description
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.checkpoint = tf.train.Checkpoint(
             global_step=self.global_step,
@@ -588,8 +598,7 @@ class Checkpoints:
                 return damage
             raise ValueError(
                 f"{path}: cannot restore this checkpoint into the model of "
-                f"--bert_config_file={FLAGS.bert_config_file} and --optimizer="
-                f"{FLAGS.optimizer} ({_first_line(error)})."
+                f"{self.model_description} ({_first_line(error)})."
             ) from None
 
     def save(self, step):
@@ -602,7 +611,7 @@ class Checkpoints:
                 self.manager = tf.train.CheckpointManager(
                     self.checkpoint,
                     self.output_dir,
-                    max_to_keep=FLAGS.keep_checkpoint_max,
+                    max_to_keep=self.max_to_keep,
                     checkpoint_name="ckpt",
                 )
             self.manager.save(checkpoint_number=step)
@@ -752,7 +761,10 @@ def train(strategy, bert_config, files):
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
     with strategy.scope():
         model = build_model(bert_config)
-        checkpoints = Checkpoints(FLAGS.output_dir, model, strategy)
+        checkpoints = Checkpoints(
+            FLAGS.output_dir, model, strategy, FLAGS.keep_checkpoint_max,
+            f"--bert_config_file={FLAGS.bert_config_file} and --optimizer={FLAGS.optimizer}",
+        )
         step = checkpoints.restore(FLAGS.init_checkpoint)
     # Loops end at the log and checkpoint steps counted from here (set before
     # fit builds its train function).

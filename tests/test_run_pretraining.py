@@ -141,7 +141,10 @@ def test_phase_two_starts_from_phase_one_weights_and_rewarms(data, phase1, long_
         config = run_pretraining.bert.load_bert_config(flags.FLAGS.bert_config_file)
         strategy = tf.distribute.get_strategy()
         model = run_pretraining.build_model(config)
-        checkpoints = run_pretraining.Checkpoints(str(tmp_path / "fresh"), model, strategy)
+        checkpoints = run_pretraining.Checkpoints(
+            str(tmp_path / "fresh"), model, strategy, max_to_keep=5,
+            model_description="the test's model",
+        )
         assert checkpoints.restore(phase1) == 0
         assert int(model.optimizer.iterations.numpy()) == 0
     saved = helpers.model_weights(os.path.join(phase1, "ckpt-8"))
