@@ -74,6 +74,10 @@ class LAMB(base.LayerAdaptiveOptimizer):
         if self.built:
             return
         super().build(var_list)
+        self._build_moments(var_list)
+
+    def _build_moments(self, var_list):
+        """Creates m and v for each variable (LAMB16 stores them in 8 bits)."""
         self._momentums, self._velocities = self.add_optimizer_variables(
             var_list, ["momentum", "velocity"]
         )

@@ -103,12 +103,9 @@ class LAMB16(LAMB):
         )
         self.trust_exponent = _checks.check_float("trust_exponent", trust_exponent, low=0.0)
 
-    def build(self, var_list):
-        if self.built:
-            return
-        # The trust-ratio bookkeeping of LayerAdaptiveOptimizer, without
-        # LAMB.build's float moments: they are created here.
-        super(LAMB, self).build(var_list)
+    def _build_moments(self, var_list):
+        """m and v as codes with their scales for variables of at least
+        `min_8bit_size` elements, else as float variables."""
         self._momentums, self._velocities, self._moment_scales = [], [], []
         for variable in var_list:
             if self._overwrite_variable_with_gradient(variable):
