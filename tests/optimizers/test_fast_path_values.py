@@ -21,7 +21,7 @@ from lamb.optimizers import base
 from tests import reference
 from tests.optimizers import helpers, test_reference_math
 from tests.optimizers.helpers import gradient_sequence, initial_values, matches, run_optimizer
-from tests.optimizers.test_lamb16 import np_dequantize, np_quantize
+from tests.optimizers.test_lamb16 import np_lamb16
 
 # (path, shape, initial values), as `helpers.VARIABLE_SPECS`: the helpers give
 # `head/kernel` a zero gradient on even steps and `frozen/kernel` always one
@@ -114,7 +114,7 @@ def test_lamb_matches_reference(case, mode):
 
 # ----------------------------------------------------------------------------
 # LAMB16: test_lamb16's NumPy float8 model (float32 moments, codes and scales
-# by ml_dtypes), with the update of `reference.lamb_step` from the stored state.
+# by ml_dtypes), its moments rounded once under jit as XLA rounds them.
 
 LAMB16_CASES = {
     "decay_with_exclusions": LAMB_CASES["decay_with_exclusions"],
@@ -124,56 +124,15 @@ LAMB16_CASES = {
 }
 
 
-def _moment(previous, target, rate, fused):
-    """`previous + (target - previous)·rate` in float32; `fused`: rounded once,
-    as XLA on CPU computes it (it contracts this into a fused multiply-add).
-    The two differ in the last bit of about a third of the elements, which
-    puts a few float8 codes per million on the other side of a rounding
-    boundary each step: test_lamb16's model (rounded twice) is LAMB16's
-    step outside XLA, bit for bit, not under it."""
-    if not fused:
-        return previous + (target - previous) * rate
-    return (previous + (target - previous).astype(np.float64) * rate).astype(np.float32)
-
-
-def _lamb16_model(kwargs, values, gradients, min_8bit_size, fused):
-    """Weights (float64 update math) and the final float8 state."""
-    beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
-    weights = [v.astype(np.float64) for v in values]
-    m = [np.zeros_like(v) for v in values]  # float32, as stored
-    v = [np.zeros_like(v) for v in values]
-    state = {}
-    for t, grads in enumerate(gradients, start=1):
-        for i, (path, _, _) in enumerate(FAST_PATH_SPECS):
-            g = grads[i]
-            decays, adapts = _decays_and_adapts(kwargs, path)
-            weights[i], _, _ = reference.lamb_step(
-                weights[i], g.astype(np.float64),
-                m[i].astype(np.float64), v[i].astype(np.float64), t,
-                lr=kwargs["learning_rate"], beta_1=beta_1, beta_2=beta_2,
-                epsilon=kwargs.get("epsilon", 1e-6), weight_decay=kwargs.get("weight_decay", 0.0),
-                decays=decays, adapts=adapts,
-                bias_correction=kwargs.get("bias_correction", True),
-                weight_norm_bounds=kwargs.get("weight_norm_bounds"),
-            )
-            m[i] = _moment(m[i], g, np.float32(1.0 - beta_1), fused)
-            v[i] = _moment(v[i], g * g, np.float32(1.0 - beta_2), fused)
-            if g.size >= min_8bit_size:
-                m_codes, m_scale = np_quantize(m[i], "float8_e4m3fn")
-                v_codes, v_scale = np_quantize(v[i], "float8_e5m2", keep_nonzero=True)
-                m[i], v[i] = np_dequantize(m_codes, m_scale), np_dequantize(v_codes, v_scale)
-                state[path] = (m_codes, v_codes, np.array([m_scale, v_scale], np.float32))
-    return weights, state
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", sorted(LAMB16_CASES))
 def test_lamb16_matches_numpy_model(case, mode):
     kwargs = LAMB16_CASES[case]
     optimizer = lamb.LAMB16(**kwargs)  # min_8bit_size 4096: float moments for the small ones
     values, gradients, actual = _run(optimizer, mode)
-    expected, expected_state = _lamb16_model(
-        kwargs, values, gradients, optimizer.min_8bit_size, fused=mode == "jit"
+    expected, expected_state = np_lamb16(
+        kwargs, values, gradients, optimizer.min_8bit_size,
+        paths=[path for path, _, _ in FAST_PATH_SPECS], fused=mode == "jit",
     )
     _assert_close(actual, expected)
 

@@ -65,11 +65,27 @@ def np_dequantize(codes, scale):
     return codes.astype(np.float32) * scale
 
 
-def np_lamb16(kwargs, values, gradients, min_8bit_size):
-    """Weights (float64 update math) and final float8 state after `gradients`."""
+def np_moment(previous, target, rate, fused=False):
+    """`previous + (target - previous)·rate` in float32; `fused`: rounded once,
+    as XLA on CPU computes it (it contracts this into a fused multiply-add).
+    The two differ in the last bit of about a third of the elements, which
+    puts a few float8 codes per million on the other side of a rounding
+    boundary each step: rounded twice is LAMB16's step outside XLA, bit for
+    bit, not under it."""
+    if not fused:
+        return previous + (target - previous) * rate
+    return (previous + (target - previous).astype(np.float64) * rate).astype(np.float32)
+
+
+def np_lamb16(kwargs, values, gradients, min_8bit_size, paths=None, fused=False):
+    """Weights (float64 update math) and final float8 state after `gradients`,
+    for variables at `paths` (default: `VARIABLE_SPECS`'); `fused` as in
+    `np_moment`."""
+    paths = paths or [path for path, _, _ in VARIABLE_SPECS]
     beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
     epsilon, lr = kwargs.get("epsilon", 1e-6), kwargs["learning_rate"]
     weight_decay = kwargs.get("weight_decay", 0.0)
+    bounds = kwargs.get("weight_norm_bounds")
     decay_list = kwargs.get("exclude_from_weight_decay")
     adapt_list = kwargs.get("exclude_from_layer_adaptation", decay_list)
     weights_ = [v.astype(np.float64) for v in values]
@@ -77,12 +93,13 @@ def np_lamb16(kwargs, values, gradients, min_8bit_size):
     v = [np.zeros_like(v) for v in values]
     state = {}
     for t, grads in enumerate(gradients, start=1):
-        for i, (path, _, _) in enumerate(VARIABLE_SPECS):
+        for i, path in enumerate(paths):
             g = grads[i]
-            m[i] = m[i] + (g - m[i]) * np.float32(1.0 - beta_1)
-            v[i] = v[i] + (g * g - v[i]) * np.float32(1.0 - beta_2)
-            m_hat = m[i].astype(np.float64) / (1 - beta_1**t)
-            v_hat = v[i].astype(np.float64) / (1 - beta_2**t)
+            m[i] = np_moment(m[i], g, np.float32(1.0 - beta_1), fused)
+            v[i] = np_moment(v[i], g * g, np.float32(1.0 - beta_2), fused)
+            m_hat, v_hat = m[i].astype(np.float64), v[i].astype(np.float64)
+            if kwargs.get("bias_correction", True):
+                m_hat, v_hat = m_hat / (1 - beta_1**t), v_hat / (1 - beta_2**t)
             u = m_hat / (np.sqrt(v_hat) + epsilon)
             w = weights_[i]
             if weight_decay > 0 and not matches(decay_list, path):
@@ -91,7 +108,7 @@ def np_lamb16(kwargs, values, gradients, min_8bit_size):
             if not matches(adapt_list, path):
                 w_norm, u_norm = np.linalg.norm(w), np.linalg.norm(u)
                 if w_norm > 0 and u_norm > 0:
-                    ratio = w_norm / u_norm
+                    ratio = (w_norm if bounds is None else np.clip(w_norm, *bounds)) / u_norm
                 if kwargs.get("adaptive_trust"):
                     scaled = ratio * kwargs.get("reference_learning_rate", 1e-3) / lr
                     ratio = min(scaled ** kwargs.get("trust_exponent", 0.382), 2.0)
@@ -100,7 +117,7 @@ def np_lamb16(kwargs, values, gradients, min_8bit_size):
                 m_codes, m_scale = np_quantize(m[i], "float8_e4m3fn")
                 v_codes, v_scale = np_quantize(v[i], "float8_e5m2", keep_nonzero=True)
                 m[i], v[i] = np_dequantize(m_codes, m_scale), np_dequantize(v_codes, v_scale)
-                state[path] = (m_codes, v_codes, np.array([m_scale, v_scale]))
+                state[path] = (m_codes, v_codes, np.array([m_scale, v_scale], np.float32))
     return weights_, state
 
 
