@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from lamb import _checks
-from lamb.optimizers import base
+from lamb.optimizers import base, moments, xla_cpu
 
 
 @keras.saving.register_keras_serializable(package="lamb")
@@ -57,22 +57,14 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
+        self._moments = moments.FloatMoments(self, var_list, self.beta_1, self.beta_2)
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        dtype = variable.dtype
         gradient = base.dense_gradient(gradient, variable)
-        m = self._momentums[index]
-        v = self._velocities[index]
-
-        self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-        self.assign_add(v, (base.saturated_square(gradient) - v) * (1.0 - self.beta_2))
-        update = m / (ops.sqrt(v) + self.epsilon)
-        update = self._add_weight_decay(update, variable, index)
-        self.assign_sub(variable, ops.cast(learning_rate, dtype) * update)
+        m, v = self._moments.step(index, gradient, xla_cpu.PlainPlan()).times(1.0)
+        update = self._add_weight_decay(m / (ops.sqrt(v) + self.epsilon), variable, index)
+        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * update)
 
     def get_config(self):
         config = super().get_config()

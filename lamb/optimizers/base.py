@@ -5,13 +5,14 @@ LARS all define it that way), so the Keras base class's own decoupled decay
 step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
 """
 
-import math
 import re
 
 import keras
 from keras import ops
 
 from lamb._checks import check_bool, check_float, check_learning_rate
+from lamb.optimizers import xla_cpu
+from lamb.optimizers.norms import clip_by_global_norm, global_norm
 
 
 def compile_patterns(name, patterns):
@@ -36,141 +37,6 @@ def compile_patterns(name, patterns):
 
 def matches_any(patterns, path):
     return any(pattern.search(path) for pattern in patterns or ())
-
-
-def l2_norm(x):
-    return ops.sqrt(ops.sum(ops.square(x)))
-
-
-# Squares of gradients saturate here instead of overflowing to inf (so the
-# second moment stays finite for every finite gradient), with room for the
-# power-of-two multiples (up to 8·m, 64·v) that the XLA paths compute.
-SQUARE_LIMIT = 2.0**121
-
-
-def saturated_square(x):
-    """x², or `SQUARE_LIMIT` where that is smaller."""
-    return ops.minimum(ops.square(x), SQUARE_LIMIT)
-
-
-def global_norm(tensors):
-    """‖(t₁, t₂, ...)‖ without overflow for finite tensors.
-
-    The plain sum of squares overflows to inf above about 1.8e19 per
-    element; only then (a `cond`, so at no cost otherwise) is the norm
-    recomputed from the tensors divided by their largest magnitude. Not
-    finite exactly when an element is not.
-    """
-    tensors = [ops.cast(t, "float32") for t in tensors if t is not None]
-    plain = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(t)) for t in tensors])))
-
-    def rescaled():
-        largest = ops.max(ops.stack([ops.max(ops.abs(t)) for t in tensors]))
-        scale = ops.where(largest > 0.0, largest, 1.0)
-        squares = ops.stack([ops.sum(ops.square(t / scale)) for t in tensors])
-        return scale * ops.sqrt(ops.sum(squares))
-
-    return ops.cond(ops.isfinite(plain), lambda: plain, rescaled)
-
-
-def clip_by_global_norm(tensors, clip_norm, norm=None):
-    """Keras's `clip_by_global_norm` with `global_norm`'s norm (or `norm`,
-    if already computed): the tensors scaled to global norm at most
-    `clip_norm`, all NaN if one is not finite."""
-    if norm is None:
-        norm = global_norm(tensors)
-    scale = clip_norm * ops.minimum(1.0 / norm, 1.0 / clip_norm) + (norm - norm)
-    return [t if t is None else t * ops.cast(scale, t.dtype) for t in tensors]
-
-
-# XLA on CPU fuses x² into the matrix-vector product only when the vector
-# is under 16 KiB (kFusionThresholdBytes): else x² is written to memory.
-MAX_FUSED_VECTOR_LENGTH = 4096
-
-
-def l2_norm_by_matvec(x):
-    """‖x‖ as the sum of a matrix-vector product of x² with ones.
-
-    The same value as `l2_norm` up to float32 summation order. XLA on CPU
-    runs full reductions several times slower than memory speed, while it
-    fuses x² into a matrix-vector product that runs at memory speed. Only
-    for CPUs: accelerators may run float32 products at reduced precision
-    (TF32, bfloat16 passes).
-    """
-    columns = _matvec_columns(x.shape)
-    if columns is None:
-        return l2_norm(x)
-    rows = ops.reshape(ops.square(x), (-1, columns))
-    return ops.sqrt(ops.sum(ops.matmul(rows, ops.ones((columns, 1), x.dtype))))
-
-
-def _matvec_columns(shape):
-    """The row length of `l2_norm_by_matvec`'s matrix view of a tensor of
-    `shape`, or None (then a plain reduction): the last dimension if at
-    least 16, else (vectors, thin matrices) the largest divisor of the size
-    in [16, 2048]. Longer rows are split in halves: a (1024, 4096) kernel as
-    (2048, 2048)."""
-    if len(shape) >= 2 and shape[-1] >= 16:
-        columns = shape[-1]
-    else:
-        size = math.prod(shape)
-        columns = next((c for c in range(2048, 15, -1) if size % c == 0), None)
-        if columns is None:
-            return None
-    while columns >= MAX_FUSED_VECTOR_LENGTH and columns % 2 == 0:
-        columns //= 2
-    return columns
-
-
-def fastest_exact_l2_norm():
-    """`l2_norm_by_matvec` when every device is a CPU, else `l2_norm`."""
-    devices = keras.distribution.list_devices()
-    if all(device.lower().startswith("cpu") for device in devices):
-        return l2_norm_by_matvec
-    return l2_norm
-
-
-def compiling_with_xla():
-    """Whether the ops being built now will be compiled by XLA.
-
-    True under JAX, and under TensorFlow inside `jit_compile=True` functions.
-    """
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return True
-    if backend != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    try:  # TensorFlow's own test for this; not a public API.
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:
-        return False
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
-# Under XLA, variables with at least this many elements get the restructured
-# step (`LayerAdaptiveOptimizer._xla_restructures`); smaller ones, whose data
-# stays in a core's cache between passes, keep the plain one, which is shorter
-# to trace and compile.
-LARGE_VARIABLE_SIZE = 2**16
-
-
-def _one_replica():
-    """False inside a TensorFlow distribution strategy with several replicas."""
-    if keras.backend.backend() != "tensorflow":
-        return True
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync == 1
-
-
-def zero_after(variable):
-    """0.0 (float32) computed from `variable`'s value: a scalar that depends
-    on the last update of `variable` without changing what it is added to
-    (a form XLA does not simplify away, and 0 even for NaN weights)."""
-    zero_or_nan = ops.minimum(ops.abs(ops.reshape(variable, (-1,))[0]), 0.0)
-    return ops.cast(ops.where(zero_or_nan == 0.0, zero_or_nan, 0.0), "float32")
 
 
 def trust_ratio(weight_norm, update_norm, numerator=None):
@@ -276,7 +142,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         """Whether `grads` are all finite. Where clipping will clip exactly
         these gradients (one replica, no Keras accumulation), from their
         global norm, kept for the clipping: one pass over them, not two."""
-        if self.global_clipnorm and not self.gradient_accumulation_steps and _one_replica():
+        if self.global_clipnorm and not self.gradient_accumulation_steps and xla_cpu.one_replica():
             self._step_global_norm = global_norm(grads)
             return ops.isfinite(self._step_global_norm)
         return all_finite(grads)
@@ -420,12 +286,7 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         self._adapts_layer = [
             not matches_any(patterns, variable.path) for variable in var_list
         ]
-        self._large_l2_norm = fastest_exact_l2_norm()
-        self._on_cpus = self._large_l2_norm is l2_norm_by_matvec
-        self._large = [math.prod(variable.shape) >= LARGE_VARIABLE_SIZE for variable in var_list]
-        self._previous_step = None
-        self._step_scalars = {}
-        self._statistics_rows = None
+        self._schedule = xla_cpu.StepSchedule(var_list)
         self._statistics_paths = [variable.path for variable in var_list]
         # One row per variable: a single variable is much cheaper to create
         # inside a traced function (and to read back) than one per variable.
@@ -434,20 +295,11 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         )
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Runs the update steps with fresh per-step state (the ordering
-        chain, shared scalars), then writes their layer statistics in one
-        assignment (with one replica; with several, each step writes its own
-        row): one row update per variable makes XLA compile seconds longer."""
-        self._previous_step = None
-        self._step_scalars = {}
-        self._statistics_rows = {} if _one_replica() else None
-        try:
+        """Runs the update steps under the schedule's per-step state, then
+        writes their layer statistics in one assignment (one row update per
+        variable makes XLA compile seconds longer)."""
+        with self._schedule.step() as rows:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
-            rows = self._statistics_rows
-        finally:
-            self._previous_step = None
-            self._step_scalars = {}
-            self._statistics_rows = None
         if rows:
             indices = sorted(rows)
             self.assign(
@@ -459,67 +311,22 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
                 ),
             )
 
-    def _step_scalar(self, key, compute):
-        """`compute()`, computed once per step for all variables (with one
-        replica; else once per variable): shorter graphs, faster tracing."""
-        if not _one_replica():
-            return compute()
-        if key not in self._step_scalars:
-            self._step_scalars[key] = compute()
-        return self._step_scalars[key]
+    def _plan(self, index, variable):
+        """How variable `index`'s step is scheduled (`xla_cpu.StepSchedule.plan`)."""
+        return self._schedule.plan(index, variable.dtype)
 
-    def _xla_restructures(self, index):
-        """Whether the step of variable `index` is written for XLA: under XLA,
-        for variables of at least `LARGE_VARIABLE_SIZE` elements (see
-        `_scaled_step` and `_end_step`)."""
-        return self._large[index] and compiling_with_xla()
-
-    def _end_step(self, variable, index, zero=None):
-        """Makes the next large variable's step wait for `variable`'s update,
-        under XLA on CPUs (`zero`: `zero_after(variable)` if already built).
-
-        XLA schedules the passes of independent variables breadth-first
-        (every variable's first pass over its data, then every second
-        pass, ...), so each pass reads its data back from main memory. Chained
-        one variable after another, the later passes find it in the CPU's
-        cache: the next step adds `zero_after(variable)` to a scalar that its
-        first passes read (`_after_previous_step`).
-        """
-        if self._on_cpus and self._xla_restructures(index) and _one_replica():
-            self._previous_step = zero_after(variable) if zero is None else zero
-
-    def _after_previous_step(self, x, dtype, index):
-        """`x` plus the zero set by `_end_step` for the previous variable, for
-        large variables (else `x`)."""
-        if self._previous_step is None or not self._large[index]:
-            return x
-        return x + ops.cast(self._previous_step, dtype)
-
-    def _scaled_step(self, variable, index, update, numerator_scale=None):
-        """The trust ratio for `variable`'s `update`, recorded for diagnostics.
-
-        `numerator_scale` turns the ratio into `scale(‖w‖) / ‖u‖`.
-
-        When `_xla_restructures(index)`, pass `update` as its own copy of the
-        update's expression, written differently from the one applied to the
-        variable (so that XLA's common-subexpression elimination keeps the
-        two apart). XLA then fuses one copy into the norm and the other into
-        the variable's update, instead of writing u to memory and reading it
-        back twice, which on CPU costs as much as the rest of the step.
-        """
-        norm = self._large_l2_norm if self._large[index] else l2_norm
-        dtype = variable.dtype
-        weight_norm = norm(self._after_previous_step(variable, dtype, index))
-        update_norm = norm(self._after_previous_step(update, dtype, index))
+    def _trust_ratio(self, variable, index, update, plan, weight_norm_scale=None):
+        """`scale(‖w‖) / ‖u‖` for `variable`'s update direction `update`
+        (`scale` defaults to the identity; 1 for excluded variables),
+        recorded for `layer_statistics()`."""
+        weight_norm, update_norm = plan.norm(variable), plan.norm(update)
         if self._adapts_layer[index]:
-            numerator = None if numerator_scale is None else numerator_scale(weight_norm)
+            numerator = None if weight_norm_scale is None else weight_norm_scale(weight_norm)
             ratio = trust_ratio(weight_norm, update_norm, numerator)
         else:
             ratio = ops.ones_like(weight_norm)
         row = ops.cast(ops.stack([weight_norm, update_norm, ratio]), "float32")
-        if self._statistics_rows is not None:
-            self._statistics_rows[index] = row
-        else:
+        if not self._schedule.collect_statistics(index, row):
             self.assign(
                 self._layer_statistics,
                 ops.slice_update(self._layer_statistics, (index, 0), row[None]),
@@ -557,7 +364,7 @@ def _checked_rate(rate):
     checks, and JAX has none): NaN weights, not silent gradient ascent."""
     rate = ops.convert_to_tensor(rate)
     rate = ops.where(rate >= 0, rate, float("nan"))
-    if keras.backend.backend() != "tensorflow" or compiling_with_xla():
+    if keras.backend.backend() != "tensorflow" or xla_cpu.compiling_with_xla():
         return rate
     import tensorflow as tf
 

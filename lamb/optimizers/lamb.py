@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from lamb import _checks
-from lamb.optimizers import base
+from lamb.optimizers import base, moments
 
 
 @keras.saving.register_keras_serializable(package="lamb")
@@ -74,53 +74,38 @@ class LAMB(base.LayerAdaptiveOptimizer):
         if self.built:
             return
         super().build(var_list)
-        self._build_moments(var_list)
+        self._moments = self._build_moments(var_list)
 
     def _build_moments(self, var_list):
-        """Creates m and v for each variable (LAMB16 stores them in 8 bits)."""
-        self._momentums, self._velocities = self.add_optimizer_variables(
-            var_list, ["momentum", "velocity"]
-        )
+        """Where m and v are kept (LAMB16 keeps them in 8 bits)."""
+        return moments.FloatMoments(self, var_list, self.beta_1, self.beta_2)
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        dtype = variable.dtype
+        plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
         gradient = base.dense_gradient(gradient, variable)
-        m = self._momentums[index]
-        v = self._velocities[index]
+        new_moments = self._moments.step(index, gradient, plan)  # this step's m, v
 
-        m_rate = self._after_previous_step(1.0 - self.beta_1, dtype, index)
-        v_rate = self._after_previous_step(1.0 - self.beta_2, dtype, index)
-        self.assign_add(m, (gradient - m) * m_rate)
-        self.assign_add(v, (base.saturated_square(gradient) - v) * v_rate)
-        update, update_for_norm = self._lamb_directions(m, v, variable, index)
-        ratio = self._scaled_step(variable, index, update_for_norm, self._clip_weight_norm)
-        self.assign_sub(variable, ops.cast(learning_rate, dtype) * ratio * update)
-        self._end_step(variable, index)
+        def direction(k):
+            """u = m̂ / (√v̂ + ε) + λ·w from k·m and k²·v (any power of two k)."""
+            m, v = new_moments.times(k)
+            u = self._adam_direction(m, v, variable.dtype, multiple=k)
+            return self._add_weight_decay(u, variable, index)
 
-    def _lamb_directions(self, m, v, variable, index):
-        """u = m̂ / (√v̂ + ε) + λ·w, twice: to apply, and to take the norm of.
+        u = direction(1.0)
+        u_for_norm = plan.separate(u, lambda: direction(2.0))
+        ratio = self._ratio(variable, index, u_for_norm, plan, learning_rate)
+        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * ratio * u)
+        plan.done(variable, new_moments.finish(variable))
 
-        Under XLA, for large variables, the second is a separately written
-        copy (see `LayerAdaptiveOptimizer._scaled_step`): the same formula on 2·m, 4·v
-        and 2·ε, which gives the same value exactly (scaling by powers of two
-        commutes with rounding, barring float32 overflow and subnormals),
-        else the same tensor.
-        """
-        dtype = variable.dtype
-        update = self._add_weight_decay(
-            self._adam_direction(m, v, dtype), variable, index
-        )
-        if not self._xla_restructures(index):
-            return update, update
-        update_for_norm = self._add_weight_decay(
-            self._adam_direction(2.0 * m, 4.0 * v, dtype, multiple=2.0), variable, index
-        )
-        return update, update_for_norm
+    def _ratio(self, variable, index, update, plan, learning_rate):
+        """The trust ratio φ(‖w‖) / ‖u‖ (LAMB16 may temper it)."""
+        return self._trust_ratio(variable, index, update, plan, self._clip_weight_norm)
 
     def _adam_direction(self, m, v, dtype, multiple=1.0):
         """m̂ / (√v̂ + ε) for `m`, `v` that are `multiple` and `multiple`² times
-        the moments (`multiple` a power of two).
+        the moments (`multiple` a power of two: the same value exactly,
+        barring float32 overflow and subnormals).
 
         With `bias_correction`, computed as m·(√c2 / c1) / (√v + ε·√c2) with
         c = 1 − β^t (the same value up to float rounding): two factors per
@@ -128,7 +113,7 @@ class LAMB(base.LayerAdaptiveOptimizer):
         """
         if not self.bias_correction:
             return m / (ops.sqrt(v) + self.epsilon * multiple)
-        m_factor, epsilon = self._step_scalar(
+        m_factor, epsilon = self._schedule.per_step(
             ("adam_factors", dtype), lambda: self._adam_factors(dtype)
         )
         if multiple != 1.0:

@@ -65,25 +65,26 @@ class LARS(base.LayerAdaptiveOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
         dtype = variable.dtype
         gradient = base.dense_gradient(gradient, variable)
         v = self._momentums[index]
 
-        decayed_gradient = self._add_weight_decay(gradient, variable, index)
-        ratio = self._scaled_step(variable, index, decayed_gradient, self._scale_weight_norm)
+        decayed_gradient = self._add_weight_decay(gradient, variable, index)  # g + λ·w
+        ratio = self._trust_ratio(variable, index, decayed_gradient, plan, self._scale_weight_norm)
         step_size = ops.cast(learning_rate, dtype) * ratio
-        if self._decays_weight[index] and self._xla_restructures(index):
-            # g + λ·w written anew (see `_scaled_step`).
+        scaled_gradient = step_size * decayed_gradient
+        if self._decays_weight[index]:
             weight_decay = ops.cast(self.weight_decay, dtype)
-            scaled_gradient = step_size * gradient + (step_size * weight_decay) * variable
-        else:
-            scaled_gradient = step_size * decayed_gradient
+            scaled_gradient = plan.separate(
+                scaled_gradient, lambda: step_size * gradient + (step_size * weight_decay) * variable
+            )
         self.assign(v, self.momentum * v + scaled_gradient)
         if self.nesterov:
             self.assign_sub(variable, self.momentum * v + scaled_gradient)
         else:
             self.assign_sub(variable, v)
-        self._end_step(variable, index)
+        plan.done(variable)
 
     def _scale_weight_norm(self, weight_norm):
         return self.eeta * weight_norm

@@ -1,6 +1,6 @@
 """What XLA writes to memory in one optimizer step, and in which order (the
 structure that makes LAMB, LARS and LAMB16 fast on CPU; see
-`LayerAdaptiveOptimizer._scaled_step` and `_end_step`)."""
+`lamb.optimizers.xla_cpu`)."""
 
 import re
 

@@ -1,0 +1,189 @@
+"""Where Adam-type optimizers keep m and v: float variables, or float8 codes.
+
+A store's `step(index, gradient, plan)` moves variable `index`'s moments to
+this step's values,
+
+    m = β1·m + (1 − β1)·g            v = β2·v + (1 − β2)·g²
+
+and returns them as a `StepMoments`: `times(k)` gives k·m and k²·v, from
+which every power of two k gives the same update direction, so a fused plan
+can write its own copy for each consumer (`lamb.optimizers.xla_cpu`).
+"""
+
+import math
+
+from keras import ops
+
+from lamb.optimizers.float8 import (
+    E4M3FN,
+    E5M2,
+    absmax,
+    absmax_scale,
+    dequantize,
+    encode_scaled,
+    quantize,
+)
+from lamb.optimizers.xla_cpu import zero_after
+
+# Squares of gradients saturate here instead of overflowing to inf (so the
+# second moment stays finite for every finite gradient), with room for the
+# power-of-two multiples (up to 8·m, 64·v) that the fused plans compute.
+SQUARE_LIMIT = 2.0**121
+
+
+def saturated_square(x):
+    """x², or `SQUARE_LIMIT` where that is smaller."""
+    return ops.minimum(ops.square(x), SQUARE_LIMIT)
+
+
+def next_moments(m, v, gradient, beta_1, beta_2, multiple=1.0):
+    """This step's m and v from the previous ones and the gradient; given
+    `multiple`·m and `multiple`²·v, returns such multiples of the new ones."""
+    square = saturated_square(gradient)
+    if multiple != 1.0:
+        gradient, square = gradient * multiple, square * multiple**2
+    return m + (gradient - m) * (1.0 - beta_1), v + (square - v) * (1.0 - beta_2)
+
+
+class StepMoments:
+    """This step's moments of one variable.
+
+    Args:
+        times: `k -> (k·m, k²·v)`.
+        finish: `variable -> zero or None`, run after the variable's update:
+            writes what had to wait for it, and returns `zero_after(variable)`
+            if it built one (for `plan.done`).
+    """
+
+    def __init__(self, times, finish=None):
+        self.times = times
+        self._finish = finish
+
+    def finish(self, variable):
+        return None if self._finish is None else self._finish(variable)
+
+
+def _multiples(m, v):
+    return lambda k: (m, v) if k == 1.0 else (k * m, k * k * v)
+
+
+class _Moments:
+    def __init__(self, optimizer, beta_1, beta_2):
+        self._optimizer = optimizer
+        self.beta_1, self.beta_2 = beta_1, beta_2
+
+    def _float_step(self, m, v, gradient, plan):
+        """Updates the float variables `m` and `v` in place."""
+        self._optimizer.assign_add(m, (gradient - m) * plan.ordered(1.0 - self.beta_1))
+        self._optimizer.assign_add(
+            v, (saturated_square(gradient) - v) * plan.ordered(1.0 - self.beta_2)
+        )
+        return StepMoments(_multiples(m, v))
+
+
+class FloatMoments(_Moments):
+    """m and v as variables of each weight's dtype (named momentum, velocity)."""
+
+    def __init__(self, optimizer, var_list, beta_1, beta_2):
+        super().__init__(optimizer, beta_1, beta_2)
+        self.momentums, self.velocities = optimizer.add_optimizer_variables(
+            var_list, ["momentum", "velocity"]
+        )
+
+    def step(self, index, gradient, plan):
+        return self._float_step(self.momentums[index], self.velocities[index], gradient, plan)
+
+
+class Float8Moments(_Moments):
+    """m as float8_e4m3fn codes and v as float8_e5m2 codes (uint8 variables),
+    each with a float32 per-tensor absmax scale, for variables of at least
+    `min_size` elements; float variables for the others.
+
+    Rounding applies only to what is kept for the next step: the step itself
+    uses the float32 moments. Positive v entries never round to 0.
+    """
+
+    def __init__(self, optimizer, var_list, beta_1, beta_2, min_size):
+        super().__init__(optimizer, beta_1, beta_2)
+        self.momentums, self.velocities, self.scales = [], [], []
+        for variable in var_list:
+            if optimizer._overwrite_variable_with_gradient(variable):
+                momentum = velocity = scales = None
+            elif math.prod(variable.shape) >= min_size:
+                momentum = self._add_codes(variable, "momentum")
+                velocity = self._add_codes(variable, "velocity")
+                scales = optimizer.add_variable(
+                    shape=(2,),
+                    dtype="float32",
+                    name=variable.path.replace("/", "_") + "_moment_scales",
+                )
+            else:
+                momentum = optimizer.add_variable_from_reference(variable, "momentum")
+                velocity = optimizer.add_variable_from_reference(variable, "velocity")
+                scales = None
+            self.momentums.append(momentum)
+            self.velocities.append(velocity)
+            self.scales.append(scales)
+
+    def _add_codes(self, variable, name):
+        return self._optimizer.add_variable(
+            shape=variable.shape,
+            dtype="uint8",
+            name=f"{variable.path.replace('/', '_')}_{name}",
+            layout=getattr(variable, "_layout", None),
+        )
+
+    def step(self, index, gradient, plan):
+        m, v, scales = self.momentums[index], self.velocities[index], self.scales[index]
+        if scales is None:
+            return self._float_step(m, v, gradient, plan)
+        if plan.fused:
+            return self._recomputed_step(index, gradient, plan)
+        m, v = next_moments(
+            dequantize(m, scales[0], E4M3FN, gradient.dtype),
+            dequantize(v, scales[1], E5M2, gradient.dtype),
+            gradient,
+            self.beta_1,
+            self.beta_2,
+        )
+        m_codes, m_scale = quantize(m, E4M3FN)
+        v_codes, v_scale = quantize(v, E5M2, keep_nonzero=True)
+        self._optimizer.assign(self.momentums[index], m_codes)
+        self._optimizer.assign(self.velocities[index], v_codes)
+        self._optimizer.assign(scales, ops.stack([m_scale, v_scale]))
+        return StepMoments(_multiples(m, v))
+
+    def _recomputed_step(self, index, gradient, plan):
+        """The moments for a fused plan: each consumer (the update, its norm,
+        the new scales and codes) recomputes them from the stored codes and
+        the gradient as its own power-of-two multiple (exact: the same
+        values, barring overflow), so that XLA fuses each copy into its
+        consumer instead of writing float32 moments to memory. All read the
+        codes before `finish` overwrites them."""
+
+        def times(k):
+            scales = plan.ordered(self.scales[index])
+            m = dequantize(self.momentums[index], scales[0] * k, E4M3FN, gradient.dtype)
+            v = dequantize(self.velocities[index], scales[1] * k**2, E5M2, gradient.dtype)
+            return next_moments(m, v, gradient, self.beta_1, self.beta_2, k)
+
+        def finish(variable):
+            m, v = times(4.0)
+            m_scale = absmax_scale(absmax(m) * 0.25, E4M3FN)
+            v_scale = absmax_scale(absmax(v) * (1.0 / 16.0), E5M2)
+            m, v = times(8.0)
+            # Depending on the updated variable, the encoding comes after every
+            # read of the old codes: XLA overwrites them in place, not a copy.
+            after_update = zero_after(variable)
+            self._optimizer.assign(
+                self.momentums[index],
+                encode_scaled(m, (m_scale + after_update) * 8.0, E4M3FN),
+            )
+            self._optimizer.assign(
+                self.velocities[index],
+                encode_scaled(v, (v_scale + after_update) * 64.0, E5M2, keep_nonzero=True),
+            )
+            self._optimizer.assign(self.scales[index], ops.stack([m_scale, v_scale]))
+            return after_update
+
+        return StepMoments(times, finish)
