@@ -19,10 +19,10 @@ VARIABLE_SPECS = [
 NUM_STEPS = 24
 
 
-def initial_values(seed=0):
+def initial_values(seed=0, specs=VARIABLE_SPECS):
     rng = np.random.default_rng(seed)
     values = []
-    for _, shape, kind in VARIABLE_SPECS:
+    for _, shape, kind in specs:
         if kind == "normal":
             values.append(rng.normal(size=shape).astype("float32"))
         elif kind == "ones":
@@ -32,14 +32,14 @@ def initial_values(seed=0):
     return values
 
 
-def gradient_sequence(num_steps=NUM_STEPS, seed=1):
+def gradient_sequence(num_steps=NUM_STEPS, seed=1, specs=VARIABLE_SPECS):
     """Per step, one gradient per variable: `head/kernel` gets a zero gradient
     on even steps, `frozen/kernel` always."""
     rng = np.random.default_rng(seed)
     sequence = []
     for step in range(num_steps):
         grads = []
-        for path, shape, _ in VARIABLE_SPECS:
+        for path, shape, _ in specs:
             grad = rng.normal(scale=0.1, size=shape).astype("float32")
             if path == "frozen/kernel" or (path == "head/kernel" and step % 2 == 0):
                 grad = np.zeros(shape, "float32")
@@ -48,10 +48,10 @@ def gradient_sequence(num_steps=NUM_STEPS, seed=1):
     return sequence
 
 
-def make_variables(values):
-    """Keras variables whose `path`s are those of `VARIABLE_SPECS`."""
+def make_variables(values, specs=VARIABLE_SPECS):
+    """Keras variables whose `path`s are those of `specs`."""
     variables = []
-    for (path, _, _), value in zip(VARIABLE_SPECS, values):
+    for (path, _, _), value in zip(specs, values):
         *scopes, name = path.split("/")
         variables.append(_in_scopes(scopes, lambda: keras.Variable(value, name=name)))
     return variables
@@ -68,9 +68,10 @@ def matches(patterns, path):
     return any(re.search(pattern, path) for pattern in patterns or ())
 
 
-def run_optimizer(optimizer, values, gradients, mode):
-    """Applies `gradients` step by step; `mode` is "eager" or "jit" (XLA)."""
-    variables = make_variables(values)
+def run_optimizer(optimizer, values, gradients, mode, specs=VARIABLE_SPECS):
+    """Applies `gradients` step by step to variables of `specs` (path, shape,
+    initial value kind); `mode` is "eager" or "jit" (XLA)."""
+    variables = make_variables(values, specs)
     optimizer.build(variables)
     if mode == "eager":
         for grads in gradients:

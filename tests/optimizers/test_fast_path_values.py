@@ -1,15 +1,15 @@
 """Each optimizer against the NumPy references on variables that take the
-fast step (at least `base.LARGE_VARIABLE_SIZE` elements).
+fast step (at least `xla_cpu.LARGE_VARIABLE_SIZE` elements).
 
 The value tests of `test_reference_math.py` and `test_lamb16.py` use
 variables of at most 480 elements: under XLA they take the plain step. Here
 the same references, run over larger variables with a small bias in the
 same step, check what XLA gets instead: LAMB's separately written copy of u
-for its norm (`_lamb_directions`), LAMB16's recomputing 8-bit step (codes
+for its norm (`plan.separate` in `LAMB.update_step`), LAMB16's recomputing 8-bit step (codes
 and scales bit for bit), LARS's rewritten g + λ·w, and the matrix-vector
 norm (rows of 4096 split in halves). Under TensorFlow, "eager" runs the
 plain step and "jit" (`jit_compile=True`) the restructured one; under JAX
-both run the restructured one (`base.compiling_with_xla` is always true).
+both run the restructured one (`xla_cpu.compiling_with_xla` is always true).
 """
 
 import numpy as np
@@ -17,9 +17,9 @@ import pytest
 from keras import ops
 
 import lamb
-from lamb.optimizers import base
+from lamb.optimizers import xla_cpu
 from tests import reference
-from tests.optimizers import helpers, test_reference_math
+from tests.optimizers import test_reference_math
 from tests.optimizers.helpers import gradient_sequence, initial_values, matches, run_optimizer
 from tests.optimizers.test_lamb16 import np_lamb16
 
@@ -53,22 +53,16 @@ MODES = ["eager", "jit"]
 RTOL, ATOL = 1e-6, 2e-6
 
 
-@pytest.fixture(autouse=True)
-def _fast_path_variables(monkeypatch):
-    """The shared helpers and LAMB's reference loop, over `FAST_PATH_SPECS`."""
-    for module in (helpers, test_reference_math):
-        monkeypatch.setattr(module, "VARIABLE_SPECS", FAST_PATH_SPECS)
-
-
 def test_the_variables_take_the_fast_step():
     sizes = {path: int(np.prod(shape)) for path, shape, _ in FAST_PATH_SPECS}
-    assert [path for path in sizes if sizes[path] >= base.LARGE_VARIABLE_SIZE] == LARGE
-    assert min(sizes[path] for path in LARGE) == base.LARGE_VARIABLE_SIZE
+    assert [path for path in sizes if sizes[path] >= xla_cpu.LARGE_VARIABLE_SIZE] == LARGE
+    assert min(sizes[path] for path in LARGE) == xla_cpu.LARGE_VARIABLE_SIZE
 
 
 def _run(optimizer, mode):
-    values, gradients = initial_values(), gradient_sequence(NUM_STEPS)
-    return values, gradients, run_optimizer(optimizer, values, gradients, mode)
+    values = initial_values(specs=FAST_PATH_SPECS)
+    gradients = gradient_sequence(NUM_STEPS, specs=FAST_PATH_SPECS)
+    return values, gradients, run_optimizer(optimizer, values, gradients, mode, FAST_PATH_SPECS)
 
 
 def _assert_close(actual, expected):
@@ -109,7 +103,7 @@ LAMB_CASES = {
 def test_lamb_matches_reference(case, mode):
     kwargs = LAMB_CASES[case]
     values, gradients, actual = _run(lamb.LAMB(**kwargs), mode)
-    _assert_close(actual, test_reference_math._lamb_reference(kwargs, values, gradients))
+    _assert_close(actual, test_reference_math._lamb_reference(kwargs, values, gradients, FAST_PATH_SPECS))
 
 
 # ----------------------------------------------------------------------------
