@@ -48,7 +48,9 @@ import os
 
 from absl import app, flags
 
-from lamb.mnist_experiment import PROTOCOLS, make_config, run_sweep
+from lamb.mnist.config import make_config
+from lamb.mnist.protocols import PROTOCOLS
+from lamb.mnist.sweep import run_sweep
 
 FLAGS = flags.FLAGS
 
