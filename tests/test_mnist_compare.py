@@ -370,6 +370,9 @@ def test_notebook_runs_headless_on_a_small_grid(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     grid = tiny_grid(tmp_path, batch_sizes=[64, 256], epochs=1, trust_ratio_every=2)
     monkeypatch.setenv("MNIST_NOTEBOOK_GRID", json.dumps(grid))
+    # The kernel starts in notebooks/: without this it would import an installed lamb, not this one.
+    pythonpath = [str(REPO), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, pythonpath)))
     notebook = nbformat.read(REPO / "notebooks" / "mnist_tensorflow.ipynb", as_version=4)
     nbclient.NotebookClient(
         notebook,
