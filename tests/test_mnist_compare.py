@@ -221,6 +221,11 @@ def test_non_finite_or_out_of_range_settings_are_refused(tmp_path, arguments, me
         make_config(**arguments)
 
 
+def test_a_misspelt_setting_is_refused(tmp_path):
+    with pytest.raises(TypeError, match=r"unknown settings \['epoch'\]; they are \['protocol'"):
+        make_config(output_dir=str(tmp_path), epoch=3)
+
+
 def test_command_line_reports_a_bad_flag(tmp_path):
     result = subprocess.run(
         [

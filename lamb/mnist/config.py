@@ -1,16 +1,124 @@
 """A sweep's settings, checked: `make_config` builds the `SweepConfig` that
-the rest of `lamb.mnist` works from."""
+the rest of `lamb.mnist` works from.
+
+`SETTINGS` is the one list of them: `make_config` takes them by name and
+`lamb.mnist_compare` defines a flag for each.
+"""
 
 import dataclasses
 import os
 
+from lamb import schedules
 from lamb._checks import check_choice, check_float, check_int, check_learning_rate
 from lamb.data import mnist as mnist_data
 from lamb.mnist.protocols import PROTOCOL_DEFAULTS, PROTOCOLS
 from lamb.models import mnist as mnist_models
 from lamb.optimizers.registry import OPTIMIZERS, WITHOUT_WEIGHT_DECAY
 
-LR_SCALING_RULES = ("none", "sqrt", "linear")
+LR_SCALING_RULES = ("none",) + schedules.SCALING_RULES
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """A setting of a sweep: an argument of `make_config`, and the flag of
+    `lamb.mnist_compare` of the same name."""
+
+    name: str
+    default: object  # `None` for most: the protocol's value (see `make_config`).
+    help: str  # The flag's help.
+    kind: str = "string"  # The flag's kind, as in absl's DEFINE_<kind>: enum, list, ...
+    choices: tuple = ()  # An enum's values.
+    environ: str = None  # The flag defaults to this environment variable instead.
+
+
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        Setting(
+            "protocol",
+            "modern",
+            "Settings every flag below defaults to (see the module docstring).",
+            "enum",
+            PROTOCOLS,
+        ),
+        Setting(
+            "optimizers",
+            ("adam", "adamw", "lamb"),
+            "Optimizers to compare: adam, adamw (BERT's AdamWeightDecay), lamb, lars, "
+            "keras_adamw, keras_lamb (Keras' own), lamb16 (when the package has it).",
+            "list",
+        ),
+        Setting("models", mnist_models.MODELS, "Models: mlp, cnn, birnn, bigru, bilstm.", "list"),
+        Setting(
+            "batch_sizes",
+            (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+            "Batch sizes to train with.",
+            "list",
+        ),
+        Setting(
+            "epochs",
+            None,
+            "Epochs per run (protocol default: modern 10, reference2019 100).",
+            "integer",
+        ),
+        Setting(
+            "learning_rate",
+            None,
+            "Learning rate at --base_batch_size: one value for all optimizers, and/or "
+            "name=value pairs per optimizer, e.g. '0.001' or '0.001,lamb=0.01,lars=1.0'.",
+        ),
+        Setting(
+            "weight_decay",
+            None,
+            "Weight-decay rate, as --learning_rate (one value and/or name=value); a "
+            "single value applies to every optimizer but adam, which has none.",
+        ),
+        Setting(
+            "lr_scaling",
+            None,
+            "How the learning rate grows with the batch size from --base_batch_size.",
+            "enum",
+            LR_SCALING_RULES,
+        ),
+        Setting(
+            "base_batch_size", None, "Batch size the --learning_rate values belong to.", "integer"
+        ),
+        Setting("warmup_epochs", None, "Epochs of linear learning-rate warmup from 0.", "float"),
+        Setting(
+            "lr_decay_power",
+            None,
+            "Power of the polynomial decay to 0 over the run (1: linear, as BERT; 0: constant).",
+            "float",
+        ),
+        Setting(
+            "train_examples",
+            None,
+            "Train on the first N training images (protocol default: modern 60000, "
+            "reference2019 55000); smaller values make quick runs.",
+            "integer",
+        ),
+        Setting(
+            "test_examples", None, "Evaluate on the first N test images (default 10000).", "integer"
+        ),
+        Setting("seed", None, "Seed of initialization and data order (default 12345).", "integer"),
+        Setting("output_dir", "results/mnist", "Where results, plots and run logs go."),
+        Setting("data_dir", None, "tensorflow-datasets data directory (default: tfds' default)."),
+        Setting(
+            "mnist_manual_dir",
+            None,
+            "Directory with the four MNIST IDX .gz files, used instead of downloading "
+            "(default: $MNIST_MANUAL_DIR).",
+            environ="MNIST_MANUAL_DIR",
+        ),
+        Setting(
+            "trust_ratio_every",
+            0,
+            "Log per-layer weight norm, update norm and trust ratio every N steps (0: off).",
+            "integer",
+        ),
+        Setting("tensorboard_dir", None, "Write the trust-ratio logs to TensorBoard here too."),
+    )
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,59 +149,48 @@ class SweepConfig:
     tensorboard_dir: str = None
 
 
-def make_config(
-    protocol="modern",
-    *,
-    optimizers=("adam", "adamw", "lamb"),
-    models=mnist_models.MODELS,
-    batch_sizes=(64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
-    output_dir="results/mnist",
-    epochs=None,
-    learning_rate=None,
-    weight_decay=None,
-    lr_scaling=None,
-    base_batch_size=None,
-    warmup_epochs=None,
-    lr_decay_power=None,
-    train_examples=None,
-    test_examples=None,
-    seed=None,
-    data_dir=None,
-    mnist_manual_dir=None,
-    trust_ratio_every=0,
-    tensorboard_dir=None,
-    argument_prefix="",
-):
+def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **settings):
     """A checked `SweepConfig`: the protocol's settings, overridden where not `None`.
 
-    List arguments take sequences or comma-separated strings; `learning_rate`
-    and `weight_decay` take a number, a dict, or a string like
-    `"0.001,lamb=0.01"` (see the flags). Numbers must be finite and in range
-    (NaN and infinity are refused). Raises `ValueError` naming the argument
-    (= the flag: `argument_prefix="--"` writes it as one) and what is allowed.
+    `settings` are those of `SETTINGS` but `protocol`, by name; each one not
+    given takes its `Setting.default`. List settings take sequences or
+    comma-separated strings; `learning_rate` and `weight_decay` take a number,
+    a dict, or a string like `"0.001,lamb=0.01"` (see the flags). Numbers must
+    be finite and in range (NaN and infinity are refused). Raises `ValueError`
+    naming the argument (= the flag: `argument_prefix="--"` writes it as one)
+    and what is allowed, `TypeError` for a name that is not a setting.
     """
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"make_config() got unknown settings {unknown}; they are {list(SETTINGS)}.")
+    given = {name: setting.default for name, setting in SETTINGS.items()}
+    given.update(settings)
 
     def name(argument):
         return argument_prefix + argument
 
+    def protocol_or(setting):
+        """The setting's value, or the protocol's where it is `None`."""
+        return defaults[setting] if given[setting] is None else given[setting]
+
     protocol = check_choice(name("protocol"), protocol, PROTOCOLS)
     defaults = PROTOCOL_DEFAULTS[protocol]
-    optimizers = _choices(name("optimizers"), optimizers, tuple(OPTIMIZERS))
-    models = _choices(name("models"), models, mnist_models.MODELS)
+    optimizers = _choices(name("optimizers"), given["optimizers"], tuple(OPTIMIZERS))
+    models = _choices(name("models"), given["models"], mnist_models.MODELS)
     batch_sizes = tuple(
         dict.fromkeys(
             check_int(name("batch_sizes"), _from_text(b, int), low=1)
-            for b in _split(name("batch_sizes"), batch_sizes)
+            for b in _split(name("batch_sizes"), given["batch_sizes"])
         )
     )
     train_examples, test_examples = (
         check_int(
             name(f"{split}_examples"),
-            _override(defaults, f"{split}_examples", value),
+            protocol_or(f"{split}_examples"),
             low=1,
             high=mnist_data.SPLIT_SIZES[split],
         )
-        for split, value in (("train", train_examples), ("test", test_examples))
+        for split in ("train", "test")
     )
     too_large = [b for b in batch_sizes if b > train_examples]
     if too_large:
@@ -103,14 +200,14 @@ def make_config(
         )
     learning_rates = _per_optimizer(
         name("learning_rate"),
-        learning_rate,
+        given["learning_rate"],
         defaults["learning_rates"],
         optimizers,
         check=lambda label, value: check_learning_rate(value, label),
     )
     weight_decays = _per_optimizer(
         name("weight_decay"),
-        weight_decay,
+        given["weight_decay"],
         defaults["weight_decays"],
         optimizers,
         check=lambda label, value: check_float(label, value, low=0.0),
@@ -127,33 +224,25 @@ def make_config(
         optimizers=optimizers,
         models=models,
         batch_sizes=batch_sizes,
-        epochs=check_int(name("epochs"), _override(defaults, "epochs", epochs), low=1),
+        epochs=check_int(name("epochs"), protocol_or("epochs"), low=1),
         learning_rates=learning_rates,
         weight_decays=weight_decays,
-        lr_scaling=check_choice(
-            name("lr_scaling"), _override(defaults, "lr_scaling", lr_scaling), LR_SCALING_RULES
-        ),
-        base_batch_size=check_int(
-            name("base_batch_size"), _override(defaults, "base_batch_size", base_batch_size), low=1
-        ),
-        warmup_epochs=check_float(
-            name("warmup_epochs"), _override(defaults, "warmup_epochs", warmup_epochs), low=0.0
-        ),
-        lr_decay_power=check_float(
-            name("lr_decay_power"), _override(defaults, "lr_decay_power", lr_decay_power), low=0.0
-        ),
+        lr_scaling=check_choice(name("lr_scaling"), protocol_or("lr_scaling"), LR_SCALING_RULES),
+        base_batch_size=check_int(name("base_batch_size"), protocol_or("base_batch_size"), low=1),
+        warmup_epochs=check_float(name("warmup_epochs"), protocol_or("warmup_epochs"), low=0.0),
+        lr_decay_power=check_float(name("lr_decay_power"), protocol_or("lr_decay_power"), low=0.0),
         exclude_from_weight_decay=defaults["exclude_from_weight_decay"],
         optimizer_options={n: defaults["optimizer_options"].get(n, {}) for n in optimizers},
         model_variant=defaults["model_variant"],
         train_examples=train_examples,
         test_examples=test_examples,
         # The seed reaches NumPy's global generator, which takes [0, 2**32 - 1].
-        seed=check_int(name("seed"), _override(defaults, "seed", seed), low=0, high=2**32 - 1),
-        output_dir=_check_output_dir(name("output_dir"), output_dir),
-        data_dir=data_dir,
-        mnist_manual_dir=mnist_manual_dir,
-        trust_ratio_every=check_int(name("trust_ratio_every"), trust_ratio_every, low=0),
-        tensorboard_dir=tensorboard_dir,
+        seed=check_int(name("seed"), protocol_or("seed"), low=0, high=2**32 - 1),
+        output_dir=_check_output_dir(name("output_dir"), given["output_dir"]),
+        data_dir=given["data_dir"],
+        mnist_manual_dir=given["mnist_manual_dir"],
+        trust_ratio_every=check_int(name("trust_ratio_every"), given["trust_ratio_every"], low=0),
+        tensorboard_dir=given["tensorboard_dir"],
     )
 
 
@@ -194,10 +283,6 @@ def _check_output_dir(name, output_dir):
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"`{name}` must be a folder, not a file; received {name}={output_dir!r}.")
     return output_dir
-
-
-def _override(defaults, name, value):
-    return defaults[name] if value is None else value
 
 
 def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=()):
