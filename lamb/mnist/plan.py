@@ -10,6 +10,8 @@ import os
 from lamb import schedules
 from lamb.optimizers import registry
 
+RUNS_DIR = "runs"  # In the output folder: a folder per run.
+
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
@@ -39,7 +41,7 @@ class RunSpec:
 
     @property
     def run_name(self):
-        return f"{self.model}-{self.optimizer}-b{self.batch_size}-{self.run_id}"
+        return folder_name(self.model, self.optimizer, self.batch_size, self.run_id)
 
 
 def plan_runs(config):
@@ -101,4 +103,9 @@ def build_optimizer(spec):
 
 def run_folder(config, spec):
     """The folder of a run's logs: `<output_dir>/runs/<run name>`."""
-    return os.path.join(config.output_dir, "runs", spec.run_name)
+    return os.path.join(config.output_dir, RUNS_DIR, spec.run_name)
+
+
+def folder_name(model, optimizer, batch_size, run_id):
+    """A run's folder name (`RunSpec.run_name`): `<model>-<optimizer>-b<batch size>-<run id>`."""
+    return f"{model}-{optimizer}-b{batch_size}-{run_id}"

@@ -6,6 +6,8 @@ import csv
 import os
 import warnings
 
+from lamb.mnist.plan import RUNS_DIR, folder_name
+
 RESULTS_CSV = "results.csv"
 RESULTS_MD = "results.md"
 ACCURACY_VS_BATCH_SIZE_PNG = "accuracy_vs_batch_size.png"
@@ -139,7 +141,7 @@ def _result_row(values):
                 raise ValueError(f"{field}={row[field]!r} is not a number") from None
     # The last field: a line cut short within it still has every field.
     run_dir = os.path.join(
-        "runs", f"{row['model']}-{row['optimizer']}-b{row['batch_size']}-{row['run_id']}"
+        RUNS_DIR, folder_name(row["model"], row["optimizer"], row["batch_size"], row["run_id"])
     )
     if row["run_dir"] != run_dir:
         raise ValueError(f"run_dir={row['run_dir']!r} instead of {run_dir!r}")
