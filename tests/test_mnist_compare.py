@@ -341,9 +341,7 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
     assert sum("done before, skipped" in line for line in lines) == 4
     assert "0 run(s) trained, 4 skipped" in lines[-1]
     lines.clear()
-    larger = make_config(
-        **tiny_grid(tmp_path, optimizers="lamb", batch_sizes=[32, 64, 128])
-    )
+    larger = make_config(**tiny_grid(tmp_path, optimizers="lamb", batch_sizes=[32, 64, 128]))
     run_sweep(larger, log=lines.append)
     assert "1 run(s) trained, 2 skipped" in lines[-1]
     # Only the new run (batch 64) is left, estimated from the finished LAMB runs.

@@ -147,6 +147,8 @@ class EpochLog(keras.callbacks.Callback):
 
 
 def load_data(config):
+    """The sweep's `((train images, labels), (test images, labels))`: the first
+    `train_examples` and `test_examples` of each split."""
     kwargs = {"data_dir": config.data_dir, "manual_dir": config.mnist_manual_dir}
     return (
         mnist_data.load_mnist("train", config.train_examples, **kwargs),
