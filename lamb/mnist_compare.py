@@ -48,106 +48,30 @@ import os
 
 from absl import app, flags
 
-from lamb.mnist_experiment import PROTOCOLS, make_config, run_sweep
+from lamb.mnist.config import SETTINGS, make_config
+from lamb.mnist.sweep import run_sweep
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_enum(
-    "protocol",
-    "modern",
-    PROTOCOLS,
-    "Settings every flag below defaults to (see the module docstring).",
-)
-flags.DEFINE_list(
-    "optimizers",
-    "adam,adamw,lamb",
-    "Optimizers to compare: adam, adamw (BERT's AdamWeightDecay), lamb, lars, "
-    "keras_adamw, keras_lamb (Keras' own), lamb16 (when the package has it).",
-)
-flags.DEFINE_list("models", "mlp,cnn,birnn,bigru,bilstm", "Models: mlp, cnn, birnn, bigru, bilstm.")
-flags.DEFINE_list(
-    "batch_sizes", "64,128,256,512,1024,2048,4096,8192,16384", "Batch sizes to train with."
-)
-flags.DEFINE_integer(
-    "epochs", None, "Epochs per run (protocol default: modern 10, reference2019 100)."
-)
-flags.DEFINE_string(
-    "learning_rate",
-    None,
-    "Learning rate at --base_batch_size: one value for all optimizers, and/or "
-    "name=value pairs per optimizer, e.g. '0.001' or '0.001,lamb=0.01,lars=1.0'.",
-)
-flags.DEFINE_string(
-    "weight_decay",
-    None,
-    "Weight-decay rate, as --learning_rate (one value and/or name=value); a "
-    "single value applies to every optimizer but adam, which has none.",
-)
-flags.DEFINE_enum(
-    "lr_scaling",
-    None,
-    ["none", "sqrt", "linear"],
-    "How the learning rate grows with the batch size from --base_batch_size.",
-)
-flags.DEFINE_integer("base_batch_size", None, "Batch size the --learning_rate values belong to.")
-flags.DEFINE_float("warmup_epochs", None, "Epochs of linear learning-rate warmup from 0.")
-flags.DEFINE_float(
-    "lr_decay_power",
-    None,
-    "Power of the polynomial decay to 0 over the run (1: linear, as BERT; 0: constant).",
-)
-flags.DEFINE_integer(
-    "train_examples",
-    None,
-    "Train on the first N training images (protocol default: modern 60000, "
-    "reference2019 55000); smaller values make quick runs.",
-)
-flags.DEFINE_integer("test_examples", None, "Evaluate on the first N test images (default 10000).")
-flags.DEFINE_integer("seed", None, "Seed of initialization and data order (default 12345).")
-flags.DEFINE_string("output_dir", "results/mnist", "Where results, plots and run logs go.")
-flags.DEFINE_string(
-    "data_dir", None, "tensorflow-datasets data directory (default: tfds' default)."
-)
-flags.DEFINE_string(
-    "mnist_manual_dir",
-    os.environ.get("MNIST_MANUAL_DIR"),
-    "Directory with the four MNIST IDX .gz files, used instead of downloading "
-    "(default: $MNIST_MANUAL_DIR).",
-)
-flags.DEFINE_integer(
-    "trust_ratio_every",
-    0,
-    "Log per-layer weight norm, update norm and trust ratio every N steps (0: off).",
-)
-flags.DEFINE_string("tensorboard_dir", None, "Write the trust-ratio logs to TensorBoard here too.")
+
+def _define_flags():
+    """A flag for each setting of `make_config`, with its name, default and help."""
+    for setting in SETTINGS.values():
+        default = os.environ.get(setting.environ) if setting.environ else setting.default
+        if setting.kind == "list":
+            default = ",".join(map(str, default))
+        choices = (setting.choices,) if setting.kind == "enum" else ()
+        getattr(flags, f"DEFINE_{setting.kind}")(setting.name, default, *choices, setting.help)
+
+
+_define_flags()
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        config = make_config(
-            FLAGS.protocol,
-            optimizers=FLAGS.optimizers,
-            models=FLAGS.models,
-            batch_sizes=FLAGS.batch_sizes,
-            output_dir=FLAGS.output_dir,
-            epochs=FLAGS.epochs,
-            learning_rate=FLAGS.learning_rate,
-            weight_decay=FLAGS.weight_decay,
-            lr_scaling=FLAGS.lr_scaling,
-            base_batch_size=FLAGS.base_batch_size,
-            warmup_epochs=FLAGS.warmup_epochs,
-            lr_decay_power=FLAGS.lr_decay_power,
-            train_examples=FLAGS.train_examples,
-            test_examples=FLAGS.test_examples,
-            seed=FLAGS.seed,
-            data_dir=FLAGS.data_dir,
-            mnist_manual_dir=FLAGS.mnist_manual_dir,
-            trust_ratio_every=FLAGS.trust_ratio_every,
-            tensorboard_dir=FLAGS.tensorboard_dir,
-            argument_prefix="--",
-        )
+        config = make_config(**{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--")
     except ValueError as error:
         raise app.UsageError(str(error)) from None
     run_sweep(config, verbose=2)

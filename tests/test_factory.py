@@ -90,12 +90,13 @@ def test_bad_factory_arguments_are_named(arguments, message):
 
 
 def test_one_registry_names_every_optimizer_for_the_factory_and_the_apps():
-    from lamb import mnist_experiment, run_pretraining
+    from lamb import run_pretraining
+    from lamb.mnist import config as mnist_config
     from lamb.optimizers import registry
 
     assert lamb.OPTIMIZER_TYPES == tuple(registry.OPTIMIZERS)
     assert run_pretraining.OPTIMIZERS == tuple(registry.OPTIMIZERS)
-    assert mnist_experiment.OPTIMIZERS is registry.OPTIMIZERS
+    assert mnist_config.OPTIMIZERS is registry.OPTIMIZERS
     for name in ("keras_adamw", "keras_lamb"):
         optimizer = lamb.create_optimizer(1e-3, 100, 10, name)
         assert type(optimizer) is registry.OPTIMIZERS[name] and optimizer.weight_decay == 0.01

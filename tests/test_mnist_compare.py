@@ -13,8 +13,14 @@ import numpy as np
 import pytest
 
 import lamb
-from lamb import mnist_experiment
+from lamb.mnist import progress
+from lamb.mnist.config import make_config
+from lamb.mnist.plan import build_optimizer, plan_runs
+from lamb.mnist.protocols import PROTOCOLS
+from lamb.mnist.results import read_results
+from lamb.mnist.sweep import run_sweep
 from lamb.models import mnist as mnist_models
+from lamb.optimizers.registry import OPTIMIZERS
 
 REPO = Path(__file__).resolve().parents[1]
 MANUAL_DIR = os.environ.get("MNIST_MANUAL_DIR") or str(REPO.parent / "shared" / "data" / "mnist")
@@ -62,14 +68,14 @@ def tiny_grid(output_dir, **overrides):
 
 
 def test_reference2019_protocol_has_the_2019_settings(tmp_path):
-    config = mnist_experiment.make_config(
+    config = make_config(
         "reference2019",
         optimizers="adam,adamw,lamb",
         models="mlp",
         batch_sizes="64,128,1024,16384",
         output_dir=str(tmp_path),
     )
-    runs = mnist_experiment.plan_runs(config)
+    runs = plan_runs(config)
     assert len(runs) == 12
     for run in runs:
         assert run.learning_rate == 0.001  # Constant, not scaled with the batch size.
@@ -81,7 +87,7 @@ def test_reference2019_protocol_has_the_2019_settings(tmp_path):
         assert run.model_variant == "reference2019"  # N(0, 1) initialization
         assert run.exclude_from_weight_decay is None
 
-    adam, adamw, lamb_optimizer = (mnist_experiment.build_optimizer(r) for r in runs[:3])
+    adam, adamw, lamb_optimizer = (build_optimizer(r) for r in runs[:3])
     assert type(adam) is keras.optimizers.Adam
     assert adam.epsilon == 1e-8  # TF1 AdamOptimizer's
     assert type(adamw) is lamb.AdamWeightDecay and adamw.weight_decay == 0.0
@@ -95,16 +101,16 @@ def test_reference2019_protocol_has_the_2019_settings(tmp_path):
 
 def test_reference2019_lamb_decays_every_variable(tmp_path):
     """Zero gradients: LAMB's direction is λ·w, its ratio 1/λ, so w ← (1 − η)·w, biases too."""
-    config = mnist_experiment.make_config(
+    config = make_config(
         "reference2019",
         optimizers="lamb",
         models="mlp",
         batch_sizes="64",
         output_dir=str(tmp_path),
     )
-    (run,) = mnist_experiment.plan_runs(config)
+    (run,) = plan_runs(config)
     model = mnist_models.build_model(run.model, run.model_variant)
-    optimizer = mnist_experiment.build_optimizer(run)
+    optimizer = build_optimizer(run)
     before = [np.asarray(v).copy() for v in model.trainable_variables]
     optimizer.apply_gradients([(keras.ops.zeros_like(v), v) for v in model.trainable_variables])
     for old, variable in zip(before, model.trainable_variables):
@@ -112,13 +118,13 @@ def test_reference2019_lamb_decays_every_variable(tmp_path):
 
 
 def test_modern_protocol_scales_and_warms_up(tmp_path):
-    config = mnist_experiment.make_config(
+    config = make_config(
         optimizers="adam,lamb",
         models="mlp",
         batch_sizes="64,256,1024",
         output_dir=str(tmp_path),
     )
-    runs = {(r.optimizer, r.batch_size): r for r in mnist_experiment.plan_runs(config)}
+    runs = {(r.optimizer, r.batch_size): r for r in plan_runs(config)}
     base = config.learning_rates["lamb"]
     assert runs["lamb", 64].learning_rate == pytest.approx(base)
     assert runs["lamb", 256].learning_rate == pytest.approx(2 * base)  # √(256/64)
@@ -127,23 +133,23 @@ def test_modern_protocol_scales_and_warms_up(tmp_path):
     assert runs["lamb", 64].model_variant == "modern"
     assert runs["lamb", 64].exclude_from_weight_decay == ("bias",)
     assert runs["adam", 64].weight_decay == 0.0
-    schedule = mnist_experiment.build_optimizer(runs["lamb", 1024])._learning_rate
+    schedule = build_optimizer(runs["lamb", 1024])._learning_rate
     assert isinstance(schedule, lamb.schedules.WarmupPolynomialDecay)
 
 
-@pytest.mark.parametrize("protocol", mnist_experiment.PROTOCOLS)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_every_registered_optimizer_builds_and_steps(tmp_path, protocol):
-    config = mnist_experiment.make_config(
+    config = make_config(
         protocol,
-        optimizers=",".join(mnist_experiment.OPTIMIZERS),
+        optimizers=",".join(OPTIMIZERS),
         models="mlp",
         batch_sizes="64",
         output_dir=str(tmp_path),
     )
     model = mnist_models.build_model("mlp", config.model_variant)
     gradients = [keras.random.normal(v.shape, seed=1) for v in model.trainable_variables]
-    for run in mnist_experiment.plan_runs(config):
-        optimizer = mnist_experiment.build_optimizer(run)
+    for run in plan_runs(config):
+        optimizer = build_optimizer(run)
         before = [np.asarray(v).copy() for v in model.trainable_variables]
         for _ in range(2):  # Step 0 of a warmup has learning rate 0.
             optimizer.apply_gradients(zip(gradients, model.trainable_variables))
@@ -154,7 +160,7 @@ def test_every_registered_optimizer_builds_and_steps(tmp_path, protocol):
 
 
 def test_learning_rate_and_weight_decay_per_optimizer(tmp_path):
-    config = mnist_experiment.make_config(
+    config = make_config(
         optimizers="adam,lamb,lars",
         models="mlp",
         batch_sizes="64",
@@ -184,7 +190,7 @@ def test_learning_rate_and_weight_decay_per_optimizer(tmp_path):
 def test_bad_arguments_name_the_argument_and_allowed_values(tmp_path, arguments, message):
     arguments = {"optimizers": "adam,lamb", "models": "mlp", "batch_sizes": "64", **arguments}
     with pytest.raises(ValueError, match=message):
-        mnist_experiment.make_config(output_dir=str(tmp_path), **arguments)
+        make_config(output_dir=str(tmp_path), **arguments)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +218,12 @@ def test_non_finite_or_out_of_range_settings_are_refused(tmp_path, arguments, me
     arguments = {"optimizers": "adam,lamb", "models": "mlp", "batch_sizes": "64",
                  "output_dir": str(tmp_path), **arguments}
     with pytest.raises(ValueError, match=message):
-        mnist_experiment.make_config(**arguments)
+        make_config(**arguments)
+
+
+def test_a_misspelt_setting_is_refused(tmp_path):
+    with pytest.raises(TypeError, match=r"unknown settings \['epoch'\]; they are \['protocol'"):
+        make_config(output_dir=str(tmp_path), epoch=3)
 
 
 def test_command_line_reports_a_bad_flag(tmp_path):
@@ -264,8 +275,8 @@ def test_command_line_refuses_a_non_finite_setting_before_training(tmp_path, fla
 @needs_mnist
 def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
     lines = []
-    config = mnist_experiment.make_config(**tiny_grid(tmp_path))
-    rows = mnist_experiment.run_sweep(config, log=lines.append)
+    config = make_config(**tiny_grid(tmp_path))
+    rows = run_sweep(config, log=lines.append)
     assert len(rows) == 4 and sum("done before, skipped" in line for line in lines) == 0
     assert re.match(r"\[1/4\] adam on mlp, batch 32", lines[0])
     assert "left" in lines[1]
@@ -325,33 +336,31 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
         r["run_id"]: (tmp_path / r["run_dir"] / "epochs.csv").stat().st_mtime_ns for r in written
     }
     lines.clear()
-    again = mnist_experiment.run_sweep(config, log=lines.append)
+    again = run_sweep(config, log=lines.append)
     assert [r["run_id"] for r in again] == [r["run_id"] for r in written]
     assert sum("done before, skipped" in line for line in lines) == 4
     assert "0 run(s) trained, 4 skipped" in lines[-1]
     lines.clear()
-    larger = mnist_experiment.make_config(
-        **tiny_grid(tmp_path, optimizers="lamb", batch_sizes=[32, 64, 128])
-    )
-    mnist_experiment.run_sweep(larger, log=lines.append)
+    larger = make_config(**tiny_grid(tmp_path, optimizers="lamb", batch_sizes=[32, 64, 128]))
+    run_sweep(larger, log=lines.append)
     assert "1 run(s) trained, 2 skipped" in lines[-1]
     # Only the new run (batch 64) is left, estimated from the finished LAMB runs.
     (starting,) = [line for line in lines if "elapsed" in line]
     examples = lambda row: row["epochs"] * row["steps_per_epoch"] * row["batch_size"]
-    finished = [r for r in mnist_experiment.read_results(tmp_path / "results.csv")
+    finished = [r for r in read_results(tmp_path / "results.csv")
                 if r["optimizer"] == "lamb" and r["batch_size"] != 64]
-    (new_run,) = [r for r in mnist_experiment.plan_runs(larger) if r.batch_size == 64]
+    (new_run,) = [r for r in plan_runs(larger) if r.batch_size == 64]
     seconds_per_example = sum(r["train_seconds"] / examples(r) for r in finished) / len(finished)
     expected = new_run.epochs * new_run.steps_per_epoch * 64 * seconds_per_example
-    assert f"about {mnist_experiment._duration(expected)} left" in starting
+    assert f"about {progress._duration(expected)} left" in starting
     with open(tmp_path / "results.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) == 5
     for run_id, mtime in modified.items():
         row = next(r for r in written if r["run_id"] == run_id)
         assert (tmp_path / row["run_dir"] / "epochs.csv").stat().st_mtime_ns == mtime
     # Changing a setting makes a new run.
-    changed = mnist_experiment.make_config(**tiny_grid(tmp_path, batch_sizes=[32], seed=7))
-    assert {r.run_id for r in mnist_experiment.plan_runs(changed)}.isdisjoint(modified)
+    changed = make_config(**tiny_grid(tmp_path, batch_sizes=[32], seed=7))
+    assert {r.run_id for r in plan_runs(changed)}.isdisjoint(modified)
 
 
 # ----------------------------------------------------------------- the notebook
@@ -364,6 +373,9 @@ def test_notebook_runs_headless_on_a_small_grid(tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     grid = tiny_grid(tmp_path, batch_sizes=[64, 256], epochs=1, trust_ratio_every=2)
     monkeypatch.setenv("MNIST_NOTEBOOK_GRID", json.dumps(grid))
+    # The kernel starts in notebooks/: without this it would import an installed lamb, not this one.
+    pythonpath = [str(REPO), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, pythonpath)))
     notebook = nbformat.read(REPO / "notebooks" / "mnist_tensorflow.ipynb", as_version=4)
     nbclient.NotebookClient(
         notebook,
@@ -382,11 +394,11 @@ def test_a_second_sweep_on_the_same_folder_stops_at_once_naming_the_first(tmp_pa
     """Two sweeps on one folder would rewrite each other's results.csv."""
     from lamb import _files
 
-    config = mnist_experiment.make_config(
+    config = make_config(
         "modern", optimizers="lamb", models="mlp", batch_sizes="64", output_dir=str(tmp_path),
     )
     with _files.folder_lock(str(tmp_path)):
         with pytest.raises(RuntimeError, match=rf"output_dir={re.escape(str(tmp_path))} is in "
                                                rf"use by another run \(pid {os.getpid()} on host"):
-            mnist_experiment.run_sweep(config)
+            run_sweep(config)
     assert sorted(os.listdir(tmp_path)) == [_files.LOCK_FILE]

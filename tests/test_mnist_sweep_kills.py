@@ -18,7 +18,10 @@ from pathlib import Path
 import keras
 import pytest
 
-from lamb import mnist_experiment
+from lamb.mnist.config import make_config
+from lamb.mnist.plan import plan_runs
+from lamb.mnist.results import read_results
+from lamb.mnist.sweep import run_sweep
 from tests.test_mnist_compare import MANUAL_DIR, REPO, needs_mnist
 
 pytestmark = needs_mnist
@@ -41,8 +44,8 @@ TIMINGS = ("train_seconds", "examples_per_second")
 def sweep(output_dir):
     """Runs the tiny sweep in this process; returns its rows and progress lines."""
     lines = []
-    config = mnist_experiment.make_config(output_dir=str(output_dir), **GRID)
-    rows = mnist_experiment.run_sweep(config, log=lines.append)
+    config = make_config(output_dir=str(output_dir), **GRID)
+    rows = run_sweep(config, log=lines.append)
     return rows, lines
 
 
@@ -55,7 +58,7 @@ def comparable(rows):
 def assert_same_sweep(output_dir, reference_dir):
     """The same results, per-epoch and trust-ratio logs, tables and files (timings aside)."""
     folders = (output_dir, reference_dir)
-    rows, reference_rows = (mnist_experiment.read_results(Path(d, "results.csv")) for d in folders)
+    rows, reference_rows = (read_results(Path(d, "results.csv")) for d in folders)
     assert comparable(rows) == comparable(reference_rows)
     for row in rows:
         for name in ("epochs.csv", "trust_ratios.csv"):
@@ -99,8 +102,8 @@ def test_a_run_killed_while_saving_its_keras_backup_is_trained_again(tmp_path, r
     """Earlier versions resumed from `backup/latest.weights.h5`; damaged, it failed every rerun."""
     output_dir = tmp_path / "sweep"
     shutil.copytree(reference, output_dir)
-    config = mnist_experiment.make_config(output_dir=str(output_dir), **GRID)
-    killed_run = mnist_experiment.plan_runs(config)[0]
+    config = make_config(output_dir=str(output_dir), **GRID)
+    killed_run = plan_runs(config)[0]
     results = output_dir / "results.csv"
     its_row = f"{killed_run.optimizer},".encode()
     lines = results.read_bytes().splitlines(True)
@@ -187,7 +190,7 @@ def _kill_after(output_dir, epoch_ends, delay, stderr_path):
 
 def _interrupted_runs(output_dir):
     """Run folders without a row in results.csv."""
-    done = {row["run_dir"] for row in mnist_experiment.read_results(output_dir / "results.csv")}
+    done = {row["run_dir"] for row in read_results(output_dir / "results.csv")}
     runs = output_dir / "runs"
     folders = {str(p.relative_to(output_dir)) for p in runs.iterdir()} if runs.exists() else set()
     return folders - done
@@ -208,7 +211,7 @@ def test_sweep_killed_at_random_moments_ends_with_the_uninterrupted_results(tmp_
     interrupted = []
     for attempt, (epoch_ends, delays) in enumerate(schedule):
         runs_left = len(GRID["optimizers"].split(",")) - len(
-            mnist_experiment.read_results(output_dir / "results.csv")
+            read_results(output_dir / "results.csv")
         )
         epoch_ends = min(epoch_ends, runs_left * EPOCHS)
         delay = rng.uniform(*delays)

@@ -1,0 +1,318 @@
+"""A sweep's settings, checked: `make_config` builds the `SweepConfig` that
+the rest of `lamb.mnist` works from.
+
+`SETTINGS` is the one list of them: `make_config` takes them by name and
+`lamb.mnist_compare` defines a flag for each.
+"""
+
+import dataclasses
+import os
+
+from lamb import schedules
+from lamb._checks import check_choice, check_float, check_int, check_learning_rate
+from lamb.data import mnist as mnist_data
+from lamb.mnist.protocols import PROTOCOL_DEFAULTS, PROTOCOLS
+from lamb.models import mnist as mnist_models
+from lamb.optimizers.registry import OPTIMIZERS, WITHOUT_WEIGHT_DECAY
+
+LR_SCALING_RULES = ("none",) + schedules.SCALING_RULES
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """A setting of a sweep: an argument of `make_config`, and the flag of
+    `lamb.mnist_compare` of the same name."""
+
+    name: str
+    default: object  # `None` for most: the protocol's value (see `make_config`).
+    help: str  # The flag's help.
+    kind: str = "string"  # The flag's kind, as in absl's DEFINE_<kind>: enum, list, ...
+    choices: tuple = ()  # An enum's values.
+    environ: str = None  # The flag defaults to this environment variable instead.
+
+
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        Setting(
+            "protocol",
+            "modern",
+            "Settings every flag below defaults to (see the module docstring).",
+            "enum",
+            PROTOCOLS,
+        ),
+        Setting(
+            "optimizers",
+            ("adam", "adamw", "lamb"),
+            "Optimizers to compare: adam, adamw (BERT's AdamWeightDecay), lamb, lars, "
+            "keras_adamw, keras_lamb (Keras' own), lamb16 (when the package has it).",
+            "list",
+        ),
+        Setting("models", mnist_models.MODELS, "Models: mlp, cnn, birnn, bigru, bilstm.", "list"),
+        Setting(
+            "batch_sizes",
+            (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384),
+            "Batch sizes to train with.",
+            "list",
+        ),
+        Setting(
+            "epochs",
+            None,
+            "Epochs per run (protocol default: modern 10, reference2019 100).",
+            "integer",
+        ),
+        Setting(
+            "learning_rate",
+            None,
+            "Learning rate at --base_batch_size: one value for all optimizers, and/or "
+            "name=value pairs per optimizer, e.g. '0.001' or '0.001,lamb=0.01,lars=1.0'.",
+        ),
+        Setting(
+            "weight_decay",
+            None,
+            "Weight-decay rate, as --learning_rate (one value and/or name=value); a "
+            "single value applies to every optimizer but adam, which has none.",
+        ),
+        Setting(
+            "lr_scaling",
+            None,
+            "How the learning rate grows with the batch size from --base_batch_size.",
+            "enum",
+            LR_SCALING_RULES,
+        ),
+        Setting(
+            "base_batch_size", None, "Batch size the --learning_rate values belong to.", "integer"
+        ),
+        Setting("warmup_epochs", None, "Epochs of linear learning-rate warmup from 0.", "float"),
+        Setting(
+            "lr_decay_power",
+            None,
+            "Power of the polynomial decay to 0 over the run (1: linear, as BERT; 0: constant).",
+            "float",
+        ),
+        Setting(
+            "train_examples",
+            None,
+            "Train on the first N training images (protocol default: modern 60000, "
+            "reference2019 55000); smaller values make quick runs.",
+            "integer",
+        ),
+        Setting(
+            "test_examples", None, "Evaluate on the first N test images (default 10000).", "integer"
+        ),
+        Setting("seed", None, "Seed of initialization and data order (default 12345).", "integer"),
+        Setting("output_dir", "results/mnist", "Where results, plots and run logs go."),
+        Setting("data_dir", None, "tensorflow-datasets data directory (default: tfds' default)."),
+        Setting(
+            "mnist_manual_dir",
+            None,
+            "Directory with the four MNIST IDX .gz files, used instead of downloading "
+            "(default: $MNIST_MANUAL_DIR).",
+            environ="MNIST_MANUAL_DIR",
+        ),
+        Setting(
+            "trust_ratio_every",
+            0,
+            "Log per-layer weight norm, update norm and trust ratio every N steps (0: off).",
+            "integer",
+        ),
+        Setting("tensorboard_dir", None, "Write the trust-ratio logs to TensorBoard here too."),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """A fully resolved sweep; build it with `make_config`."""
+
+    protocol: str
+    optimizers: tuple
+    models: tuple
+    batch_sizes: tuple
+    epochs: int
+    learning_rates: dict
+    weight_decays: dict
+    lr_scaling: str
+    base_batch_size: int
+    warmup_epochs: float
+    lr_decay_power: float
+    exclude_from_weight_decay: tuple
+    optimizer_options: dict
+    model_variant: str
+    train_examples: int
+    test_examples: int
+    seed: int
+    output_dir: str
+    data_dir: str = None
+    mnist_manual_dir: str = None
+    trust_ratio_every: int = 0
+    tensorboard_dir: str = None
+
+
+def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **settings):
+    """A checked `SweepConfig`: the protocol's settings, overridden where not `None`.
+
+    `settings` are those of `SETTINGS` but `protocol`, by name; each one not
+    given takes its `Setting.default`. List settings take sequences or
+    comma-separated strings; `learning_rate` and `weight_decay` take a number,
+    a dict, or a string like `"0.001,lamb=0.01"` (see the flags). Numbers must
+    be finite and in range (NaN and infinity are refused). Raises `ValueError`
+    naming the argument (= the flag: `argument_prefix="--"` writes it as one)
+    and what is allowed, `TypeError` for a name that is not a setting.
+    """
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"make_config() got unknown settings {unknown}; they are {list(SETTINGS)}.")
+    given = {name: setting.default for name, setting in SETTINGS.items()}
+    given.update(settings)
+
+    def name(argument):
+        return argument_prefix + argument
+
+    def protocol_or(setting):
+        """The setting's value, or the protocol's where it is `None`."""
+        return defaults[setting] if given[setting] is None else given[setting]
+
+    protocol = check_choice(name("protocol"), protocol, PROTOCOLS)
+    defaults = PROTOCOL_DEFAULTS[protocol]
+    optimizers = _choices(name("optimizers"), given["optimizers"], tuple(OPTIMIZERS))
+    models = _choices(name("models"), given["models"], mnist_models.MODELS)
+    batch_sizes = tuple(
+        dict.fromkeys(
+            check_int(name("batch_sizes"), _from_text(b, int), low=1)
+            for b in _split(name("batch_sizes"), given["batch_sizes"])
+        )
+    )
+    train_examples, test_examples = (
+        check_int(
+            name(f"{split}_examples"),
+            protocol_or(f"{split}_examples"),
+            low=1,
+            high=mnist_data.SPLIT_SIZES[split],
+        )
+        for split in ("train", "test")
+    )
+    too_large = [b for b in batch_sizes if b > train_examples]
+    if too_large:
+        raise ValueError(
+            f"`{name('batch_sizes')}` must not exceed {name('train_examples')}={train_examples}; "
+            f"received {too_large}."
+        )
+    learning_rates = _per_optimizer(
+        name("learning_rate"),
+        given["learning_rate"],
+        defaults["learning_rates"],
+        optimizers,
+        check=lambda label, value: check_learning_rate(value, label),
+    )
+    weight_decays = _per_optimizer(
+        name("weight_decay"),
+        given["weight_decay"],
+        defaults["weight_decays"],
+        optimizers,
+        check=lambda label, value: check_float(label, value, low=0.0),
+        single_value_skips=WITHOUT_WEIGHT_DECAY,
+    )
+    for optimizer in WITHOUT_WEIGHT_DECAY:
+        if optimizer in optimizers and weight_decays[optimizer]:
+            raise ValueError(
+                f"`{name('weight_decay')}` for {optimizer} must be 0 ({optimizer} has no weight "
+                f"decay); received {optimizer}={weight_decays[optimizer]}."
+            )
+    return SweepConfig(
+        protocol=protocol,
+        optimizers=optimizers,
+        models=models,
+        batch_sizes=batch_sizes,
+        epochs=check_int(name("epochs"), protocol_or("epochs"), low=1),
+        learning_rates=learning_rates,
+        weight_decays=weight_decays,
+        lr_scaling=check_choice(name("lr_scaling"), protocol_or("lr_scaling"), LR_SCALING_RULES),
+        base_batch_size=check_int(name("base_batch_size"), protocol_or("base_batch_size"), low=1),
+        warmup_epochs=check_float(name("warmup_epochs"), protocol_or("warmup_epochs"), low=0.0),
+        lr_decay_power=check_float(name("lr_decay_power"), protocol_or("lr_decay_power"), low=0.0),
+        exclude_from_weight_decay=defaults["exclude_from_weight_decay"],
+        optimizer_options={n: defaults["optimizer_options"].get(n, {}) for n in optimizers},
+        model_variant=defaults["model_variant"],
+        train_examples=train_examples,
+        test_examples=test_examples,
+        # The seed reaches NumPy's global generator, which takes [0, 2**32 - 1].
+        seed=check_int(name("seed"), protocol_or("seed"), low=0, high=2**32 - 1),
+        output_dir=_check_output_dir(name("output_dir"), given["output_dir"]),
+        data_dir=given["data_dir"],
+        mnist_manual_dir=given["mnist_manual_dir"],
+        trust_ratio_every=check_int(name("trust_ratio_every"), given["trust_ratio_every"], low=0),
+        tensorboard_dir=given["tensorboard_dir"],
+    )
+
+
+def _split(name, value):
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    value = list(value)
+    if not value:
+        raise ValueError(f"`{name}` must not be empty.")
+    return value
+
+
+def _choices(name, value, allowed):
+    chosen = tuple(_split(name, value))
+    unknown = [item for item in chosen if item not in allowed]
+    if unknown:
+        raise ValueError(
+            f"`{name}` must be a comma-separated subset of {list(allowed)}; "
+            f"received unknown {unknown}."
+        )
+    return tuple(dict.fromkeys(chosen))
+
+
+def _from_text(value, kind):
+    """`kind(value)` for text that reads as a `kind` (int or float); anything else
+    unchanged, for the checks to refuse with their message."""
+    if isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    return value
+
+
+def _check_output_dir(name, output_dir):
+    if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
+        raise ValueError(f"`{name}` must be a folder path; received {name}={output_dir!r}.")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"`{name}` must be a folder, not a file; received {name}={output_dir!r}.")
+    return output_dir
+
+
+def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=()):
+    """Per-optimizer values: the protocol's, then one value for all (but those in
+    `single_value_skips`), then `name=value` pairs; each value passed through
+    `check(label, value)`, label `name` or `name[optimizer]`."""
+    values = {n: defaults[n] for n in optimizers}
+    if value is None:
+        return values
+    if isinstance(value, dict):
+        items = value.items()
+    else:
+        items = (
+            item.split("=", 1) if "=" in item else (None, item)
+            for item in _split(name, str(value))
+        )
+    for optimizer, text in items:
+        if optimizer is not None:
+            optimizer = optimizer.strip()
+            if optimizer not in optimizers:
+                raise ValueError(
+                    f"`{name}` names optimizer {optimizer!r}, which is not in "
+                    f"optimizers={list(optimizers)}."
+                )
+        label = name if optimizer is None else f"{name}[{optimizer}]"
+        number = check(label, _from_text(text, float))
+        if optimizer is not None:
+            values[optimizer] = number
+        else:
+            for n in optimizers:
+                if n not in single_value_skips:
+                    values[n] = number
+    return values

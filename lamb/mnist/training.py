@@ -1,0 +1,161 @@
+"""One run: its data, its training from scratch, its per-epoch log and result row."""
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import time
+
+import keras
+
+from lamb import diagnostics
+from lamb.data import mnist as mnist_data
+from lamb.mnist.plan import build_optimizer, run_folder
+from lamb.mnist.protocols import display
+from lamb.mnist.results import (
+    EPOCH_FIELDS,
+    EPOCH_LOG,
+    TRUST_RATIO_LOG,
+    TRUST_RATIO_PNG,
+    read_epoch_log,
+)
+from lamb.models import mnist as mnist_models
+
+
+def train_and_evaluate(spec, data, config, verbose=0):
+    """Trains one run from scratch in a fresh run folder and returns its result row.
+
+    Whatever an earlier, interrupted attempt left in the folder (and in its
+    TensorBoard folder) is deleted first.
+    """
+    run_dir = run_folder(config, spec)
+    tensorboard_dir = (
+        os.path.join(config.tensorboard_dir, spec.run_name) if config.tensorboard_dir else None
+    )
+    for folder in (run_dir, tensorboard_dir):
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "spec.json"), "w") as file:
+        json.dump(dataclasses.asdict(spec), file, indent=1, sort_keys=True)
+
+    keras.backend.clear_session()  # Fresh layer names (dense, dense_1, ...) per run.
+    keras.utils.set_random_seed(spec.seed)
+    model = mnist_models.build_model(spec.model, spec.model_variant)
+    model.compile(
+        optimizer=build_optimizer(spec),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    (train_images, train_labels), (test_images, test_labels) = data
+    callbacks = [EpochLog(os.path.join(run_dir, EPOCH_LOG))]
+    if config.trust_ratio_every:
+        callbacks.append(
+            diagnostics.TrustRatioLogger(
+                config.trust_ratio_every,
+                csv_path=os.path.join(run_dir, TRUST_RATIO_LOG),
+                tensorboard_dir=tensorboard_dir,
+            )
+        )
+    model.fit(
+        mnist_data.train_dataset(
+            train_images[: spec.train_examples],
+            train_labels[: spec.train_examples],
+            spec.batch_size,
+            spec.seed,
+        ),
+        epochs=spec.epochs,
+        steps_per_epoch=spec.steps_per_epoch,
+        validation_data=mnist_data.eval_dataset(
+            test_images[: spec.test_examples], test_labels[: spec.test_examples], 1000
+        ),
+        callbacks=callbacks,
+        shuffle=False,  # The dataset reshuffles itself.
+        verbose=verbose,
+    )
+    if config.trust_ratio_every:
+        diagnostics.plot_trust_ratios(
+            os.path.join(run_dir, TRUST_RATIO_LOG),
+            os.path.join(run_dir, TRUST_RATIO_PNG),
+            title=f"{display(spec.optimizer)}, {display(spec.model)}, batch {spec.batch_size}",
+        )
+    epochs = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
+    train_seconds = sum(epochs["train_seconds"])
+    return {
+        "optimizer": spec.optimizer,
+        "model": spec.model,
+        "batch_size": spec.batch_size,
+        "epochs": spec.epochs,
+        "learning_rate": spec.learning_rate,
+        "test_accuracy": epochs["test_accuracy"][-1],
+        "test_loss": epochs["test_loss"][-1],
+        "train_seconds": round(train_seconds, 3),
+        "examples_per_second": round(
+            spec.epochs * spec.steps_per_epoch * spec.batch_size / train_seconds, 1
+        ),
+        "protocol": spec.protocol,
+        "weight_decay": spec.weight_decay,
+        "warmup_steps": spec.warmup_steps,
+        "steps_per_epoch": spec.steps_per_epoch,
+        "train_examples": spec.train_examples,
+        "test_examples": spec.test_examples,
+        "seed": spec.seed,
+        "run_id": spec.run_id,
+        "run_dir": os.path.relpath(run_dir, config.output_dir),
+    }
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Appends one `EPOCH_FIELDS` row per epoch to a CSV file.
+
+    `train_seconds` is the epoch's training time, without its evaluation.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+        self._epoch_start = None
+        self._train_seconds = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start = time.perf_counter()
+        self._train_seconds = None
+
+    def on_test_begin(self, logs=None):
+        if self._epoch_start is not None and self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start
+        logs = logs or {}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": logs.get("loss"),
+            "train_accuracy": logs.get("accuracy"),
+            "test_loss": logs.get("val_loss"),
+            "test_accuracy": logs.get("val_accuracy"),
+            "train_seconds": round(self._train_seconds, 4),
+        }
+        is_new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, EPOCH_FIELDS)
+            if is_new:
+                writer.writeheader()
+            writer.writerow({k: _plain(v) for k, v in row.items()})
+
+
+def load_data(config):
+    """The sweep's `((train images, labels), (test images, labels))`: the first
+    `train_examples` and `test_examples` of each split."""
+    kwargs = {"data_dir": config.data_dir, "manual_dir": config.mnist_manual_dir}
+    return (
+        mnist_data.load_mnist("train", config.train_examples, **kwargs),
+        mnist_data.load_mnist("test", config.test_examples, **kwargs),
+    )
+
+
+def _plain(value):
+    """Floats as plain Python numbers for CSV (not NumPy scalars)."""
+    return float(value) if value is not None and not isinstance(value, int) else value
