@@ -157,30 +157,47 @@ def read_trust_ratio_log(csv_path):
 def plot_trust_ratios(csv_path, output_path, title=None):
     """Plots a `TrustRatioLogger` log to a PNG file; returns `output_path`.
 
-    Left: the trust ratio per layer (where the optimizer defines one).
-    Right: the relative step ‖Δw‖/‖w‖ per layer, comparable across optimizers.
+    Left: the trust ratio per layer, where the optimizer defines one;
+    variables whose ratio is 1 at every step (excluded from layer adaptation:
+    biases, LayerNorm) are named in its title instead of drawn on one line.
+    Right: the relative step ‖Δw‖/‖w‖ per layer, comparable across
+    optimizers. One legend for both panels (a color per variable).
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     log = read_trust_ratio_log(csv_path)
     figure = Figure(figsize=(12, 4.5), layout="constrained")
     ratio_axes, step_axes = figure.subplots(1, 2)
-    for variable, series in log.items():
+    colors = _colors(len(log))
+    ratio_one, adaptive = [], False
+    for color, (variable, series) in zip(colors, log.items()):
         label = _short_path(variable)
-        if not all(math.isnan(r) for r in series["trust_ratio"]):
-            ratio_axes.plot(series["step"], series["trust_ratio"], label=label)
+        ratios = series["trust_ratio"]
+        if all(r == 1.0 for r in ratios):
+            ratio_one.append(label)
+        elif not all(math.isnan(r) for r in ratios):
+            ratio_axes.plot(series["step"], ratios, color=color, label=label)
+        adaptive = adaptive or not all(math.isnan(r) for r in ratios)
         relative_step = [  # NaN where undefined or 0 (log scale), e.g. warmup's step 0.
             s / w if w > 0 and s > 0 else math.nan
             for s, w in zip(series["step_norm"], series["weight_norm"])
         ]
-        step_axes.plot(series["step"], relative_step, label=label)
-    ratio_axes.set(xlabel="step", ylabel="trust ratio", title="Trust ratio per layer")
+        step_axes.plot(series["step"], relative_step, color=color, label=label)
+    ratio_title = "Trust ratio per layer"
+    if adaptive and ratio_one:
+        shown = ", ".join(ratio_one[:2])
+        if len(ratio_one) > 2:
+            shown += f" and {len(ratio_one) - 2} more"
+        ratio_title += f"\n(1 at every step, not drawn: {shown})"
+    ratio_axes.set(xlabel="step", ylabel="trust ratio", title=ratio_title)
     step_axes.set(xlabel="step", ylabel="‖Δw‖ / ‖w‖", title="Relative step per layer")
     for axes in (ratio_axes, step_axes):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         if axes.lines:
             axes.set_yscale("log")
             axes.grid(True, which="both", alpha=0.3)
-    if not ratio_axes.lines:
+    if not adaptive:
         ratio_axes.text(
             0.5,
             0.5,
@@ -189,11 +206,23 @@ def plot_trust_ratios(csv_path, output_path, title=None):
             va="center",
             transform=ratio_axes.transAxes,
         )
-    step_axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.legend(*step_axes.get_legend_handles_labels(), fontsize="small", loc="outside right center")
     if title:
         figure.suptitle(title)
-    figure.savefig(output_path, dpi=100)
+    figure.savefig(output_path, dpi=100, metadata={"Title": title} if title else None)
     return output_path
+
+
+def _colors(count):
+    """`count` distinguishable colors (tab10, then tab20's, then a colormap)."""
+    import matplotlib
+
+    if count <= 10:
+        return list(matplotlib.colormaps["tab10"].colors)[:count]
+    if count <= 20:
+        return list(matplotlib.colormaps["tab20"].colors)[:count]
+    colormap = matplotlib.colormaps["turbo"]
+    return [colormap(i / max(count - 1, 1)) for i in range(count)]
 
 
 def _norm(array):

@@ -95,6 +95,9 @@ def test_tensorboard_summaries_and_plot(tmp_path):
     with open(png, "rb") as file:
         assert file.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(png) > 10_000
+    from PIL import Image
+
+    assert Image.open(png).text["Title"] == "LARS"
 
 
 def test_every_steps_must_be_positive():

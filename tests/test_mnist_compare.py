@@ -322,9 +322,15 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
     # The plots are PNG images, and every run has its trust-ratio log and plot.
     import matplotlib.image
 
+    from PIL import Image
+
     for name in ("accuracy_vs_batch_size.png", "accuracy_per_epoch.png"):
         assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC
         assert matplotlib.image.imread(tmp_path / name).shape[2] in (3, 4)
+        # The title states the settings (as the figure's suptitle and PNG Title).
+        title = Image.open(tmp_path / name).text["Title"]
+        assert "protocol modern: 2 epochs of 512 images, seed 12345" in title
+        assert "learning rates Adam 0.001, LAMB 0.005 (at batch 64, sqrt-scaled;" in title
     for row in written:
         run_dir = tmp_path / row["run_dir"]
         assert (run_dir / "trust_ratios.png").read_bytes()[:8] == PNG_MAGIC

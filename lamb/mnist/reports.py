@@ -1,6 +1,7 @@
 """The sweep's reports: `results.md` (a table per batch size) and the plots."""
 
 import os
+import textwrap
 
 from lamb.mnist.protocols import display
 from lamb.mnist.results import (
@@ -19,9 +20,12 @@ def write_reports(config, rows):
     if not rows:
         return
     write_markdown(rows, os.path.join(config.output_dir, RESULTS_MD), describe_settings(config))
-    plot_accuracy_vs_batch_size(rows, os.path.join(config.output_dir, ACCURACY_VS_BATCH_SIZE_PNG))
+    title = figure_title(config)
+    plot_accuracy_vs_batch_size(
+        rows, os.path.join(config.output_dir, ACCURACY_VS_BATCH_SIZE_PNG), title
+    )
     plot_accuracy_per_epoch(
-        rows, config.output_dir, os.path.join(config.output_dir, ACCURACY_PER_EPOCH_PNG)
+        rows, config.output_dir, os.path.join(config.output_dir, ACCURACY_PER_EPOCH_PNG), title
     )
 
 
@@ -61,6 +65,24 @@ def describe_settings(config):
     )
 
 
+def figure_title(config):
+    """The settings a figure needs to be read on its own, in two lines."""
+    rates = ", ".join(f"{display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
+    if config.lr_scaling == "none":
+        rule = "not scaled"
+    else:
+        rule = f"at batch {config.base_batch_size}, {config.lr_scaling}-scaled"
+    if config.warmup_epochs == 0 and config.lr_decay_power == 0:
+        schedule = "constant"
+    else:
+        schedule = f"{config.warmup_epochs:g} warmup epoch(s), decay power {config.lr_decay_power:g}"
+    return (
+        f"MNIST, protocol {config.protocol}: {config.epochs} epochs of "
+        f"{config.train_examples:,} images, seed {config.seed}\n"
+        f"learning rates {rates} ({rule}; {schedule})"
+    )
+
+
 def write_markdown(rows, path, description=""):
     """One table per batch size (rows: optimizers, columns: models), best in bold."""
     optimizers = _unique(row["optimizer"] for row in rows)
@@ -95,13 +117,14 @@ def write_markdown(rows, path, description=""):
     return path
 
 
-def plot_accuracy_vs_batch_size(rows, path):
-    """Test accuracy against batch size, one panel per model, one line per optimizer."""
+def plot_accuracy_vs_batch_size(rows, path, title=None):
+    """Test accuracy against batch size, one panel per model, one line per
+    optimizer (its own marker and line style, so equal lines stay visible)."""
     from matplotlib.figure import Figure
 
     models = _unique(row["model"] for row in rows)
     optimizers = _unique(row["optimizer"] for row in rows)
-    figure = Figure(figsize=(4.2 * len(models), 3.6), layout="constrained")
+    figure = Figure(figsize=(max(3.6 * len(models) + 1.6, 6.0), 4.2), layout="constrained")
     axes_list = figure.subplots(1, len(models), squeeze=False)[0]
     for axes, model in zip(axes_list, models):
         for optimizer in optimizers:
@@ -111,31 +134,40 @@ def plot_accuracy_vs_batch_size(rows, path):
                 if r["model"] == model and r["optimizer"] == optimizer
             )
             if points:
-                axes.plot(*zip(*points), marker="o", label=display(optimizer))
+                axes.plot(*zip(*points), label=display(optimizer), **_style(optimizers, optimizer))
+        batch_sizes = sorted({r["batch_size"] for r in rows if r["model"] == model})
         axes.set_xscale("log", base=2)
+        axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45)
         axes.set(title=display(model), xlabel="batch size", ylabel="test accuracy (%)")
         axes.grid(True, alpha=0.3)
-        axes.legend()
-    _save_figure(figure, path)
+    _finish(figure, axes_list, title)
+    _save_figure(figure, path, title)
     return path
 
 
-def plot_accuracy_per_epoch(rows, output_dir, path):
+def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
     """Test accuracy per epoch: a panel per (model, batch size), a line per optimizer."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     models = _unique(row["model"] for row in rows)
+    optimizers = _unique(row["optimizer"] for row in rows)
     batch_sizes = sorted({row["batch_size"] for row in rows})
-    figure = Figure(figsize=(3.4 * len(batch_sizes), 2.9 * len(models)), layout="constrained")
+    figure = Figure(
+        figsize=(3.4 * len(batch_sizes) + 1.6, 2.9 * len(models) + 0.8), layout="constrained"
+    )
     grid = figure.subplots(len(models), len(batch_sizes), squeeze=False)
     for row in rows:
         axes = grid[models.index(row["model"])][batch_sizes.index(row["batch_size"])]
         history = read_epoch_log(os.path.join(output_dir, row["run_dir"], EPOCH_LOG))
+        style = _style(optimizers, row["optimizer"])
+        if len(history["epoch"]) > 30:
+            style["markevery"] = max(1, len(history["epoch"]) // 15)
         axes.plot(
             history["epoch"],
             [100 * a for a in history["test_accuracy"]],
-            marker="." if len(history["epoch"]) < 30 else None,
             label=display(row["optimizer"]),
+            **style,
         )
     for i, model in enumerate(models):
         for j, batch_size in enumerate(batch_sizes):
@@ -145,16 +177,49 @@ def plot_accuracy_per_epoch(rows, output_dir, path):
                 xlabel="epoch",
                 ylabel="test accuracy (%)",
             )
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.grid(True, alpha=0.3)
-            if axes.lines:
-                axes.legend(fontsize="small")
-    _save_figure(figure, path)
+    _finish(figure, grid.flat, title)
+    _save_figure(figure, path, title)
     return path
 
 
-def _save_figure(figure, path):
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+_LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def _style(optimizers, optimizer):
+    """The same color, marker and line style for an optimizer in every panel."""
+    i = optimizers.index(optimizer)
+    return {
+        "color": f"C{i % 10}",
+        "marker": _MARKERS[i % len(_MARKERS)],
+        "linestyle": _LINE_STYLES[i % len(_LINE_STYLES)],
+        "markersize": 5,
+        "markerfacecolor": "none",
+    }
+
+
+def _finish(figure, axes_list, title):
+    """One legend for the figure (the optimizers), and the settings as title."""
+    labels = {}
+    for axes in axes_list:
+        for handle, label in zip(*axes.get_legend_handles_labels()):
+            labels.setdefault(label, handle)
+    if labels:
+        figure.legend(labels.values(), labels.keys(), loc="outside right center")
+    if title:
+        # About 7 pixels a character at 100 dpi: wrapped to the figure's width.
+        width = int(figure.get_figwidth() * 100 / 7)
+        lines = (textwrap.fill(line, width) for line in title.splitlines())
+        figure.suptitle("\n".join(lines), fontsize="medium")
+
+
+def _save_figure(figure, path, title=None):
+    """Saves `figure`, with `title` also in the PNG's Title text field."""
+    metadata = {"Title": title} if title else None
     with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, format=os.path.splitext(path)[1][1:] or "png")
+        figure.savefig(temporary, dpi=100, format="png", metadata=metadata)
 
 
 def _unique(items):
