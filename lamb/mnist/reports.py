@@ -209,8 +209,8 @@ def _finish(figure, axes_list, title):
     if labels:
         figure.legend(labels.values(), labels.keys(), loc="outside right center")
     if title:
-        # About 7 pixels a character at 100 dpi: wrapped to the figure's width.
-        width = int(figure.get_figwidth() * 100 / 7)
+        # About 8.5 pixels a character at 100 dpi: wrapped to the figure's width.
+        width = int(figure.get_figwidth() * 100 / 8.5)
         lines = (textwrap.fill(line, width) for line in title.splitlines())
         figure.suptitle("\n".join(lines), fontsize="medium")
 
