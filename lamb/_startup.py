@@ -7,12 +7,18 @@ one of the apps (`python -m lamb.mnist_compare`, ..., or their console
 scripts), `lamb/__init__.py` calls `before_tensorflow()` first, which sets
 `TF_CPP_MIN_LOG_LEVEL` (from `--tf_log_level` on the command line, else the
 environment, else 2: errors only) and, unless the level is 0, imports
-TensorFlow with the process's standard error pointed at /dev/null.
+TensorFlow with the process's standard error pointed at /dev/null and
+drops TensorFlow's Python log records below the level (1 or 2: warnings
+and errors are kept, so no "Sharding callback duration" lines at each
+checkpoint; 3: errors only), whether they come through its logger or
+straight through absl's.
 
-Imported as a library, `lamb` changes nothing of this. Nothing here imports
-TensorFlow unless the process is an app.
+Imported as a library, `lamb` changes nothing of this, unless the
+environment has `LAMB_QUIET_START=1` (the notebook sets it in its kernel
+before importing lamb). Nothing here imports TensorFlow otherwise.
 """
 
+import logging
 import os
 import sys
 
@@ -25,6 +31,7 @@ CONSOLE_SCRIPTS = {
 LOG_LEVEL_FLAG = "--tf_log_level"
 DEFAULT_LOG_LEVEL = 2
 LOG_LEVELS = (0, 1, 2, 3)
+QUIET_START = "LAMB_QUIET_START"  # =1: any process starts TensorFlow as the apps do.
 
 
 def started_app(orig_argv=None, argv=None):
@@ -83,12 +90,30 @@ def import_tensorflow_quietly():
 
 
 def before_tensorflow():
-    """For an app's process: `TF_CPP_MIN_LOG_LEVEL` set, TensorFlow imported
-    quietly (unless level 0). Returns the level, or None for other processes."""
-    if started_app() is None or "tensorflow" in sys.modules:
+    """For an app's process (or with `LAMB_QUIET_START=1`): `TF_CPP_MIN_LOG_LEVEL`
+    set, TensorFlow imported quietly (unless level 0). Returns the level, or
+    None for other processes."""
+    asked = started_app() is not None or os.environ.get(QUIET_START) == "1"
+    if not asked or "tensorflow" in sys.modules:
         return None
     level = requested_log_level()
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = str(level)
     if level > 0:
         import_tensorflow_quietly()
+        quiet_tensorflow_python_logs(logging.ERROR if level == 3 else logging.WARNING)
     return level
+
+
+def quiet_tensorflow_python_logs(threshold):
+    """TensorFlow's Python log records below `threshold` dropped: those of its
+    logger, and those its modules write through absl's logger."""
+    import tensorflow as tf
+    from absl import logging as absl_logging
+
+    folder = os.path.dirname(os.path.abspath(tf.__file__)) + os.sep
+
+    def keep(record):
+        return record.levelno >= threshold or not record.pathname.startswith(folder)
+
+    logging.getLogger("tensorflow").setLevel(threshold)
+    absl_logging.get_absl_handler().addFilter(keep)

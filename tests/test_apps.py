@@ -101,6 +101,16 @@ def test_the_startup_recognizes_the_apps_and_reads_the_log_level():
     assert _startup.before_tensorflow() is None
 
 
+def test_lamb_quiet_start_quiets_any_process_that_imports_lamb():
+    script = "import lamb, tensorflow as tf; print(float(tf.constant(1.0) + 1))"
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    quiet = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        env=dict(environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="", LAMB_QUIET_START="1"),
+    )
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "2.0\n", "")
+
+
 def test_installed_flagfiles_and_configs_are_found_by_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert _app.resolve_flagfiles(["prog", "--flagfile=demo_cpu.flags", "--flagfile", "x.flags"]) == [
