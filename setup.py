@@ -1,8 +1,25 @@
-"""Distribution of lamb: large-batch optimizers for Keras 3."""
+"""Distribution of lamb-keras: large-batch optimizers for Keras 3.
+
+The distribution is `lamb-keras` (the name `lamb` on the package index is
+another project); the import names are `lamb` and `optimization`.
+"""
+
+import os
 
 from setuptools import find_packages, setup
 
-MNIST = ["tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    """`__version__` from lamb/_version.py, the one place it is written."""
+    namespace = {}
+    with open(os.path.join(HERE, "lamb", "_version.py"), encoding="utf-8") as file:
+        exec(file.read(), namespace)
+    return namespace["__version__"]
+
+
+MNIST = ["tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7", "requests"]
 BERT = ["keras-hub>=0.32", "tensorboard>=2.16", "matplotlib>=3.7"]
 NOTEBOOK = MNIST + ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"]
 EXTRAS = {
@@ -13,18 +30,26 @@ EXTRAS = {
 }
 
 setup(
-    name="lamb",
-    version="0.1.0",
+    name="lamb-keras",
+    version=read_version(),
     description=(
         "LAMB, LAMB16, LARS and BERT's AdamWeightDecay for Keras 3: "
         "large-batch training on CPU, GPU and Cloud TPU"
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    license_files=["LICENSE"],
     python_requires=">=3.10",
     packages=find_packages(include=["lamb", "lamb.*"]),
+    package_data={"lamb.configs": ["*.json", "*.flags"]},
     py_modules=["optimization"],
     install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "absl-py"],
     extras_require=EXTRAS,
+    entry_points={
+        "console_scripts": [
+            "lamb-mnist-compare=lamb.mnist_compare:run",
+            "lamb-run-pretraining=lamb.run_pretraining:run",
+        ]
+    },
 )

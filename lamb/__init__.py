@@ -1,14 +1,18 @@
 """lamb: large-batch optimizers for Keras 3 (TensorFlow, JAX)."""
 
-from lamb import schedules
-from lamb.factory import OPTIMIZER_TYPES, create_optimizer
-from lamb.optimizers.adam_weight_decay import AdamWeightDecay
-from lamb.optimizers.lamb import LAMB
-from lamb.optimizers.lamb16 import LAMB16
-from lamb.optimizers.lars import LARS
-from lamb.training import AccumulatingModel, GradientAccumulation
+from lamb import _startup
 
-__version__ = "0.1.0"
+_startup.before_tensorflow()  # Only in the apps' processes: see `lamb._startup`.
+
+from lamb import schedules  # noqa: E402
+from lamb._version import __version__  # noqa: E402
+from lamb.factory import OPTIMIZER_TYPES, create_optimizer  # noqa: E402
+from lamb.optimizers.adam_weight_decay import AdamWeightDecay  # noqa: E402
+from lamb.optimizers.lamb import LAMB  # noqa: E402
+from lamb.optimizers.lamb16 import LAMB16  # noqa: E402
+from lamb.optimizers.lars import LARS  # noqa: E402
+from lamb.optimizers.registry import KERAS_ALIASES  # noqa: E402
+from lamb.training import AccumulatingModel, GradientAccumulation  # noqa: E402
 
 __all__ = [
     "LAMB",
@@ -17,7 +21,9 @@ __all__ = [
     "LARS",
     "AccumulatingModel",
     "GradientAccumulation",
+    "KERAS_ALIASES",
     "OPTIMIZER_TYPES",
     "create_optimizer",
     "schedules",
+    "__version__",
 ]

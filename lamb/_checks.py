@@ -6,6 +6,7 @@ Numbers must be real numbers (not bools, strings or NaN) and finite, so that
 a NaN or infinite setting stops at once instead of training a NaN model.
 """
 
+import difflib
 import math
 import numbers
 
@@ -65,10 +66,29 @@ def check_bool(name, value):
     return bool(value)
 
 
-def check_choice(name, value, choices):
-    """`value` if it is one of `choices`, else `ValueError` listing them."""
-    if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {sorted(choices)}; received {name}={value!r}."
-        )
-    return value
+def closest(value, choices):
+    """The choice closest to `value` (compared in lower case), or None if none is close."""
+    by_lower = {str(choice).lower(): choice for choice in choices}
+    close = difflib.get_close_matches(str(value).lower(), list(by_lower), n=1)
+    return by_lower[close[0]] if close else None
+
+
+def did_you_mean(value, choices):
+    """" Did you mean 'x'?" for the choice `closest` to `value`, or ""."""
+    choice = closest(value, choices)
+    return "" if choice is None else f" Did you mean {choice!r}?"
+
+
+def check_choice(name, value, choices, ignore_case=False):
+    """`value` if it is one of `choices` (with `ignore_case`, the choice that
+    equals it in lower case), else `ValueError` listing them and the closest."""
+    if value in choices:
+        return value
+    if ignore_case and isinstance(value, str):
+        for choice in choices:
+            if isinstance(choice, str) and choice.lower() == value.lower():
+                return choice
+    raise ValueError(
+        f"`{name}` must be one of {sorted(choices)}; received {name}={value!r}."
+        + did_you_mean(value, choices)
+    )

@@ -46,8 +46,9 @@ the maximum.
 
 import os
 
-from absl import app, flags
+from absl import flags
 
+from lamb import _app
 from lamb.mnist.config import SETTINGS, make_config
 from lamb.mnist.sweep import run_sweep
 
@@ -60,22 +61,27 @@ def _define_flags():
         default = os.environ.get(setting.environ) if setting.environ else setting.default
         if setting.kind == "list":
             default = ",".join(map(str, default))
-        choices = (setting.choices,) if setting.kind == "enum" else ()
-        getattr(flags, f"DEFINE_{setting.kind}")(setting.name, default, *choices, setting.help)
+        if setting.kind == "enum":
+            _app.define_choice(setting.name, default, setting.choices, setting.help)
+        else:
+            getattr(flags, f"DEFINE_{setting.kind}")(setting.name, default, setting.help)
 
 
 _define_flags()
 
 
 def main(argv):
+    """Checks the flags (errors: `ValueError` naming the flag), then runs the sweep."""
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    try:
-        config = make_config(**{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--")
-    except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
+    config = make_config(**{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--")
     run_sweep(config, verbose=2)
 
 
+def run():
+    """The app (`python -m lamb.mnist_compare`, `lamb-mnist-compare`): errors on one line."""
+    _app.run(main)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

@@ -41,18 +41,17 @@ import socket
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 import keras
 import tensorflow as tf
 
 import lamb
-from lamb import _checks, _files
+from lamb import _app, _checks, _files, configs
 from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
-from lamb.optimizers import registry
+from lamb.optimizers import base, registry
 
 FLAGS = flags.FLAGS
 OPTIMIZERS = tuple(registry.OPTIMIZERS)
@@ -63,7 +62,9 @@ flags.DEFINE_string(
     "bert_config_file",
     None,
     "The config json file corresponding to the pre-trained BERT model. "
-    "This specifies the model architecture.",
+    "This specifies the model architecture. A path, or the name of an installed "
+    "config: bert_config_tiny.json, bert_config_base.json, bert_config_large.json "
+    "(python -m lamb.configs lists them).",
 )
 flags.DEFINE_string(
     "input_file", None, "Input TF example files (can be a glob or comma separated)."
@@ -112,7 +113,7 @@ flags.DEFINE_string("tpu_zone", None, "[Optional] GCE zone where the Cloud TPU i
 flags.DEFINE_string("gcp_project", None, "[Optional] Project name for the Cloud TPU.")
 
 # The optimizer, distribution and precision.
-flags.DEFINE_enum("optimizer", "lamb", OPTIMIZERS, "The optimizer.")
+_app.define_choice("optimizer", "lamb", OPTIMIZERS, "The optimizer.")
 flags.DEFINE_float(
     "weight_decay", None,
     "Weight decay (not on LayerNorm and bias); default 0.01, none for adam (which has none).",
@@ -130,16 +131,14 @@ flags.DEFINE_float(
     "Clip the gradients to this global norm (BERT: 1.0), after summing them over "
     "the micro-batches and replicas; 0 turns clipping off.",
 )
-flags.DEFINE_enum(
-    "strategy", "default", distribute.STRATEGIES, "The tf.distribute strategy."
-)
+_app.define_choice("strategy", "default", distribute.STRATEGIES, "The tf.distribute strategy.")
 flags.DEFINE_integer(
     "num_cpu_devices",
     1,
     "Split the CPU into this many logical devices (to run mirrored/multi_worker without GPUs).",
 )
 flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
-flags.DEFINE_enum(
+_app.define_choice(
     "mixed_precision",
     None,
     list(MIXED_PRECISION_POLICIES),
@@ -194,12 +193,13 @@ TRAINING_FLAGS = (
 )
 FLAGS_RECORD = "flags.json"
 CHECKPOINT_STATE = "checkpoint"
+REQUIRED_FLAGS = ("bert_config_file", "input_file", "output_dir")
 
 
 def validate_flags():
     """Checks every flag's type and range, and the flags against each other,
     before any work; raises ValueError naming the flag and what is allowed."""
-    for name in ("bert_config_file", "input_file", "output_dir"):
+    for name in REQUIRED_FLAGS:
         value = getattr(FLAGS, name)
         if not isinstance(value, str) or not value:
             raise ValueError(f"--{name} is required (a path); received {value!r}.")
@@ -250,6 +250,29 @@ def validate_flags():
     if FLAGS.use_tpu and FLAGS.strategy not in ("default", "tpu"):
         raise ValueError(
             f"--use_tpu asks for --strategy=tpu, not --strategy={FLAGS.strategy}; drop one."
+        )
+
+
+def warn_about_flags_without_effect(strategy_name):
+    """A warning for each flag set (on the command line or in a flagfile)
+    that changes nothing in this configuration."""
+    optimizer = FLAGS.optimizer
+    if FLAGS.log_trust_ratios and not issubclass(
+        registry.OPTIMIZERS[optimizer], base.LayerAdaptiveOptimizer
+    ):
+        _app.warn_without_effect(
+            "log_trust_ratios",
+            f"with --optimizer={optimizer}, which has no trust ratio (lamb, lamb16 and lars do)",
+        )
+    if optimizer == "lars":
+        for name in ("beta_1", "beta_2", "epsilon"):
+            _app.warn_without_effect(name, "with --optimizer=lars (momentum, no moments)")
+    if strategy_name != "tpu":
+        for name in ("tpu_name", "tpu_zone", "gcp_project"):
+            _app.warn_without_effect(name, f"with --strategy={strategy_name} (only with tpu)")
+    if FLAGS.num_cpu_devices > 1 and strategy_name not in ("mirrored", "multi_worker"):
+        _app.warn_without_effect(
+            "num_cpu_devices", f"with --strategy={strategy_name} (one device: use mirrored)"
         )
 
 
@@ -530,12 +553,17 @@ class Checkpoints:
         state_readable = self._state_readable(state_path)
         for step in reversed(steps):
             path = os.path.join(self.output_dir, f"ckpt-{step}")
-            damage = self._read(self.checkpoint, path, partial=False)
+            damage = self._read(self.checkpoint, path)
             if damage:
                 logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
                                 path, damage)
                 continue
             logging.info("Resuming from %s", path)
+            if init_checkpoint:
+                logging.warning(
+                    "--init_checkpoint=%s has no effect: --output_dir=%s holds checkpoints "
+                    "of its own, resumed instead.", init_checkpoint, self.output_dir,
+                )
             if not state_readable and self.chief:
                 self._write_state([s for s in steps if s <= step])
             self.saved_step = step
@@ -550,7 +578,7 @@ class Checkpoints:
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)
-            damage = self._read(tf.train.Checkpoint(model=self.model_variables), path, partial=True)
+            damage = self._read(tf.train.Checkpoint(model=self.model_variables), path)
             if damage:
                 raise ValueError(f"--init_checkpoint: {path} is missing or damaged ({damage}).")
         return 0
@@ -583,13 +611,14 @@ class Checkpoints:
         logging.info("Rewrote the state file %s (latest: %s).",
                      os.path.join(self.output_dir, CHECKPOINT_STATE), paths[-1])
 
-    def _read(self, checkpoint, path, partial):
+    def _read(self, checkpoint, path):
         """Reads `path` into `checkpoint`; returns None, or why its files are
         damaged. Raises ValueError if it is whole but does not fit the model."""
         try:
-            status = checkpoint.read(path)
-            if partial:
-                status = status.expect_partial()
+            # Values without an object here are no error: the CheckpointManager's
+            # save_counter, and the optimizer state of an --init_checkpoint
+            # (expect_partial keeps TensorFlow from warning about them at exit).
+            status = checkpoint.read(path).expect_partial()
             status.assert_existing_objects_matched()
             return None
         except (tf.errors.OpError, ValueError, AssertionError, IndexError) as error:
@@ -719,9 +748,12 @@ def write_metrics(output_dir, step, logs):
 
 def main(argv):
     """Checks the flags, the data and the output folder, then trains."""
-    del argv
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
     validate_flags()
+    FLAGS.bert_config_file = configs.check_exists(FLAGS.bert_config_file, "bert_config_file")
     strategy_name = "tpu" if FLAGS.use_tpu else FLAGS.strategy
+    warn_about_flags_without_effect(strategy_name)
     strategy = distribute.make_strategy(
         strategy_name,
         FLAGS.tpu_name,
@@ -766,6 +798,12 @@ def train(strategy, bert_config, files):
             f"--bert_config_file={FLAGS.bert_config_file} and --optimizer={FLAGS.optimizer}",
         )
         step = checkpoints.restore(FLAGS.init_checkpoint)
+    if step >= FLAGS.num_train_steps:
+        logging.info(
+            "Nothing to do: --output_dir=%s is already at step %d (--num_train_steps=%d).",
+            FLAGS.output_dir, step, FLAGS.num_train_steps,
+        )
+        return
     # Loops end at the log and checkpoint steps counted from here (set before
     # fit builds its train function).
     model.steps_per_execution = steps_per_execution(strategy, step)
@@ -802,5 +840,11 @@ def train(strategy, bert_config, files):
     checkpoints.save(FLAGS.num_train_steps)
 
 
+def run():
+    """The app (`python -m lamb.run_pretraining`, `lamb-run-pretraining`):
+    absl's check of the required flags, errors on one line."""
+    _app.run(main, required=REQUIRED_FLAGS)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run()

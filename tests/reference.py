@@ -39,15 +39,26 @@ def adam_weight_decay_step(w, g, m, v, lr, beta_1, beta_2, epsilon, weight_decay
     return w - lr * u, m, v
 
 
-def lars_step(w, g, v, lr, momentum, weight_decay, eeta, nesterov, decays, adapts):
-    """One classic-momentum LARS step (TPU reference); returns new (w, v)."""
-    if decays:
-        g = g + weight_decay * w
+def lars_step(w, g, v, lr, momentum, weight_decay, eeta, nesterov, decays, adapts,
+              formula="decayed", epsilon=0.0):
+    """One classic-momentum LARS step; returns new (w, v).
+
+    `formula="decayed"`: ratio eeta·‖w‖/‖g + λw‖ (google-research/simclr);
+    `"separate"`: eeta·‖w‖/(‖g‖ + λ‖w‖ + ε) on the raw gradient
+    (tf.contrib.opt.LARSOptimizer). Both step along g + λw.
+    """
+    decay = weight_decay if decays else 0.0
+    d = g + decay * w
     ratio = 1.0
     if adapts:
         w_norm = np.linalg.norm(w)
-        ratio = _trust(w_norm, np.linalg.norm(g), eeta * w_norm)
-    scaled = lr * ratio * g
+        if formula == "decayed":
+            ratio = _trust(w_norm, np.linalg.norm(d), eeta * w_norm)
+        else:
+            g_norm = np.linalg.norm(g)
+            if w_norm > 0 and g_norm > 0:
+                ratio = eeta * w_norm / (g_norm + decay * w_norm + epsilon)
+    scaled = lr * ratio * d
     v = momentum * v + scaled
     update = momentum * v + scaled if nesterov else v
     return w - update, v

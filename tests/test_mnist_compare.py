@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -226,23 +227,50 @@ def test_a_misspelt_setting_is_refused(tmp_path):
         make_config(output_dir=str(tmp_path), epoch=3)
 
 
-def test_command_line_reports_a_bad_flag(tmp_path):
+def test_names_are_case_insensitive_and_misspelt_ones_get_the_closest(tmp_path):
+    config = make_config(optimizers="LAMB,Adam", models="MLP", batch_sizes="64",
+                         protocol="Modern", lr_scaling="SQRT", learning_rate="0.001,Lamb=0.01",
+                         output_dir=str(tmp_path))
+    assert (config.optimizers, config.models, config.protocol) == (("lamb", "adam"), ("mlp",), "modern")
+    assert config.learning_rates["lamb"] == 0.01 and config.lr_scaling == "sqrt"
+    with pytest.raises(ValueError, match=r"`models` must be a comma-separated subset of "
+                                         r"\['mlp', .*\]; received unknown 'cnnn' \(did you mean "
+                                         r"'cnn'\?\), 'resnet'\.$"):
+        make_config(models="mlp,cnnn,resnet", output_dir=str(tmp_path))
+
+
+def test_without_network_or_manual_dir_mnist_fails_in_seconds_saying_what_to_do(tmp_path):
+    """No network (a proxy on a closed local port refuses at once; with none,
+    the same check waits at most 5 s): one line, not minutes of retries."""
+    env = {k: v for k, v in os.environ.items()
+           if k.lower() not in ("mnist_manual_dir", "no_proxy", "tf_cpp_min_log_level")}
+    env.update(PYTHONPATH=str(REPO), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    started = time.monotonic()
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lamb.mnist_compare",
-            "--optimizers=adam,sgdx",
-            f"--output_dir={tmp_path}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=120,
+        [sys.executable, "-m", "lamb.mnist_compare", "--optimizers=lamb", "--models=mlp",
+         "--batch_sizes=64", "--epochs=1", f"--data_dir={tmp_path / 'tfds'}",
+         f"--output_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120,
     )
-    assert result.returncode != 0
-    assert re.search(r"`--optimizers` must be .*'lamb'", result.stderr)
-    assert not os.listdir(tmp_path)
+    seconds = time.monotonic() - started
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "mnist_compare: error: MNIST could not be downloaded from storage.googleapis.com "
+        "(ProxyError; 5 s timeout); pass --mnist_manual_dir (or set MNIST_MANUAL_DIR) to a "
+        "folder with the four IDX files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz."
+    ]
+    assert seconds < 40, seconds  # TensorFlow's import included (about 10 s here).
+
+
+def test_a_manual_dir_without_the_idx_files_is_named_at_once(tmp_path):
+    from lamb.data import mnist as mnist_data
+
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    with pytest.raises(mnist_data.MnistUnavailable, match=rf"MNIST: {tmp_path} \(--mnist_manual_dir "
+                                                          r"or \$MNIST_MANUAL_DIR\) lacks "
+                                                          r"train-labels-idx1-ubyte\.gz, t10k"):
+        mnist_data.load_mnist("test", 10, data_dir=str(tmp_path / "tfds"), manual_dir=str(tmp_path))
 
 
 @needs_mnist
@@ -367,6 +395,39 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
     # Changing a setting makes a new run.
     changed = make_config(**tiny_grid(tmp_path, batch_sizes=[32], seed=7))
     assert {r.run_id for r in plan_runs(changed)}.isdisjoint(modified)
+
+
+def _tensorboard_scalars(folder):
+    """`{tag: {step: value}}` of the scalar summaries in the event files of `folder`."""
+    import tensorflow as tf
+
+    values = {}
+    for name in os.listdir(folder):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    values.setdefault(value.tag, {})[event.step] = float(
+                        tf.make_ndarray(value.tensor))
+    return values
+
+
+@needs_mnist
+def test_tensorboard_dir_gets_loss_and_accuracy_per_epoch(tmp_path):
+    config = make_config(**tiny_grid(tmp_path / "out", optimizers="lamb", batch_sizes=[128],
+                                     trust_ratio_every=0, tensorboard_dir=str(tmp_path / "tb")))
+    (row,) = run_sweep(config, log=lambda line: None)
+    (run_name,) = os.listdir(tmp_path / "tb")
+    train = _tensorboard_scalars(tmp_path / "tb" / run_name / "train")
+    validation = _tensorboard_scalars(tmp_path / "tb" / run_name / "validation")
+    with open(tmp_path / "out" / row["run_dir"] / "epochs.csv", newline="") as file:
+        epochs = list(csv.DictReader(file))
+    for scalars, split in ((train, "train"), (validation, "test")):
+        for metric in ("loss", "accuracy"):
+            logged = scalars[f"epoch_{metric}"]
+            assert sorted(logged) == [0, 1]  # One value per epoch.
+            for epoch, line in enumerate(epochs):
+                assert logged[epoch] == pytest.approx(float(line[f"{split}_{metric}"]), rel=1e-5)
 
 
 # ----------------------------------------------------------------- the notebook

@@ -17,7 +17,7 @@ pytest.importorskip("keras_hub")
 from absl import flags  # noqa: E402
 from absl.testing import flagsaver  # noqa: E402
 
-from lamb import _files, run_pretraining  # noqa: E402
+from lamb import _app, _files, run_pretraining  # noqa: E402
 from lamb.data import pretraining  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
 
@@ -28,10 +28,11 @@ def data(tmp_path_factory):
 
 
 def run_in_process(args):
-    """Runs the app's `main` in this process with `args` as its flags."""
+    """Runs the app's `main` in this process with `args` as its flags
+    (`--flagfile` may name an installed flagfile, as on the command line)."""
     with flagsaver.flagsaver():
-        flags.FLAGS(["run_pretraining", *args])
-        run_pretraining.main([])
+        flags.FLAGS(_app.resolve_flagfiles(["run_pretraining", *args]))
+        run_pretraining.main(["run_pretraining"])
 
 
 def scalars(output_dir):
@@ -271,11 +272,13 @@ def test_device_loops_end_at_checkpoint_log_and_last_steps(data, tmp_path, caplo
     assert metrics["global_step"] == 7 and metrics["examples_per_second"] > 0
 
 
-def test_readme_cpu_demo_command_shortened(data, tmp_path):
-    """The README's CPU demo (its flagfile, tiny BERT) with a small batch and run."""
+def test_readme_cpu_demo_command_shortened(data, tmp_path, monkeypatch):
+    """The README's CPU demo (its installed flagfile, by name, and tiny BERT) with
+    a small batch and run, from another folder."""
     output_dir = str(tmp_path)
+    monkeypatch.chdir(tmp_path)
     run_in_process([
-        "--flagfile=configs/demo_cpu.flags", "--optimizer=lamb",
+        "--flagfile=demo_cpu.flags", "--optimizer=LAMB",
         f"--input_file={data['dir']}/data-*.tfrecord", f"--output_dir={output_dir}",
         "--train_batch_size=16", "--num_train_steps=4", "--num_warmup_steps=1",
         "--save_checkpoints_steps=2",
@@ -480,3 +483,43 @@ def test_steps_with_a_non_finite_gradient_are_skipped_and_counted(data, tmp_path
     assert 1 <= metrics["skipped_steps"] <= 3, metrics
     weights = helpers.model_weights(tf.train.latest_checkpoint(output_dir))
     assert all(np.isfinite(value).all() for value in weights.values())
+
+
+def test_a_finished_run_says_it_has_nothing_to_do(data, phase1, tmp_path, caplog):
+    output_dir = str(tmp_path / "run")
+    shutil.copytree(phase1, output_dir)
+    before = _file_contents(output_dir)
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8))
+    assert (f"Nothing to do: --output_dir={output_dir} is already at step 8 "
+            "(--num_train_steps=8).") in caplog.messages
+    assert _file_contents(output_dir) == before
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=8, init_checkpoint=phase1,
+                                        allow_flag_changes=True))
+    assert (f"--init_checkpoint={phase1} has no effect: --output_dir={output_dir} holds "
+            "checkpoints of its own, resumed instead.") in caplog.messages
+
+
+@pytest.mark.parametrize("overrides, warnings", [
+    (dict(optimizer="adamw", log_trust_ratios=True, tpu_name="local"), [
+        "--log_trust_ratios has no effect with --optimizer=adamw, which has no trust ratio "
+        "(lamb, lamb16 and lars do).",
+        "--tpu_name has no effect with --strategy=default (only with tpu).",
+    ]),
+    (dict(optimizer="lars", beta_1=0.8, epsilon=1e-8), [
+        "--beta_1 has no effect with --optimizer=lars (momentum, no moments).",
+        "--epsilon has no effect with --optimizer=lars (momentum, no moments).",
+    ]),
+])
+def test_flags_without_effect_are_warned_about(data, phase1, caplog, overrides, warnings):
+    """(Before the run stops: phase 1 was trained with other flags.)"""
+    with caplog.at_level("WARNING"), pytest.raises(ValueError, match="other training flags"):
+        run_in_process(helpers.app_args(data, phase1, **overrides))
+    assert [m for m in caplog.messages if "has no effect" in m] == warnings
+
+
+def test_positional_arguments_are_refused():
+    with pytest.raises(ValueError, match=r"unexpected arguments \['train'\]: every setting is a --flag"):
+        run_pretraining.main(["run_pretraining", "train"])

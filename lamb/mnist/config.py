@@ -9,7 +9,13 @@ import dataclasses
 import os
 
 from lamb import schedules
-from lamb._checks import check_choice, check_float, check_int, check_learning_rate
+from lamb._checks import (
+    check_choice,
+    check_float,
+    check_int,
+    check_learning_rate,
+    closest,
+)
 from lamb.data import mnist as mnist_data
 from lamb.mnist.protocols import PROTOCOL_DEFAULTS, PROTOCOLS
 from lamb.models import mnist as mnist_models
@@ -116,7 +122,12 @@ SETTINGS = {
             "Log per-layer weight norm, update norm and trust ratio every N steps (0: off).",
             "integer",
         ),
-        Setting("tensorboard_dir", None, "Write the trust-ratio logs to TensorBoard here too."),
+        Setting(
+            "tensorboard_dir",
+            None,
+            "Write TensorBoard logs here, a folder per run: loss and accuracy per epoch "
+            "(train/, validation/) and, with --trust_ratio_every, the trust-ratio logs.",
+        ),
     )
 }
 
@@ -173,7 +184,7 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         """The setting's value, or the protocol's where it is `None`."""
         return defaults[setting] if given[setting] is None else given[setting]
 
-    protocol = check_choice(name("protocol"), protocol, PROTOCOLS)
+    protocol = check_choice(name("protocol"), protocol, PROTOCOLS, ignore_case=True)
     defaults = PROTOCOL_DEFAULTS[protocol]
     optimizers = _choices(name("optimizers"), given["optimizers"], tuple(OPTIMIZERS))
     models = _choices(name("models"), given["models"], mnist_models.MODELS)
@@ -227,7 +238,9 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         epochs=check_int(name("epochs"), protocol_or("epochs"), low=1),
         learning_rates=learning_rates,
         weight_decays=weight_decays,
-        lr_scaling=check_choice(name("lr_scaling"), protocol_or("lr_scaling"), LR_SCALING_RULES),
+        lr_scaling=check_choice(
+            name("lr_scaling"), protocol_or("lr_scaling"), LR_SCALING_RULES, ignore_case=True
+        ),
         base_batch_size=check_int(name("base_batch_size"), protocol_or("base_batch_size"), low=1),
         warmup_epochs=check_float(name("warmup_epochs"), protocol_or("warmup_epochs"), low=0.0),
         lr_decay_power=check_float(name("lr_decay_power"), protocol_or("lr_decay_power"), low=0.0),
@@ -256,14 +269,23 @@ def _split(name, value):
 
 
 def _choices(name, value, allowed):
-    chosen = tuple(_split(name, value))
+    """The names in `value` (any case) as they are written in `allowed`, once each."""
+    by_lower = {item.lower(): item for item in allowed}
+    chosen = tuple(by_lower.get(str(item).lower(), item) for item in _split(name, value))
     unknown = [item for item in chosen if item not in allowed]
     if unknown:
+        described = ", ".join(_with_closest(item, allowed) for item in unknown)
         raise ValueError(
             f"`{name}` must be a comma-separated subset of {list(allowed)}; "
-            f"received unknown {unknown}."
+            f"received unknown {described}."
         )
     return tuple(dict.fromkeys(chosen))
+
+
+def _with_closest(item, allowed):
+    """`'lasr' (did you mean 'lars'?)`, or `'x'` if nothing is close."""
+    choice = closest(item, allowed)
+    return f"{item!r}" if choice is None else f"{item!r} (did you mean {choice!r}?)"
 
 
 def _from_text(value, kind):
@@ -302,6 +324,7 @@ def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=
     for optimizer, text in items:
         if optimizer is not None:
             optimizer = optimizer.strip()
+            optimizer = {n.lower(): n for n in optimizers}.get(optimizer.lower(), optimizer)
             if optimizer not in optimizers:
                 raise ValueError(
                     f"`{name}` names optimizer {optimizer!r}, which is not in "

@@ -50,6 +50,10 @@ def train_and_evaluate(spec, data, config, verbose=0):
     )
     (train_images, train_labels), (test_images, test_labels) = data
     callbacks = [EpochLog(os.path.join(run_dir, EPOCH_LOG))]
+    if tensorboard_dir:  # Loss and accuracy per epoch, in train/ and validation/.
+        callbacks.append(
+            keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False, profile_batch=0)
+        )
     if config.trust_ratio_every:
         callbacks.append(
             diagnostics.TrustRatioLogger(

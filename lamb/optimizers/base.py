@@ -39,16 +39,17 @@ def matches_any(patterns, path):
     return any(pattern.search(path) for pattern in patterns or ())
 
 
-def trust_ratio(weight_norm, update_norm, numerator=None):
-    """`numerator / update_norm` (`numerator` defaults to `weight_norm`).
+def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None):
+    """`numerator / denominator` (defaults: `weight_norm / update_norm`).
 
     Returns 1 where `weight_norm` or `update_norm` is zero, so that freshly
     zero-initialized variables (biases, LayerNorm betas) still move.
     """
     numerator = weight_norm if numerator is None else numerator
+    denominator = update_norm if denominator is None else denominator
     both_positive = ops.minimum(weight_norm, update_norm) > 0.0
-    safe_norm = ops.where(both_positive, update_norm, 1.0)
-    return ops.where(both_positive, numerator / safe_norm, 1.0)
+    safe_denominator = ops.where(both_positive, denominator, 1.0)
+    return ops.where(both_positive, numerator / safe_denominator, 1.0)
 
 
 def dense_gradient(gradient, variable):
@@ -315,14 +316,18 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         """How variable `index`'s step is scheduled (`xla_cpu.StepSchedule.plan`)."""
         return self._schedule.plan(index, variable.dtype)
 
-    def _trust_ratio(self, variable, index, update, plan, weight_norm_scale=None):
+    def _trust_ratio(
+        self, variable, index, update, plan, weight_norm_scale=None, denominator=None
+    ):
         """`scale(‖w‖) / ‖u‖` for `variable`'s update direction `update`
-        (`scale` defaults to the identity; 1 for excluded variables),
-        recorded for `layer_statistics()`."""
+        (`scale` defaults to the identity; `denominator(‖w‖, ‖u‖)` replaces
+        ‖u‖ if given; 1 for excluded variables), recorded for
+        `layer_statistics()` as (‖w‖, ‖u‖, ratio)."""
         weight_norm, update_norm = plan.norm(variable), plan.norm(update)
         if self._adapts_layer[index]:
             numerator = None if weight_norm_scale is None else weight_norm_scale(weight_norm)
-            ratio = trust_ratio(weight_norm, update_norm, numerator)
+            divisor = None if denominator is None else denominator(weight_norm, update_norm)
+            ratio = trust_ratio(weight_norm, update_norm, numerator, divisor)
         else:
             ratio = ops.ones_like(weight_norm)
         row = ops.cast(ops.stack([weight_norm, update_norm, ratio]), "float32")

@@ -1,4 +1,4 @@
-"""LARS with classic momentum, as in the TPU reference implementation."""
+"""LARS with classic momentum: SimCLR's trust ratio, or TF-contrib's."""
 
 import keras
 from keras import ops
@@ -11,12 +11,22 @@ from lamb.optimizers import base
 class LARS(base.LayerAdaptiveOptimizer):
     """Layer-wise Adaptive Rate Scaling (You et al., 2017), classic momentum.
 
-    Per variable `w` with gradient `g`:
+    Per variable `w` with gradient `g` (λ only where weight decay applies):
 
-        g ← g + λ·w                       (λ only where weight decay applies)
-        r = η_LARS · ‖w‖ / ‖g‖            (1 if a norm is 0 or excluded)
-        v ← μ·v + η·r·g
-        w ← w − v                         (Nesterov: w ← w − (μ·v + η·r·g))
+        d = g + λ·w
+        r = η_LARS · ‖w‖ / ‖d‖                  trust_ratio_formula="decayed"
+        r = η_LARS · ‖w‖ / (‖g‖ + λ·‖w‖ + ε)    trust_ratio_formula="separate"
+                                          (r = 1 if ‖w‖ or the norm of g or d
+                                           is 0, or the variable is excluded)
+        v ← μ·v + η·r·d
+        w ← w − v                         (Nesterov: w ← w − (μ·v + η·r·d))
+
+    "decayed" (the default) is the trust ratio of google-research/simclr's
+    `LARSOptimizer` (and TF Model Garden's); "separate", on the raw
+    gradient, that of `tf.contrib.opt.LARSOptimizer` (which tensorflow/tpu's
+    ResNet trains with) and of tensorflow/tpu's `lars_optimizer.py`. Both
+    step along d, as SimCLR and TF-contrib do (tensorflow/tpu's own file
+    leaves λ·w out of its step).
 
     Args:
         learning_rate: A float, a `LearningRateSchedule`, or a callable.
@@ -24,6 +34,8 @@ class LARS(base.LayerAdaptiveOptimizer):
         weight_decay: λ, ≥ 0.
         eeta: The LARS coefficient η_LARS, > 0.
         nesterov: Whether to use Nesterov momentum.
+        trust_ratio_formula: `"decayed"` or `"separate"` (above).
+        epsilon: ε of the "separate" formula, ≥ 0 (TF-contrib's default 0).
         exclude_from_weight_decay: Regular expressions matched (`re.search`)
             against `variable.path`; matching variables get no weight decay.
         exclude_from_layer_adaptation: Regular expressions; matching variables
@@ -44,6 +56,8 @@ class LARS(base.LayerAdaptiveOptimizer):
         nesterov=False,
         exclude_from_weight_decay=None,
         exclude_from_layer_adaptation=None,
+        trust_ratio_formula="decayed",
+        epsilon=0.0,
         **kwargs,
     ):
         super().__init__(
@@ -56,6 +70,10 @@ class LARS(base.LayerAdaptiveOptimizer):
         self.momentum = _checks.check_float("momentum", momentum, 0.0, 1.0)
         self.eeta = _checks.check_float("eeta", eeta, low=0.0, low_inclusive=False)
         self.nesterov = _checks.check_bool("nesterov", nesterov)
+        self.trust_ratio_formula = _checks.check_choice(
+            "trust_ratio_formula", trust_ratio_formula, TRUST_RATIO_FORMULAS
+        )
+        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0)
 
     def build(self, var_list):
         if self.built:
@@ -70,8 +88,20 @@ class LARS(base.LayerAdaptiveOptimizer):
         gradient = base.dense_gradient(gradient, variable)
         v = self._momentums[index]
 
-        decayed_gradient = self._add_weight_decay(gradient, variable, index)  # g + λ·w
-        ratio = self._trust_ratio(variable, index, decayed_gradient, plan, self._scale_weight_norm)
+        decayed_gradient = self._add_weight_decay(gradient, variable, index)  # d = g + λ·w
+        if self.trust_ratio_formula == "decayed":
+            ratio = self._trust_ratio(
+                variable, index, decayed_gradient, plan, self._scale_weight_norm
+            )
+        else:
+            decay = self.weight_decay if self._decays_weight[index] else 0.0
+
+            def separate(weight_norm, gradient_norm):  # ‖g‖ + λ·‖w‖ + ε
+                return gradient_norm + decay * weight_norm + self.epsilon
+
+            ratio = self._trust_ratio(
+                variable, index, gradient, plan, self._scale_weight_norm, separate
+            )
         step_size = ops.cast(learning_rate, dtype) * ratio
         scaled_gradient = step_size * decayed_gradient
         if self._decays_weight[index]:
@@ -92,6 +122,15 @@ class LARS(base.LayerAdaptiveOptimizer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"momentum": self.momentum, "eeta": self.eeta, "nesterov": self.nesterov}
+            {
+                "momentum": self.momentum,
+                "eeta": self.eeta,
+                "nesterov": self.nesterov,
+                "trust_ratio_formula": self.trust_ratio_formula,
+                "epsilon": self.epsilon,
+            }
         )
         return config
+
+
+TRUST_RATIO_FORMULAS = ("decayed", "separate")

@@ -1,8 +1,6 @@
 """The one table of optimizer names, used by the factory, the apps and the
 benchmarks, with one way to build each from the same arguments."""
 
-import difflib
-
 import keras
 
 from lamb import _checks
@@ -27,17 +25,33 @@ WITHOUT_EPSILON = ("lars",)
 # expressions on their paths.
 KERAS_BUILTINS = ("adam", "keras_adamw", "keras_lamb")
 
+# Strings that `keras.optimizers.get` and `model.compile(optimizer=...)` take
+# once `lamb` is imported, as Keras takes "adam" (saved files keep the
+# registered names, "lamb>LAMB", ...). Added to Keras's global custom objects
+# (`keras.saving.get_custom_objects()`, its public table for this) without
+# replacing an entry already there. None is a string Keras resolves itself:
+# "adamw" stays Keras's AdamW (BERT's is "adamweightdecay").
+KERAS_ALIASES = {
+    alias: cls
+    for cls in (LAMB, LAMB16, LARS, AdamWeightDecay)
+    for alias in (cls.__name__.lower(), cls.__name__)
+}
+
+
+def register_keras_aliases():
+    """Adds `KERAS_ALIASES` to Keras's global custom objects (done on import)."""
+    custom_objects = keras.saving.get_custom_objects()
+    for alias, cls in KERAS_ALIASES.items():
+        custom_objects.setdefault(alias, cls)
+
+
+register_keras_aliases()
+
 
 def check_name(name, argument="optimizer"):
     """`name` if it is in `OPTIMIZERS`, else `ValueError` listing them (and the
-    closest, for a typo)."""
-    if name in OPTIMIZERS:
-        return name
-    close = difflib.get_close_matches(str(name).lower(), OPTIMIZERS, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
-        f"`{argument}` must be one of {sorted(OPTIMIZERS)}; received {argument}={name!r}.{hint}"
-    )
+    closest, for a typo: `_checks.check_choice`)."""
+    return _checks.check_choice(argument, name, OPTIMIZERS)
 
 
 def create(name, learning_rate, weight_decay=0.0, exclude_from_weight_decay=None, **options):

@@ -19,6 +19,7 @@ NON_DEFAULT_ARGUMENTS = {
     lamb.LARS: dict(
         learning_rate=0.5, momentum=0.8, weight_decay=1e-4, eeta=0.002, nesterov=True,
         exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["batch_norm"],
+        trust_ratio_formula="separate", epsilon=1e-5,
     ),
 }
 BASE_ARGUMENTS = dict(
@@ -75,6 +76,8 @@ def test_every_argument_round_trips_through_the_config(cls):
         (lambda: lamb.AdamWeightDecay(beta_1=True), r"`beta_1` must be a finite number"),
         (lambda: lamb.LARS(eeta=float("nan")), r"`eeta` must be a finite number in \(0.0, inf\)"),
         (lambda: lamb.LARS(nesterov="yes"), r"`nesterov` must be True or False"),
+        (lambda: lamb.LARS(trust_ratio_formula="seperate"), r"`trust_ratio_formula` must be one of \['decayed', 'separate'\]; received trust_ratio_formula='seperate'\. Did you mean 'separate'\?"),
+        (lambda: lamb.LARS(epsilon=-1.0), r"`epsilon` must be a finite number in \[0.0, inf\)"),
         (lambda: lamb.LAMB16(min_8bit_size=2.5), r"`min_8bit_size` must be an integer; received min_8bit_size=2.5"),
         (lambda: lamb.LAMB16(adaptive_trust="false"), r"`adaptive_trust` must be True or False"),
     ],

@@ -155,6 +155,10 @@ LARS_CASES = {
         exclude_from_weight_decay=["bias"],
         exclude_from_layer_adaptation=["bias", "head"],
     ),
+    "separate_trust_ratio": dict(
+        learning_rate=1.0, weight_decay=0.01, eeta=0.01, trust_ratio_formula="separate",
+        epsilon=1e-3, exclude_from_weight_decay=["bias", "layer_norm"],
+    ),
 }
 
 
@@ -174,6 +178,8 @@ def test_lars_matches_reference(case, mode):
                 lr=kwargs["learning_rate"], momentum=kwargs.get("momentum", 0.9),
                 weight_decay=kwargs["weight_decay"], eeta=kwargs.get("eeta", 0.001),
                 nesterov=kwargs.get("nesterov", False), decays=decays, adapts=adapts,
+                formula=kwargs.get("trust_ratio_formula", "decayed"),
+                epsilon=kwargs.get("epsilon", 0.0),
             )
     _assert_close(actual, weights)
 

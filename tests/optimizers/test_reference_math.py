@@ -123,6 +123,16 @@ LARS_CASES = {
         exclude_from_weight_decay=["bias"],
         exclude_from_layer_adaptation=["head"],
     ),
+    # tf.contrib.opt.LARSOptimizer's ratio (also tensorflow/tpu's lars_optimizer.py).
+    "separate_trust_ratio": dict(
+        learning_rate=1.0,
+        weight_decay=0.01,
+        eeta=0.01,
+        trust_ratio_formula="separate",
+        epsilon=1e-3,
+        exclude_from_weight_decay=["bias"],
+        exclude_from_layer_adaptation=["head"],
+    ),
 }
 
 
@@ -149,6 +159,8 @@ def test_lars_matches_reference(case, mode):
                 nesterov=kwargs.get("nesterov", False),
                 decays=weight_decay > 0 and not matches(decay_list, path),
                 adapts=not matches(adapt_list, path),
+                formula=kwargs.get("trust_ratio_formula", "decayed"),
+                epsilon=kwargs.get("epsilon", 0.0),
             )
     _assert_close(actual, weights)
 

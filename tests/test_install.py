@@ -1,0 +1,60 @@
+"""The distribution: a wheel built from a copy of the checkout, installed
+without network into a fresh virtual environment (on the system's site
+packages, for TensorFlow), works from another folder."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from lamb._version import __version__
+from tests.pretraining_helpers import REPO
+
+LEFT_OUT = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
+                                  ".pytest_cache", "results")
+
+
+def _run(args, cwd, env=None):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, (args, result.stdout[-2000:], result.stderr[-3000:])
+    return result
+
+
+def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=LEFT_OUT)
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+          "--quiet", "-w", str(tmp_path / "wheels"), str(source)], cwd=tmp_path)
+    (wheel,) = os.listdir(tmp_path / "wheels")
+    assert wheel == f"lamb_keras-{__version__}-py3-none-any.whl"
+
+    venv = tmp_path / "venv"
+    _run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
+         cwd=tmp_path)
+    python = str(venv / "bin" / "python")
+    _run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
+          "--no-index", str(tmp_path / "wheels" / wheel)], cwd=tmp_path)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+    site = _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                cwd=elsewhere, env=env).stdout.strip()
+    imported = _run(
+        [python, "-c", "import importlib.metadata as m, lamb, optimization, lamb.configs as c; "
+         "print(lamb.__file__, optimization.__file__, c.path('demo_cpu.flags'), lamb.__version__,"
+         " m.version('lamb-keras'), m.metadata('lamb-keras')['License'])"],
+        cwd=elsewhere, env=env,
+    ).stdout.split()
+    assert imported[:3] == [os.path.join(site, "lamb", "__init__.py"),
+                            os.path.join(site, "optimization.py"),
+                            os.path.join(site, "lamb", "configs", "demo_cpu.flags")]
+    assert imported[3:] == [__version__, __version__, "Apache-2.0"]
+    assert os.path.exists(os.path.join(site, f"lamb_keras-{__version__}.dist-info", "LICENSE"))
+
+    # A console script's --helpfull (absl exits with 1 after help), its start-up quiet.
+    helped = subprocess.run([str(venv / "bin" / "lamb-run-pretraining"), "--helpfull"],
+                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 1 and not helped.stderr, helped.stderr[-2000:]
+    for flag in ("--bert_config_file", "--optimizer", "--tf_log_level", "--flagfile"):
+        assert flag in helped.stdout
