@@ -41,8 +41,10 @@ setup(
     license="Apache-2.0",
     license_files=["LICENSE"],
     python_requires=">=3.10",
-    packages=find_packages(include=["lamb", "lamb.*"]),
-    package_data={"lamb.configs": ["*.json", "*.flags"]},
+    packages=find_packages(include=["lamb", "lamb.*"]) + ["lamb._configs"],
+    # The top-level configs/ folder, installed as lamb/_configs (see lamb/configs.py).
+    package_dir={"lamb._configs": "configs"},
+    package_data={"lamb._configs": ["*.json", "*.flags"]},
     py_modules=["optimization"],
     install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "absl-py"],
     extras_require=EXTRAS,

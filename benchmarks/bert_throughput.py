@@ -6,7 +6,7 @@ timed rounds alternate between the optimizers so that load on the machine
 affects all alike. Prints examples per second (median over rounds) and each
 optimizer's ratio to the second (by default LAMB / Keras AdamW).
 
-    python benchmarks/bert_throughput.py --bert_config_file=lamb/configs/bert_config_tiny.json
+    python benchmarks/bert_throughput.py --bert_config_file=configs/bert_config_tiny.json
 """
 
 import platform
@@ -23,7 +23,7 @@ import throughput  # benchmarks/throughput.py
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
-    "bert_config_file", "lamb/configs/bert_config_tiny.json", "The BERT config to benchmark."
+    "bert_config_file", "configs/bert_config_tiny.json", "The BERT config to benchmark."
 )
 flags.DEFINE_integer("train_batch_size", 64, "Examples per step.")
 flags.DEFINE_integer("max_seq_length", 128, "Sequence length.")

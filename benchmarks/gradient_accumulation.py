@@ -8,7 +8,7 @@ Each configuration runs in a fresh process; memory is the process's peak
 resident set during training (Linux `VmHWM`, reset after the model is built),
 or TensorFlow's peak GPU allocation when there is a GPU.
 
-    python benchmarks/gradient_accumulation.py --bert_config_file=lamb/configs/bert_config_tiny.json
+    python benchmarks/gradient_accumulation.py --bert_config_file=configs/bert_config_tiny.json
 """
 
 import multiprocessing
@@ -21,7 +21,7 @@ from absl import flags
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
-    "bert_config_file", "lamb/configs/bert_config_tiny.json", "The BERT config to benchmark."
+    "bert_config_file", "configs/bert_config_tiny.json", "The BERT config to benchmark."
 )
 flags.DEFINE_integer("micro_batch_size", 32, "Examples per micro-batch.")
 flags.DEFINE_integer("accumulation_steps", 8, "K, micro-batches per optimizer step.")

@@ -1,6 +1,6 @@
 """Optimizer-state memory per parameter for BERT-Base's variables.
 
-    python benchmarks/optimizer_memory.py [--bert_config=lamb/configs/bert_config_base.json]
+    python benchmarks/optimizer_memory.py [--bert_config=configs/bert_config_base.json]
 
 Creates the 110M float32 variables of BERT pre-training (the encoder of
 `--bert_config`, the pooler, the masked-LM and next-sentence heads), builds

@@ -84,7 +84,7 @@ def test_mirrored_two_cpus_of_four_micro_batches_equal_one_device(data, one_devi
 def test_readme_several_gpu_recipe_shortened_trains_in_fp16(data, tmp_path):
     """The README's several-GPU command (phase-1 flagfile, mirrored, fp16,
     accumulation) with a tiny model, batch and run."""
-    args = ["--flagfile=lamb/configs/lamb_bert_large_phase1.flags", "--strategy=mirrored",
+    args = ["--flagfile=configs/lamb_bert_large_phase1.flags", "--strategy=mirrored",
             "--mixed_precision=fp16", "--gradient_accumulation_steps=2", "--nojit_compile",
             *helpers.app_args(data, str(tmp_path), num_train_steps=8, num_warmup_steps=2,
                               save_checkpoints_steps=4, iterations_per_loop=4)]

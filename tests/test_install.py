@@ -48,7 +48,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path)
     ).stdout.split()
     assert imported[:3] == [os.path.join(site, "lamb", "__init__.py"),
                             os.path.join(site, "optimization.py"),
-                            os.path.join(site, "lamb", "configs", "demo_cpu.flags")]
+                            os.path.join(site, "lamb", "_configs", "demo_cpu.flags")]
     assert imported[3:] == [__version__, __version__, "Apache-2.0"]
     assert os.path.exists(os.path.join(site, f"lamb_keras-{__version__}.dist-info", "LICENSE"))
 

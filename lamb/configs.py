@@ -1,4 +1,5 @@
-"""The BERT configs and flagfiles installed with the package.
+"""The BERT configs and flagfiles of the repository's `configs/`, installed
+with the package.
 
 `bert_config_{tiny,base,large}.json` (model configs for `--bert_config_file`)
 and `demo_cpu.flags`, `lamb_bert_large_phase{1,2}.flags` (for `--flagfile`).
@@ -14,7 +15,14 @@ prints the folder and the names, for copying one to edit.
 import difflib
 import os
 
-FOLDER = os.path.dirname(os.path.abspath(__file__))
+# Installed, the repository's `configs/` is the data folder `lamb/_configs/`
+# (setup.py); in a checkout it is read where it is.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+FOLDER = next(
+    folder
+    for folder in (os.path.join(_HERE, "_configs"), os.path.join(os.path.dirname(_HERE), "configs"))
+    if os.path.isdir(folder)
+)
 SUFFIXES = (".json", ".flags")
 
 
