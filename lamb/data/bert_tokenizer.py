@@ -1,0 +1,166 @@
+"""BERT's WordPiece tokenization (`FullTokenizer`, cased and uncased), exactly.
+
+google-research/bert's rules, applied to a line of text:
+
+1. Delete U+0000, U+FFFD and control and format characters (categories Cc
+   and Cf) other than tab, newline and carriage return.
+2. Whitespace ("\\t", "\\n", "\\r", category Zs, and what Python's
+   `str.split` splits on: U+2028, U+2029) separates words.
+3. Put spaces around CJK ideographs (BERT's list of blocks).
+4. Uncased: `str.lower()` (with its final-sigma rule), then NFD and delete
+   the nonspacing marks (category Mn).
+5. Split off each punctuation character (ASCII symbols and category P*).
+6. WordPiece: greedy longest match first with "##" continuations; a word of
+   more than 200 characters, or one the vocabulary cannot cover, is [UNK].
+
+Steps 1-4 are done here in Python, by `re` character classes and `str`
+methods built from this interpreter's `unicodedata`, as BERT's code (which
+uses the same functions) does them: the `tokenizers` library's
+`BertNormalizer` differs from BERT on the final sigma, deletes private-use
+and unassigned characters that BERT keeps, strips accents before lowercasing,
+lacks a CJK block, and its Rust Unicode tables are of another Unicode
+version than Python's. Steps 5-6 run in `tokenizers` (Rust, batched):
+splitting on " " and on an explicit class of BERT's punctuation (so no
+Unicode table of its own is involved), and its `WordPiece` model, which is
+BERT's algorithm. `benchmarks/tokenization_vs_bert.py` compares the result
+with BERT's own code over every code point and random strings.
+"""
+
+import functools
+import re
+import unicodedata
+
+import numpy as np
+
+UNK = "[UNK]"
+MAX_CHARS_PER_WORD = 200  # BERT's max_input_chars_per_word.
+
+# BERT's `_is_chinese_char` blocks (inclusive code point ranges).
+CJK_RANGES = (
+    (0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+    (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F),
+)
+
+
+def _ranges(predicate):
+    """Inclusive (first, last) code point ranges of the characters where
+    `predicate(char, category)` holds (surrogates excluded)."""
+    ranges = []
+    for cp in range(0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        char = chr(cp)
+        if predicate(char, unicodedata.category(char)):
+            if ranges and ranges[-1][1] == cp - 1:
+                ranges[-1][1] = cp
+            else:
+                ranges.append([cp, cp])
+    return ranges
+
+
+def _python_class(ranges):
+    parts = (re.escape(chr(a)) + ("" if a == b else "-" + re.escape(chr(b))) for a, b in ranges)
+    return "[" + "".join(parts) + "]"
+
+
+def _rust_class(ranges):
+    """The class for `tokenizers.Regex` (Oniguruma syntax)."""
+    parts = ("\\x{%X}" % a + ("" if a == b else "-\\x{%X}" % b) for a, b in ranges)
+    return "[" + "".join(parts) + "]"
+
+
+def _is_deleted(char, category):
+    return char in "\x00\ufffd" or (category in ("Cc", "Cf") and char not in "\t\n\r")
+
+
+def _is_space(char, category):
+    """Whitespace other than " " (kept) and "\\n" (the line separator here)."""
+    if char in " \n" or _is_deleted(char, category):
+        return False
+    return char in "\t\r" or category == "Zs" or char.isspace()
+
+
+def _is_punctuation(char, category):
+    cp = ord(char)
+    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or (
+        category.startswith("P")
+    )
+
+
+@functools.cache
+def _classes():
+    """The compiled classes, and BERT's punctuation as a `tokenizers` class
+    (built once per process: a pass over all code points, about 1 s)."""
+    return {
+        "delete": re.compile(_python_class(_ranges(_is_deleted))),
+        "space": re.compile(_python_class(_ranges(_is_space))),
+        "cjk": re.compile(_python_class(CJK_RANGES)),
+        "nonspacing_mark": re.compile(_python_class(_ranges(lambda c, cat: cat == "Mn"))),
+        "punctuation": _rust_class(_ranges(_is_punctuation)),
+    }
+
+
+def normalize(text, do_lower_case):
+    """Steps 1-4 on `text` (lines joined by "\\n", which is kept)."""
+    classes = _classes()
+    text = classes["space"].sub(" ", classes["delete"].sub("", text))
+    if text.isascii():
+        return text.lower() if do_lower_case else text
+    text = classes["cjk"].sub(r" \g<0> ", text)
+    if do_lower_case:
+        text = classes["nonspacing_mark"].sub("", unicodedata.normalize("NFD", text.lower()))
+    return text
+
+
+class BertTokenizer:
+    """BERT's `FullTokenizer` for `vocab` (tokens in id order; a repeated
+    token takes its last id, as in BERT's `load_vocab`).
+
+    One core: set TOKENIZERS_PARALLELISM=false or `tokenizers` also spreads
+    a batch over threads.
+    """
+
+    def __init__(self, vocab, do_lower_case=True):
+        from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+        if UNK not in vocab:
+            raise ValueError(f"The vocabulary lacks {UNK}.")
+        self.do_lower_case = do_lower_case
+        self.vocab = np.array(vocab, dtype=object)
+        token_ids = {token: i for i, token in enumerate(vocab)}
+        self._tokenizer = Tokenizer(
+            models.WordPiece(
+                token_ids, unk_token=UNK, max_input_chars_per_word=MAX_CHARS_PER_WORD,
+                continuing_subword_prefix="##",
+            )
+        )
+        self._tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.CharDelimiterSplit(" "),
+            pre_tokenizers.Split(Regex(_classes()["punctuation"]), "isolated"),
+        ])
+
+    def tokenize_ids(self, lines):
+        """(lengths, ids): the number of WordPiece ids of each line and all the
+        ids, concatenated (NumPy int64 and int32 arrays)."""
+        text = "\n".join(lines)
+        if text.count("\n") != max(len(lines) - 1, 0):
+            raise ValueError("A line to tokenize holds a newline.")
+        normalized = normalize(text, self.do_lower_case).split("\n") if lines else []
+        encodings = self._tokenizer.encode_batch_fast(normalized, add_special_tokens=False)
+        lengths = np.array([len(encoding) for encoding in encodings], dtype=np.int64)
+        ids = np.fromiter(
+            (i for encoding in encodings for i in encoding.ids), dtype=np.int32,
+            count=int(lengths.sum()),
+        )
+        return lengths, ids
+
+    def tokenize(self, lines):
+        """The WordPiece tokens (lists of str) of each line."""
+        lengths, ids = self.tokenize_ids(lines)
+        return split_tokens(self.vocab[ids].tolist(), lengths)
+
+
+def split_tokens(tokens, lengths):
+    """`tokens` cut into consecutive lists of `lengths`."""
+    ends = np.cumsum(lengths).tolist()
+    return [tokens[end - length : end] for end, length in zip(ends, lengths.tolist())]
