@@ -79,7 +79,7 @@ def random_strings(count, seed):
                 continue
             pool = rng.choices(pools, weights)[0][0]
             chars.append(chr(rng.choice(pool)))
-        strings.append("".join(chars).replace("\n", " "))
+        strings.append("".join(chars))
     return strings
 
 
@@ -105,9 +105,9 @@ def main(argv):
     del argv
     tokenization = load_bert_module(FLAGS.bert_dir, "tokenization")
     code_points = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
-    every = []  # Lines never hold "\n": a space instead.
+    every = []
     if FLAGS.every_code_point:
-        every = [context.format(c).replace("\n", " ") for c in code_points for context in CONTEXTS]
+        every = [context.format(c) for c in code_points for context in CONTEXTS]
         print(f"{len(code_points)} code points x {len(CONTEXTS)} contexts")
     randoms = random_strings(FLAGS.random_strings, FLAGS.seed)
     failures = 0

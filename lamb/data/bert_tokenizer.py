@@ -143,8 +143,8 @@ class BertTokenizer:
         """(lengths, ids): the number of WordPiece ids of each line and all the
         ids, concatenated (NumPy int64 and int32 arrays)."""
         text = "\n".join(lines)
-        if text.count("\n") != max(len(lines) - 1, 0):
-            raise ValueError("A line to tokenize holds a newline.")
+        if text.count("\n") != max(len(lines) - 1, 0):  # "\n" within a line: a space, for BERT.
+            text = "\n".join(line.replace("\n", " ") for line in lines)
         normalized = normalize(text, self.do_lower_case).split("\n") if lines else []
         encodings = self._tokenizer.encode_batch_fast(normalized, add_special_tokens=False)
         lengths = np.array([len(encoding) for encoding in encodings], dtype=np.int64)
