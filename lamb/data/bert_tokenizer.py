@@ -27,6 +27,7 @@ with BERT's own code over every code point and random strings.
 """
 
 import functools
+import itertools
 import re
 import unicodedata
 
@@ -42,20 +43,11 @@ CJK_RANGES = (
 )
 
 
-def _ranges(predicate):
-    """Inclusive (first, last) code point ranges of the characters where
-    `predicate(char, category)` holds (surrogates excluded)."""
-    ranges = []
-    for cp in range(0x110000):
-        if 0xD800 <= cp <= 0xDFFF:
-            continue
-        char = chr(cp)
-        if predicate(char, unicodedata.category(char)):
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1][1] = cp
-            else:
-                ranges.append([cp, cp])
-    return ranges
+def _ranges(mask):
+    """Inclusive (first, last) code point ranges where the boolean array
+    `mask` (indexed by code point) is true."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[False], mask, [False]])))
+    return list(zip(edges[0::2].tolist(), (edges[1::2] - 1).tolist()))
 
 
 def _python_class(ranges):
@@ -65,38 +57,35 @@ def _python_class(ranges):
 
 def _rust_class(ranges):
     """The class for `tokenizers.Regex` (Oniguruma syntax)."""
-    parts = ("\\x{%X}" % a + ("" if a == b else "-\\x{%X}" % b) for a, b in ranges)
+    parts = (f"\\x{{{a:X}}}" + ("" if a == b else f"-\\x{{{b:X}}}") for a, b in ranges)
     return "[" + "".join(parts) + "]"
-
-
-def _is_deleted(char, category):
-    return char in "\x00\ufffd" or (category in ("Cc", "Cf") and char not in "\t\n\r")
-
-
-def _is_space(char, category):
-    """Whitespace other than " " (kept) and "\\n" (the line separator here)."""
-    if char in " \n" or _is_deleted(char, category):
-        return False
-    return char in "\t\r" or category == "Zs" or char.isspace()
-
-
-def _is_punctuation(char, category):
-    cp = ord(char)
-    return 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126 or (
-        category.startswith("P")
-    )
 
 
 @functools.cache
 def _classes():
-    """The compiled classes, and BERT's punctuation as a `tokenizers` class
-    (built once per process: a pass over all code points, about 1 s)."""
+    """The compiled classes of steps 1-5 (step 5's for `tokenizers`), from
+    this interpreter's `unicodedata` (built once per process)."""
+    chars = [chr(cp) for cp in range(0x110000)]
+    category = np.array([unicodedata.category(c) for c in chars])
+    code_point = np.arange(0x110000)
+    is_space = np.array([c.isspace() for c in chars])
+    tab_newline_cr = np.isin(code_point, [0x09, 0x0A, 0x0D])
+    deleted = np.isin(code_point, [0x00, 0xFFFD]) | (
+        np.isin(category, ["Cc", "Cf"]) & ~tab_newline_cr
+    )
+    # Whitespace but " " (kept) and "\n" (the line separator here).
+    space = (tab_newline_cr | (category == "Zs") | is_space) & ~deleted & ~np.isin(
+        code_point, [0x20, 0x0A]
+    )
+    ascii_symbol = ((33 <= code_point) & (code_point <= 47)) | ((58 <= code_point) & (code_point <= 64)) | (
+        (91 <= code_point) & (code_point <= 96)) | ((123 <= code_point) & (code_point <= 126))
+    punctuation = ascii_symbol | np.char.startswith(category, "P")
     return {
-        "delete": re.compile(_python_class(_ranges(_is_deleted))),
-        "space": re.compile(_python_class(_ranges(_is_space))),
+        "delete": re.compile(_python_class(_ranges(deleted))),
+        "space": re.compile(_python_class(_ranges(space))),
         "cjk": re.compile(_python_class(CJK_RANGES)),
-        "nonspacing_mark": re.compile(_python_class(_ranges(lambda c, cat: cat == "Mn"))),
-        "punctuation": _rust_class(_ranges(_is_punctuation)),
+        "nonspacing_mark": re.compile(_python_class(_ranges(category == "Mn"))),
+        "punctuation": _rust_class(_ranges(punctuation)),
     }
 
 
@@ -149,8 +138,8 @@ class BertTokenizer:
         encodings = self._tokenizer.encode_batch_fast(normalized, add_special_tokens=False)
         lengths = np.array([len(encoding) for encoding in encodings], dtype=np.int64)
         ids = np.fromiter(
-            (i for encoding in encodings for i in encoding.ids), dtype=np.int32,
-            count=int(lengths.sum()),
+            itertools.chain.from_iterable(encoding.ids for encoding in encodings),
+            dtype=np.int32, count=int(lengths.sum()),
         )
         return lengths, ids
 

@@ -11,6 +11,7 @@ here and by BERT's tool are interchangeable.
 """
 
 import collections
+import gc
 import multiprocessing
 import os
 import random
@@ -47,7 +48,7 @@ class Progress:
         self.start = self.last = time.monotonic()
 
     def _amount(self, count):
-        return f"{count / self.scale:,.1f}{self.unit}" if self.scale != 1 else f"{count:,}{self.unit}"
+        return f"{count / self.scale:,.1f}{self.unit}" if self.scale != 1 else f"{count:,.0f}{self.unit}"
 
     def add(self, count):
         self.done += count
@@ -176,15 +177,20 @@ def _tokenized_chunks(chunks, vocab, do_lower_case, num_processes):
     `num_processes` processes (1: in this one) of one thread each (sets
     TOKENIZERS_PARALLELISM=false, inherited by the workers)."""
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokenizer = BertTokenizer(vocab, do_lower_case)  # Its character classes: forked workers share them.
     if num_processes == 1:
-        tokenizer = BertTokenizer(vocab, do_lower_case)
         for chunk in chunks:
             yield len(chunk), tokenize_chunk(chunk, tokenizer)
         return
     # Forked workers start at once; spawned ones would import TensorFlow anew.
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with context.Pool(num_processes, _start_worker, (vocab, do_lower_case)) as pool:
+    gc.freeze()  # The workers' garbage collector leaves the inherited objects alone.
+    try:
+        pool = context.Pool(num_processes, _start_worker, (vocab, do_lower_case))
+    finally:
+        gc.unfreeze()
+    with pool:
         pending = collections.deque()  # At most 2 chunks per process in flight.
         for chunk in chunks:
             pending.append((len(chunk), pool.apply_async(_tokenize_in_worker, (chunk,))))
