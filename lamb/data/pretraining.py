@@ -206,9 +206,10 @@ def read_documents(input_files, vocab, do_lower_case, num_processes=1, chunk_byt
     """Documents (lists of tokenized lines) as BERT's tool reads `input_files`.
 
     A blank line ends a document (also across files, as in BERT); a line
-    without tokens is dropped; empty documents are left out. The files are
-    checked to be UTF-8 first (`check_utf8`). Tokenization runs in
-    `num_processes` processes; the documents do not depend on it.
+    without tokens is dropped; empty documents are left out. All the files
+    are checked to be UTF-8 first (`check_utf8`). Tokenization runs in
+    `num_processes` processes of one thread each; the documents do not
+    depend on it.
     """
     _checks.check_int("--num_processes", num_processes, low=1)
     total = check_utf8(input_files, chunk_bytes)
