@@ -20,7 +20,8 @@ def read_version():
 
 
 MNIST = ["tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7", "requests"]
-BERT = ["keras-hub>=0.32", "tensorboard>=2.16", "matplotlib>=3.7"]
+# keras-hub: the BERT model; tokenizers: create_pretraining_data's WordPiece.
+BERT = ["keras-hub>=0.32", "tokenizers>=0.20", "tensorboard>=2.16", "matplotlib>=3.7"]
 NOTEBOOK = MNIST + ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"]
 EXTRAS = {
     "mnist": MNIST,

@@ -1,16 +1,18 @@
 """Create masked-LM / next-sentence TFRecords for BERT pre-training.
 
-The algorithm, flags and output format are those of google-research/bert's
-`create_pretraining_data.py`; the WordPiece tokenization is keras-hub's
-`WordPieceTokenizer` (tensorflow-text's FastWordpieceTokenizer underneath).
-Input: text files with one sentence per line and a blank line between
+The algorithm, tokenization, random stream, flags and output format are
+those of google-research/bert's `create_pretraining_data.py`: the same input
+files (in the same order), seed and flags give the same records. The one
+difference: each glob of --input_file is read in sorted order (BERT: the
+file system's order). Tokenization runs in --num_processes processes.
+Input: UTF-8 text files with one sentence per line and a blank line between
 documents. Output: `tf.train.Example`s with `input_ids`, `input_mask`,
 `segment_ids`, `masked_lm_positions`, `masked_lm_ids`, `masked_lm_weights`
 and `next_sentence_labels`, readable by BERT's `run_pretraining.py` and by
 `lamb.run_pretraining`.
 """
 
-import random
+import os
 
 from absl import app
 from absl import flags
@@ -22,7 +24,9 @@ from lamb.data import pretraining
 FLAGS = flags.FLAGS
 
 flags.DEFINE_string(
-    "input_file", None, "Input raw text file (or comma-separated list of files or globs)."
+    "input_file", None,
+    "Input raw text file (or comma-separated list of files or globs, each glob read in sorted "
+    "order).",
 )
 flags.DEFINE_string(
     "output_file", None, "Output TF example file (or comma-separated list of files)."
@@ -53,6 +57,12 @@ flags.DEFINE_float(
     0.1,
     "Probability of creating sequences which are shorter than the maximum length.",
 )
+flags.DEFINE_integer(
+    "num_processes",
+    getattr(os, "process_cpu_count", os.cpu_count)() or 1,
+    "Processes that tokenize the input (the records do not depend on it). Default: the CPUs "
+    "this process may use.",
+)
 
 
 def validate_flags():
@@ -64,6 +74,7 @@ def validate_flags():
         "--masked_lm_prob", FLAGS.masked_lm_prob, 0.0, 1.0, low_inclusive=False
     )
     _checks.check_float("--short_seq_prob", FLAGS.short_seq_prob, 0.0, 1.0, high_inclusive=True)
+    _checks.check_int("--num_processes", FLAGS.num_processes, low=1)
 
 
 def main(argv):
@@ -71,27 +82,23 @@ def main(argv):
     validate_flags()
     vocab = pretraining.load_vocab(FLAGS.vocab_file)
     input_files = pretraining.expand_input_files(FLAGS.input_file)
-    logging.info("Reading %d input files (%s, ...)", len(input_files), input_files[0])
-    tokenizer = pretraining.make_tokenizer(vocab, FLAGS.do_lower_case)
-    documents = pretraining.read_documents(input_files, tokenizer)
-    if not documents:
-        raise ValueError(f"--input_file={FLAGS.input_file} holds no text.")
-    instances = pretraining.create_training_instances(
-        documents,
-        vocab,
-        FLAGS.max_seq_length,
-        FLAGS.dupe_factor,
-        FLAGS.short_seq_prob,
-        FLAGS.masked_lm_prob,
-        FLAGS.max_predictions_per_seq,
-        FLAGS.do_whole_word_mask,
-        random.Random(FLAGS.random_seed),
-    )
     output_files = FLAGS.output_file.split(",")
-    count = pretraining.write_instance_to_example_files(
-        instances, vocab, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq, output_files
+    logging.info("Reading %d input files (%s, ...)", len(input_files), input_files[0])
+    count, documents = pretraining.create_pretraining_files(
+        input_files,
+        output_files,
+        vocab,
+        do_lower_case=FLAGS.do_lower_case,
+        do_whole_word_mask=FLAGS.do_whole_word_mask,
+        max_seq_length=FLAGS.max_seq_length,
+        max_predictions_per_seq=FLAGS.max_predictions_per_seq,
+        dupe_factor=FLAGS.dupe_factor,
+        masked_lm_prob=FLAGS.masked_lm_prob,
+        short_seq_prob=FLAGS.short_seq_prob,
+        random_seed=FLAGS.random_seed,
+        num_processes=FLAGS.num_processes,
     )
-    logging.info("Wrote %d instances from %d documents to %s", count, len(documents), output_files)
+    logging.info("Wrote %d instances from %d documents to %s", count, documents, output_files)
 
 
 if __name__ == "__main__":

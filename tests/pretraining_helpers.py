@@ -69,8 +69,7 @@ def make_pretraining_data(directory, dupe_factor=2):
     vocab_file = os.path.join(directory, "vocab.txt")
     write_corpus(corpus)
     vocab = write_vocab(vocab_file)
-    tokenizer = pretraining.make_tokenizer(vocab, do_lower_case=True)
-    documents = pretraining.read_documents([corpus], tokenizer)
+    documents = pretraining.read_documents([corpus], vocab, do_lower_case=True)
     instances = pretraining.create_training_instances(
         documents, vocab, SEQ_LENGTH, dupe_factor, 0.1, 0.15, PREDICTIONS, False, random.Random(1)
     )

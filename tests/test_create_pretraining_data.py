@@ -1,19 +1,27 @@
 """`lamb.create_pretraining_data`: BERT's tokenization, instances and record format."""
 
 import collections
+import json
+import logging
 import os
 import random
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-pytest.importorskip("keras_hub")
+pytest.importorskip("tokenizers")
 
 from lamb.data import pretraining  # noqa: E402
+from lamb.data.bert_tokenizer import BertTokenizer  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+UNICODE_CORPUS = os.path.join(DATA, "unicode_corpus.txt")
+UNICODE_VOCAB = os.path.join(DATA, "unicode_vocab.txt")
 
 # google-research/bert's tokenization_test.py: vocabulary and expected tokens.
 BERT_TEST_VOCAB = [
@@ -46,8 +54,172 @@ BERT_NAME_TO_FEATURES = {
     ],
 )
 def test_tokenization_matches_bert_golden_tokens(lower, text, expected):
-    tokenizer = pretraining.make_tokenizer(BERT_TEST_VOCAB, do_lower_case=lower)
-    assert pretraining.tokenize_lines(tokenizer, [text]) == [expected]
+    assert BertTokenizer(BERT_TEST_VOCAB, do_lower_case=lower).tokenize([text]) == [expected]
+
+
+# Expected tokens written by hand from BERT's rules (tokenization.py): str.lower()
+# then NFD without nonspacing marks (no NFKC: ß, ligatures, fullwidth forms,
+# superscripts and "…" stay), control and format characters deleted, Zs and
+# \t\n\r (and U+2028/U+2029, which str.split splits on) separate words, CJK
+# ideographs and punctuation are words of their own, words over 200 characters
+# are [UNK].
+RULES_VOCAB = [
+    "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "straße", "strasse", "\ufb01", "##rst",
+    "first", "wait", "\u2026", "...", "\u03bf\u03b4\u03bf\u03c2", "\u03bf\u03b4\u03bf\u03c3", "x",
+    "##\u00b2", "##2", "\u217b", "xii", "\u1112", "##\u1161", "##\u11ab", "\ud55c", "cooperate",
+    "co", "operate", "a", "##a", "\u00e9", "##\u00e9", "e", "##e", "\u4e2d", "\u6587", "cafe",
+    "Caf\u00e9", "\uff48\uff45\uff4c\uff4c\uff4f", "\u2764", "\u2764\ufe0f",
+]
+SPACES = [chr(c) for c in range(0x110000) if unicodedata.category(chr(c)) == "Zs"] + [
+    "\t", "\n", "\r", "\u2028", "\u2029",
+]
+DELETED = ["\u00ad", "\u200b", "\u200d", "\ufeff", "\x00", "\x0b", "\x0c", "\x85", "\x7f",
+           "\x1c", "\ufffd", "\U000e0041"]
+
+
+@pytest.mark.parametrize(
+    "lower, text, expected",
+    [
+        (True, "Stra\u00dfe STRASSE", ["straße", "strasse"]),
+        (True, "\ufb01rst", ["\ufb01", "##rst"]),
+        (True, "\uff28\uff45\uff4c\uff4c\uff4f", ["\uff48\uff45\uff4c\uff4c\uff4f"]),
+        (True, "Wait\u2026", ["wait", "\u2026"]),
+        (True, "\u039f\u0394\u039f\u03a3", ["\u03bf\u03b4\u03bf\u03c2"]),  # Final sigma.
+        (True, "x\u00b2", ["x", "##\u00b2"]),
+        (True, "\u216b", ["\u217b"]),
+        (True, "\ud55c", ["\u1112", "##\u1161", "##\u11ab"]),  # Hangul: NFD jamo.
+        (False, "\ud55c", ["\ud55c"]),
+        (True, "Caf\u00e9", ["cafe"]),
+        (False, "Caf\u00e9", ["Caf\u00e9"]),
+        (True, "\u4e2d\u6587", ["\u4e2d", "\u6587"]),
+        (True, "\u2764\ufe0f", ["\u2764"]),  # U+FE0F is a nonspacing mark.
+        (False, "\u2764\ufe0f", ["\u2764\ufe0f"]),
+        (True, "a" * 200, ["a"] + ["##a"] * 199),
+        (True, "a" * 201, ["[UNK]"]),
+        (False, "\u00e9" * 120, ["\u00e9"] + ["##\u00e9"] * 119),  # 240 bytes, 120 characters.
+        (True, "\u00e9" * 120, ["e"] + ["##e"] * 119),
+    ],
+)
+def test_tokenization_follows_berts_rules(lower, text, expected):
+    assert BertTokenizer(RULES_VOCAB, do_lower_case=lower).tokenize([text]) == [expected]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_every_unicode_space_separates_and_control_and_format_characters_vanish(lower):
+    tokenizer = BertTokenizer(RULES_VOCAB, do_lower_case=lower)
+    lines = [f"co{space}operate" for space in SPACES]
+    assert tokenizer.tokenize(lines) == [["co", "operate"]] * len(lines)
+    lines = [f"co{char}operate" for char in DELETED]
+    assert tokenizer.tokenize(lines) == [["cooperate"]] * len(lines)
+
+
+def _golden(name):
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _lines_and_tokens(path, vocab, lower):
+    """Each line of `path` as read for BERT's tool: None if blank, else its tokens."""
+    with open(path, "rb") as f:
+        lengths, ids = pretraining.tokenize_chunk(f.read(), BertTokenizer(vocab, lower))
+    tokens = iter(vocab[i] for i in ids)
+    return [None if n < 0 else [next(tokens) for _ in range(n)] for n in lengths.tolist()]
+
+
+@pytest.mark.parametrize("case", ["uncased", "cased"])
+def test_unicode_corpus_tokens_equal_berts(case):
+    """tests/data/unicode_golden_tokens.json: BERT's FullTokenizer on each line
+    of the corpus as BERT's tool reads it (tests/data/make_golden.py)."""
+    golden = _golden("unicode_golden_tokens.json")
+    vocab = pretraining.load_vocab(UNICODE_VOCAB)
+    got = _lines_and_tokens(UNICODE_CORPUS, vocab, case == "uncased")
+    assert [line == "" for line in golden["lines"]] == [tokens is None for tokens in got]
+    assert [tokens or [] for tokens in got] == golden[case]
+
+
+def _parsed_records(path):
+    records = []
+    for serialized in tf.data.TFRecordDataset(path):
+        features = tf.train.Example.FromString(serialized.numpy()).features.feature
+        records.append({
+            name: list(getattr(features[name], features[name].WhichOneof("kind")).value)
+            for name in BERT_NAME_TO_FEATURES
+        })
+    return records
+
+
+@pytest.mark.parametrize("whole_word, processes", [(False, 1), (True, 2)])
+def test_unicode_corpus_records_equal_berts(tmp_path, whole_word, processes):
+    """tests/data/unicode_golden_records.json: every record BERT's tool wrote
+    for the corpus read twice, with the flags stored there."""
+    golden = _golden("unicode_golden_records.json")
+    flags = golden["flags"]
+    output = str(tmp_path / "new" / "folder" / "records.tfrecord")  # Folders created.
+    count, _ = pretraining.create_pretraining_files(
+        [UNICODE_CORPUS, UNICODE_CORPUS], [output], pretraining.load_vocab(UNICODE_VOCAB),
+        do_lower_case=True, do_whole_word_mask=whole_word, num_processes=processes,
+        chunk_bytes=300, **flags,
+    )
+    expected = golden["whole_word" if whole_word else "per_wordpiece"]
+    assert count == len(expected) > 20
+    assert _parsed_records(output) == expected
+
+
+def test_parallel_tokenization_equals_serial_whatever_the_chunks():
+    vocab = pretraining.load_vocab(UNICODE_VOCAB)
+    files = [UNICODE_CORPUS, UNICODE_CORPUS]
+    serial = pretraining.read_documents(files, vocab, True, num_processes=1)
+    for processes, chunk_bytes in ((2, 64), (3, 1000)):
+        assert pretraining.read_documents(files, vocab, True, processes, chunk_bytes) == serial
+    # 7 documents per copy; the last one runs on into the next file, as in BERT.
+    golden = _golden("unicode_golden_tokens.json")["uncased"]
+    assert len(serial) == 13
+    assert serial[6] == [golden[i] for i in (28, 29, 0, 1, 2, 3)]
+
+
+def test_progress_lines_give_the_rate_and_the_time_left(caplog):
+    caplog.set_level(logging.INFO)
+    progress = pretraining.Progress("Tokenized", 10_000_000, " MB", 1e6, interval=0.0)
+    progress.add(2_500_000)
+    assert caplog.records[-1].getMessage().startswith("Tokenized: 2.5 MB of 10.0 MB (")
+    assert caplog.records[-1].getMessage().endswith(" s left")
+    pretraining.read_documents([UNICODE_CORPUS], pretraining.load_vocab(UNICODE_VOCAB), True)
+    assert caplog.records[-1].getMessage().startswith("Tokenized (1 process): 0.0 MB in ")
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_byte_offset_and_line(tmp_path):
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_bytes("fine\n".encode() * 10)
+    bad.write_bytes(b"one\r\ntwo \xe9t\xe9\n")  # Latin-1, not UTF-8; the offset counts the \r.
+    with pytest.raises(
+        ValueError,
+        match=r"--input_file: .*bad\.txt is not UTF-8 text: byte offset 9 \(line 2\): b'\\xe9'",
+    ):
+        pretraining.read_documents([str(good), str(bad)], RULES_VOCAB, True)
+
+
+def test_carriage_returns_are_dropped_as_berts_reader_drops_them(tmp_path):
+    """TensorFlow's `readline` (BERT's reader) drops every "\\r" byte, even
+    within a line and inside a character's bytes."""
+    path = tmp_path / "cr.txt"
+    path.write_bytes(b"caf\xc3\r\xa9\r\nco\roperate\r\n\r\nhello\r")
+    assert pretraining.read_documents([str(path)], RULES_VOCAB, True) == [
+        [["cafe"], ["cooperate"]], [["hello"]],
+    ]
+
+
+def test_missing_or_bad_files_and_flags_are_named_before_any_work(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--vocab_file: .*nothing.txt does not exist"):
+        pretraining.load_vocab(str(tmp_path / "nothing.txt"))
+    (tmp_path / "latin1.txt").write_bytes(b"[UNK]\n[CLS]\n[SEP]\n[MASK]\ncaf\xe9\n")
+    with pytest.raises(ValueError, match="--vocab_file: .*latin1.txt is not UTF-8 text: byte offset 28"):
+        pretraining.load_vocab(str(tmp_path / "latin1.txt"))
+    with pytest.raises(FileNotFoundError, match="--input_file: .*nothing-here"):
+        pretraining.expand_input_files(str(tmp_path / "nothing-here*.txt"))
+    with pytest.raises(IsADirectoryError, match="--output_file: "):
+        pretraining.prepare_output_files([str(tmp_path)])
+    with pytest.raises(ValueError, match="--num_processes"):
+        pretraining.read_documents([UNICODE_CORPUS], RULES_VOCAB, True, num_processes=0)
 
 
 def _create_pretraining_data(corpus, vocab, outputs, **env):
@@ -165,8 +337,7 @@ def test_instances_follow_berts_construction(records):
 
 def test_same_seed_same_examples_other_seed_other_masks(records):
     vocab = records["vocab"]
-    tokenizer = pretraining.make_tokenizer(vocab, do_lower_case=True)
-    documents = pretraining.read_documents([records["corpus"]], tokenizer)
+    documents = pretraining.read_documents([records["corpus"]], vocab, do_lower_case=True)
 
     def serialized(seed):
         instances = pretraining.create_training_instances(
@@ -284,13 +455,11 @@ def test_records_written_as_berts_writer_does_are_read(tmp_path):
     assert labels["next_sentence_labels"].numpy().tolist() == [1]
 
 
-def test_bad_vocab_and_missing_input_are_named(tmp_path):
+def test_a_vocabulary_without_berts_special_tokens_is_named(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\nhello\n")
     with pytest.raises(ValueError, match=r"vocab\.txt lacks the special tokens"):
         pretraining.load_vocab(str(vocab))
-    with pytest.raises(FileNotFoundError, match="nothing-here"):
-        pretraining.expand_input_files(str(tmp_path / "nothing-here*.txt"))
 
 
 def test_shakespeare_with_berts_vocabulary(tmp_path):
@@ -300,6 +469,5 @@ def test_shakespeare_with_berts_vocabulary(tmp_path):
         pytest.skip(f"shared data not found at {helpers.SHARED_DATA}")
     vocab = pretraining.load_vocab(vocab_file)
     assert len(vocab) == 30522
-    tokenizer = pretraining.make_tokenizer(vocab, do_lower_case=True)
-    documents = pretraining.read_documents([text], tokenizer)
+    documents = pretraining.read_documents([text], vocab, do_lower_case=True, num_processes=2)
     assert ["from", "fair", "##est", "creatures", "we", "desire", "increase", ","] in documents[2]

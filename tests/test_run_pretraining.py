@@ -97,7 +97,7 @@ def long_data(data, tmp_path_factory):
     """The corpus again as records of sequence length 64 (phase 2)."""
     directory = str(tmp_path_factory.mktemp("bert_data_64"))
     vocab = pretraining.load_vocab(data["vocab"])
-    documents = pretraining.read_documents([data["corpus"]], pretraining.make_tokenizer(vocab, True))
+    documents = pretraining.read_documents([data["corpus"]], vocab, do_lower_case=True)
     instances = pretraining.create_training_instances(
         documents, vocab, 64, 1, 0.1, 0.15, 10, False, random.Random(2)
     )

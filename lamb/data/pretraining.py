@@ -1,24 +1,34 @@
 """BERT pre-training TFRecords: writing them as BERT does, checking and reading them.
 
 Writing follows google-research/bert's `create_pretraining_data.py` step for
-step (same random stream, so the same instances for the same tokens), with
-keras-hub's `WordPieceTokenizer` (tensorflow-text's FastWordpieceTokenizer)
-for BERT's basic + WordPiece tokenization. The records hold seven
-fixed-length features, parsed with the same `FixedLenFeature` spec as BERT's
-`run_pretraining.py`: files written here and by BERT's tool are interchangeable.
+step: the input read as BERT reads it, BERT's tokenization
+(`lamb.data.bert_tokenizer`) and the same random stream, so the same records
+for the same input files, seed and flags. Only the tokenization runs in
+parallel (a process pool over pieces of the input; the random stream comes
+after it). The records hold seven fixed-length features, parsed with the
+same `FixedLenFeature` spec as BERT's `run_pretraining.py`: files written
+here and by BERT's tool are interchangeable.
 """
 
 import collections
+import gc
+import multiprocessing
+import os
+import random
+import time
 
 from absl import logging
 from google.protobuf.message import DecodeError
 import numpy as np
 import tensorflow as tf
 
+from lamb import _checks
+from lamb.data.bert_tokenizer import BertTokenizer
+
 # Writing.
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
-TOKENIZE_BATCH_LINES = 4096
+CHUNK_BYTES = 1 << 20  # Input read and tokenized in pieces of whole lines of about this size.
 
 TrainingInstance = collections.namedtuple(
     "TrainingInstance",
@@ -27,12 +37,49 @@ TrainingInstance = collections.namedtuple(
 MaskedLmInstance = collections.namedtuple("MaskedLmInstance", ["index", "label"])
 
 
+class Progress:
+    """Logs how far a long step is: done of total, the rate and the time left,
+    at most every `interval` seconds, and a last line from `finish`."""
+
+    def __init__(self, what, total, unit="", scale=1, interval=10.0):
+        self.what, self.total, self.unit, self.scale = what, total, unit, scale
+        self.interval = interval
+        self.done = 0
+        self.start = self.last = time.monotonic()
+
+    def _amount(self, count):
+        return f"{count / self.scale:,.1f}{self.unit}" if self.scale != 1 else f"{count:,.0f}{self.unit}"
+
+    def add(self, count):
+        self.done += count
+        now = time.monotonic()
+        if now - self.last >= self.interval and self.done < self.total:
+            self.last = now
+            rate = self.done / (now - self.start)
+            logging.info(
+                "%s: %s of %s (%s/s), about %.0f s left", self.what, self._amount(self.done),
+                self._amount(self.total), self._amount(rate), (self.total - self.done) / rate,
+            )
+
+    def finish(self):
+        seconds = max(time.monotonic() - self.start, 1e-9)
+        logging.info(
+            "%s: %s in %.1f s (%s/s)", self.what, self._amount(self.done), seconds,
+            self._amount(self.done / seconds),
+        )
+
+
 def load_vocab(vocab_file):
-    """The vocabulary as a list of tokens in file order (the id is the index)."""
+    """The vocabulary as a list of tokens in file order (the id is the index),
+    each line read as BERT reads it (without "\r", stripped)."""
     if not tf.io.gfile.exists(vocab_file):
         raise FileNotFoundError(f"--vocab_file: {vocab_file} does not exist.")
-    with tf.io.gfile.GFile(vocab_file, "r") as reader:
-        vocab = [line.strip() for line in reader]
+    check_utf8([vocab_file], flag="--vocab_file")
+    with tf.io.gfile.GFile(vocab_file, "rb") as reader:
+        data = _as_bert_reads(reader.read())
+    vocab = [line.strip() for line in data.decode("utf-8").split("\n")]
+    if data.endswith(b"\n"):
+        vocab.pop()  # No line after the last newline.
     missing = [token for token in SPECIAL_TOKENS if token not in vocab]
     if missing:
         raise ValueError(
@@ -42,48 +89,200 @@ def load_vocab(vocab_file):
     return vocab
 
 
-def make_tokenizer(vocab, do_lower_case):
-    """keras-hub's WordPiece tokenizer with BERT's basic tokenization."""
-    import keras_hub  # An extra: pip install .[bert]
+def vocab_words(vocab):
+    """The tokens that masking draws random replacements from: as BERT's
+    `tokenizer.vocab.keys()`, each token once, in order of first appearance."""
+    return list(dict.fromkeys(vocab))
 
-    return keras_hub.tokenizers.WordPieceTokenizer(
-        vocabulary=vocab,
-        lowercase=do_lower_case,
-        strip_accents=do_lower_case,
-        split=True,
-        split_on_cjk=True,
-        suffix_indicator="##",
-        oov_token="[UNK]",
-        dtype="string",
+
+def read_chunks(path, chunk_bytes=CHUNK_BYTES):
+    """(byte offset, bytes) pieces of the file `path`, each of whole lines (a
+    line ends at "\n", as for BERT's `readline`; the last may lack it)."""
+    offset, parts = 0, []  # parts: what was read since the last "\n".
+    with tf.io.gfile.GFile(path, "rb") as reader:
+        while True:
+            block = reader.read(chunk_bytes)
+            if not block:
+                if parts:
+                    yield offset, b"".join(parts)
+                return
+            end = block.rfind(b"\n") + 1
+            if not end:
+                parts.append(block)
+                continue
+            piece = b"".join([*parts, block[:end]])
+            yield offset, piece
+            offset += len(piece)
+            parts = [block[end:]] if end < len(block) else []
+
+
+def _as_bert_reads(chunk):
+    """`chunk` as TensorFlow's `readline` (BERT's reader) returns it: with
+    every "\r" byte dropped, within lines too."""
+    return chunk.replace(b"\r", b"")
+
+
+def check_utf8(input_files, chunk_bytes=CHUNK_BYTES, flag="--input_file"):
+    """The total size in bytes of `input_files`; ValueError naming the flag,
+    the file, the byte offset and the line of the first bytes that are not
+    UTF-8."""
+    total = 0
+    for path in input_files:
+        lines = 0
+        for offset, chunk in read_chunks(path, chunk_bytes):
+            try:
+                _as_bert_reads(chunk).decode("utf-8")
+            except UnicodeDecodeError as error:
+                # The error's position counted with the dropped "\r"s.
+                start = int(np.flatnonzero(np.frombuffer(chunk, np.uint8) != ord("\r"))[error.start])
+                line = lines + chunk.count(b"\n", 0, start) + 1
+                raise ValueError(
+                    f"{flag}: {path} is not UTF-8 text: byte offset {offset + start} "
+                    f"(line {line}): {error.object[error.start:error.end]!r}, {error.reason}."
+                ) from None
+            lines += chunk.count(b"\n")
+            total += len(chunk)
+    return total
+
+
+def tokenize_chunk(chunk, tokenizer):
+    """(lengths, ids) of the lines of `chunk` (bytes of whole lines) read as
+    BERT reads them (without "\r", UTF-8, stripped of whitespace): each
+    line's number of WordPiece ids, -1 for a blank line, and all the ids."""
+    chunk = _as_bert_reads(chunk)
+    lines = chunk.decode("utf-8").split("\n")
+    if chunk.endswith(b"\n"):
+        lines.pop()
+    lines = [line.strip() for line in lines]
+    lengths, ids = tokenizer.tokenize_ids([line for line in lines if line])
+    line_lengths = np.full(len(lines), -1, dtype=np.int64)
+    line_lengths[np.array([bool(line) for line in lines], dtype=bool)] = lengths
+    return line_lengths, ids
+
+
+_worker_tokenizer = None
+
+
+def _start_worker(vocab, do_lower_case):
+    global _worker_tokenizer
+    _worker_tokenizer = BertTokenizer(vocab, do_lower_case)
+
+
+def _tokenize_in_worker(chunk):
+    return tokenize_chunk(chunk, _worker_tokenizer)
+
+
+def _tokenized_chunks(chunks, vocab, do_lower_case, num_processes):
+    """(size, tokenize_chunk result) of each chunk, in order, tokenized in
+    `num_processes` processes (1: in this one) of one thread each (sets
+    TOKENIZERS_PARALLELISM=false, inherited by the workers)."""
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokenizer = BertTokenizer(vocab, do_lower_case)  # Its character classes: forked workers share them.
+    if num_processes == 1:
+        for chunk in chunks:
+            yield len(chunk), tokenize_chunk(chunk, tokenizer)
+        return
+    # Forked workers start at once; spawned ones would import TensorFlow anew.
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    gc.freeze()  # The workers' garbage collector leaves the inherited objects alone.
+    try:
+        pool = context.Pool(num_processes, _start_worker, (vocab, do_lower_case))
+    finally:
+        gc.unfreeze()
+    with pool:
+        pending = collections.deque()  # At most 2 chunks per process in flight.
+        for chunk in chunks:
+            pending.append((len(chunk), pool.apply_async(_tokenize_in_worker, (chunk,))))
+            if len(pending) >= 2 * num_processes:
+                size, result = pending.popleft()
+                yield size, result.get()
+        while pending:
+            size, result = pending.popleft()
+            yield size, result.get()
+
+
+def read_documents(input_files, vocab, do_lower_case, num_processes=1, chunk_bytes=CHUNK_BYTES):
+    """Documents (lists of tokenized lines) as BERT's tool reads `input_files`.
+
+    A blank line ends a document (also across files, as in BERT); a line
+    without tokens is dropped; empty documents are left out. All the files
+    are checked to be UTF-8 first (`check_utf8`). Tokenization runs in
+    `num_processes` processes of one thread each; the documents do not
+    depend on it.
+    """
+    _checks.check_int("--num_processes", num_processes, low=1)
+    total = check_utf8(input_files, chunk_bytes)
+    num_processes = min(num_processes, max(1, -(-total // chunk_bytes)))
+    plural = "es" if num_processes > 1 else ""
+    progress = Progress(f"Tokenized ({num_processes} process{plural})", total, " MB", 1e6)
+    tokens_of = np.array(vocab, dtype=object)
+    chunks = (chunk for path in input_files for _, chunk in read_chunks(path, chunk_bytes))
+    documents = [[]]
+    for size, (line_lengths, ids) in _tokenized_chunks(
+        chunks, vocab, do_lower_case, num_processes
+    ):
+        tokens = tokens_of[ids].tolist()
+        start = 0
+        for length in line_lengths.tolist():
+            if length < 0:
+                documents.append([])
+            elif length:
+                documents[-1].append(tokens[start : start + length])
+                start += length
+        progress.add(size)
+    progress.finish()
+    return [document for document in documents if document]
+
+
+def prepare_output_files(output_files):
+    """Creates the folders of `output_files`; IsADirectoryError naming the
+    flag if one of them is a folder."""
+    for path in output_files:
+        folder = os.path.dirname(path)
+        if folder and not tf.io.gfile.isdir(folder):
+            tf.io.gfile.makedirs(folder)
+        if tf.io.gfile.isdir(path):
+            raise IsADirectoryError(f"--output_file: {path} is a folder; give a file name.")
+
+
+def create_pretraining_files(
+    input_files,
+    output_files,
+    vocab,
+    do_lower_case,
+    do_whole_word_mask,
+    max_seq_length,
+    max_predictions_per_seq,
+    dupe_factor,
+    masked_lm_prob,
+    short_seq_prob,
+    random_seed,
+    num_processes=1,
+    chunk_bytes=CHUNK_BYTES,
+):
+    """BERT's `create_pretraining_data.py` on `input_files` (in this order):
+    the records written round-robin to `output_files`. Returns the number of
+    records and of documents."""
+    prepare_output_files(output_files)
+    documents = read_documents(input_files, vocab, do_lower_case, num_processes, chunk_bytes)
+    if not documents:
+        raise ValueError(f"--input_file: {', '.join(input_files)} hold no text.")
+    instances = create_training_instances(
+        documents,
+        vocab_words(vocab),
+        max_seq_length,
+        dupe_factor,
+        short_seq_prob,
+        masked_lm_prob,
+        max_predictions_per_seq,
+        do_whole_word_mask,
+        random.Random(random_seed),
     )
-
-
-def tokenize_lines(tokenizer, lines):
-    """WordPiece tokens (lists of str) of each line, tokenized in batches."""
-    tokens = []
-    for start in range(0, len(lines), TOKENIZE_BATCH_LINES):
-        # A string-dtype keras-hub tokenizer returns lists of Python strings.
-        tokens.extend(tokenizer(tf.constant(lines[start : start + TOKENIZE_BATCH_LINES])))
-    return tokens
-
-
-def read_documents(input_files, tokenizer):
-    """Documents (lists of tokenized sentences) as BERT's tool reads them."""
-    lines = []
-    for input_file in input_files:
-        with tf.io.gfile.GFile(input_file, "r") as reader:
-            lines.extend(line.strip() for line in reader)
-    tokenized = tokenize_lines(tokenizer, [line for line in lines if line])
-    all_documents = [[]]
-    sentences = iter(tokenized)
-    for line in lines:
-        if not line:
-            all_documents.append([])
-            continue
-        tokens = next(sentences)
-        if tokens:
-            all_documents[-1].append(tokens)
-    return [document for document in all_documents if document]
+    count = write_instance_to_example_files(
+        instances, vocab, max_seq_length, max_predictions_per_seq, output_files
+    )
+    return count, len(documents)
 
 
 def create_training_instances(
@@ -101,8 +300,10 @@ def create_training_instances(
     all_documents = list(all_documents)
     rng.shuffle(all_documents)
     instances = []
+    progress = Progress("Documents made into instances", dupe_factor * len(all_documents))
     for _ in range(dupe_factor):
         for document_index in range(len(all_documents)):
+            progress.add(1)
             instances.extend(
                 create_instances_from_document(
                     all_documents,
@@ -116,6 +317,7 @@ def create_training_instances(
                     rng,
                 )
             )
+    progress.finish()
     rng.shuffle(instances)
     return instances
 
@@ -310,6 +512,7 @@ def write_instance_to_example_files(
     """Writes the instances round-robin to the output files; returns the count."""
     token_ids = {token: i for i, token in enumerate(vocab)}
     writers = [tf.io.TFRecordWriter(output_file) for output_file in output_files]
+    progress = Progress("Written", len(instances), " instances")
     for index, instance in enumerate(instances):
         example = instance_to_example(
             instance, token_ids, max_seq_length, max_predictions_per_seq
@@ -317,8 +520,10 @@ def write_instance_to_example_files(
         writers[index % len(writers)].write(example.SerializeToString(deterministic=True))
         if index < 3:
             logging.info("tokens: %s", " ".join(instance.tokens))
+        progress.add(1)
     for writer in writers:
         writer.close()
+    progress.finish()
     return len(instances)
 
 
