@@ -53,6 +53,7 @@ setup(
         "console_scripts": [
             "lamb-mnist-compare=lamb.mnist_compare:run",
             "lamb-run-pretraining=lamb.run_pretraining:run",
+            "lamb-create-pretraining-data=lamb.create_pretraining_data:run",
         ]
     },
 )

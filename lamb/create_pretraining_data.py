@@ -14,11 +14,10 @@ and `next_sentence_labels`, readable by BERT's `run_pretraining.py` and by
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 
-from lamb import _checks
+from lamb import _app, _checks
 from lamb.data import pretraining
 
 FLAGS = flags.FLAGS
@@ -78,7 +77,8 @@ def validate_flags():
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
     validate_flags()
     vocab = pretraining.load_vocab(FLAGS.vocab_file)
     input_files = pretraining.expand_input_files(FLAGS.input_file)
@@ -101,6 +101,11 @@ def main(argv):
     logging.info("Wrote %d instances from %d documents to %s", count, documents, output_files)
 
 
+def run():
+    """The app (`python -m lamb.create_pretraining_data`,
+    `lamb-create-pretraining-data`): errors on one line."""
+    _app.run(main, required=["input_file", "output_file", "vocab_file"])
+
+
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["input_file", "output_file", "vocab_file"])
-    app.run(main)
+    run()

@@ -58,6 +58,25 @@ def test_missing_required_flags_are_one_line_not_a_traceback():
     ]
 
 
+def test_create_pretraining_data_errors_are_one_line(tmp_path):
+    result = run_module("lamb.create_pretraining_data", "--do_lower_case")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "create_pretraining_data: error: flag --input_file=None: Flag --input_file must have a "
+        "value other than None. flag --output_file=None: Flag --output_file must have a value "
+        "other than None. flag --vocab_file=None: Flag --vocab_file must have a value other "
+        "than None."
+    ]
+    result = run_module(
+        "lamb.create_pretraining_data", f"--input_file={tmp_path}/a.txt",
+        f"--output_file={tmp_path}/out/a.tfrecord", f"--vocab_file={tmp_path}/vocab.txt",
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"create_pretraining_data: error: --vocab_file: {tmp_path}/vocab.txt does not exist."
+    ]
+
+
 def test_a_choice_flag_takes_any_case_and_suggests_the_closest_value():
     parser = _app.ChoiceParser(("default", "mirrored", "multi_worker", "tpu"))
     assert parser.parse("Mirrored") == "mirrored"
