@@ -118,6 +118,49 @@ def test_reference2019_lamb_decays_every_variable(tmp_path):
         np.testing.assert_allclose(np.asarray(variable), (1 - 0.001) * old, rtol=1e-5)
 
 
+def test_exclusions_and_optimizer_options_change_one_thing_at_a_time(tmp_path):
+    """The 2019 LAMB with one detail changed at a time, as the flags give it."""
+    reference = dict(optimizers="adam,lamb", models="mlp", batch_sizes="64", output_dir=str(tmp_path))
+    config = make_config(
+        "reference2019",
+        **reference,
+        exclude_from_weight_decay="bias,layer_norm",
+        optimizer_options="LAMB.bias_correction=true,lamb.exclude_from_layer_adaptation=[],"
+        "adam.epsilon=1e-7,lamb.weight_norm_bounds=none",
+    )
+    assert config.exclude_from_weight_decay == ("bias", "layer_norm")
+    assert config.optimizer_options == {
+        "adam": {"epsilon": 1e-7},  # The protocol's 1e-8, replaced.
+        "lamb": {"bias_correction": True, "exclude_from_layer_adaptation": [],
+                 "weight_norm_bounds": None},
+    }
+    optimizer = build_optimizer(plan_runs(config)[1])
+    assert optimizer.bias_correction and optimizer.get_config()["exclude_from_layer_adaptation"] == []
+    assert optimizer.get_config()["exclude_from_weight_decay"] == ["bias", "layer_norm"]
+    modern = make_config(**reference, exclude_from_weight_decay="none",
+                         optimizer_options="lamb.exclude_from_layer_adaptation=bias|kernel")
+    assert modern.exclude_from_weight_decay is None
+    assert modern.optimizer_options["lamb"] == {"exclude_from_layer_adaptation": ["bias|kernel"]}
+    # Without them, the run ids of earlier versions: finished runs are still found.
+    assert [run.run_id for run in plan_runs(make_config("reference2019", **reference))] == [
+        "f3a871b1e7c7", "ba19edd32a20"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ("lamb.bias_corection=true", r"for lamb .*Argument\(s\) not recognized.*bias_corection"),
+        ("lasr.momentum=0.9", r"names optimizer 'lasr'"),
+        ("lamb=1", r"takes optimizer\.argument=value pairs; received 'lamb=1'"),
+        ("lamb.beta_1=2", r"`beta_1` must be a finite number in \[0.0, 1.0\); received beta_1=2"),
+    ],
+)
+def test_bad_optimizer_options_name_the_flag(tmp_path, options, message):
+    with pytest.raises(ValueError, match=r"^`--optimizer_options`.*" + message):
+        make_config(optimizers="adam,lamb", models="mlp", batch_sizes="64", output_dir=str(tmp_path),
+                    optimizer_options=options, argument_prefix="--")
+
+
 def test_modern_protocol_scales_and_warms_up(tmp_path):
     config = make_config(
         optimizers="adam,lamb",

@@ -19,6 +19,7 @@ from lamb._checks import (
 from lamb.data import mnist as mnist_data
 from lamb.mnist.protocols import PROTOCOL_DEFAULTS, PROTOCOLS
 from lamb.models import mnist as mnist_models
+from lamb.optimizers import registry
 from lamb.optimizers.registry import OPTIMIZERS, WITHOUT_WEIGHT_DECAY
 
 LR_SCALING_RULES = ("none",) + schedules.SCALING_RULES
@@ -95,6 +96,22 @@ SETTINGS = {
             None,
             "Power of the polynomial decay to 0 over the run (1: linear, as BERT; 0: constant).",
             "float",
+        ),
+        Setting(
+            "exclude_from_weight_decay",
+            None,
+            "Regular expressions (comma-separated, re.search on variable.path) of the variables "
+            "that get no weight decay, or 'none' (protocol default: modern 'bias', "
+            "reference2019 none).",
+        ),
+        Setting(
+            "optimizer_options",
+            None,
+            "More constructor arguments of the optimizers, as optimizer.argument=value pairs, "
+            "e.g. 'lamb.bias_correction=true,lamb.exclude_from_layer_adaptation=bias'. Values: "
+            "true, false, numbers, none, [] (an empty list), or for exclude_* arguments one "
+            "regular expression (join several with |). They add to the protocol's "
+            "(reference2019: adam.epsilon=1e-08, lamb.bias_correction=false).",
         ),
         Setting(
             "train_examples",
@@ -230,6 +247,26 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
                 f"`{name('weight_decay')}` for {optimizer} must be 0 ({optimizer} has no weight "
                 f"decay); received {optimizer}={weight_decays[optimizer]}."
             )
+    exclude_from_weight_decay = _exclusions(
+        name("exclude_from_weight_decay"), protocol_or("exclude_from_weight_decay")
+    )
+    optimizer_options = _optimizer_options(
+        name("optimizer_options"),
+        given["optimizer_options"],
+        defaults["optimizer_options"],
+        optimizers,
+    )
+    for optimizer in optimizers:  # Every option checked by the optimizer itself, now.
+        try:
+            registry.create(
+                optimizer, 1e-3, weight_decays[optimizer], exclude_from_weight_decay,
+                **optimizer_options[optimizer],
+            )
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"`{name('optimizer_options')}` for {optimizer} {optimizer_options[optimizer]}: "
+                f"{error}"
+            ) from None
     return SweepConfig(
         protocol=protocol,
         optimizers=optimizers,
@@ -244,8 +281,8 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         base_batch_size=check_int(name("base_batch_size"), protocol_or("base_batch_size"), low=1),
         warmup_epochs=check_float(name("warmup_epochs"), protocol_or("warmup_epochs"), low=0.0),
         lr_decay_power=check_float(name("lr_decay_power"), protocol_or("lr_decay_power"), low=0.0),
-        exclude_from_weight_decay=defaults["exclude_from_weight_decay"],
-        optimizer_options={n: defaults["optimizer_options"].get(n, {}) for n in optimizers},
+        exclude_from_weight_decay=exclude_from_weight_decay,
+        optimizer_options=optimizer_options,
         model_variant=defaults["model_variant"],
         train_examples=train_examples,
         test_examples=test_examples,
@@ -257,6 +294,62 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         trust_ratio_every=check_int(name("trust_ratio_every"), given["trust_ratio_every"], low=0),
         tensorboard_dir=given["tensorboard_dir"],
     )
+
+
+def _exclusions(name, value):
+    """A tuple of regular expressions, or None (`'none'`: none)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None
+    return tuple(_split(name, value))
+
+
+def _optimizer_options(name, value, defaults, optimizers):
+    """`{optimizer: {argument: value}}`: the protocol's, then `value`'s
+    `optimizer.argument=value` pairs (a string) or `{optimizer: {...}}`."""
+    options = {n: dict(defaults.get(n, {})) for n in optimizers}
+    if value is None:
+        return options
+    if isinstance(value, dict):
+        pairs = [(o, a, v) for o, arguments in value.items() for a, v in arguments.items()]
+    else:
+        pairs = []
+        for item in _split(name, value):
+            key, equals, text = item.partition("=")
+            optimizer, dot, argument = key.strip().partition(".")
+            if not (equals and dot and argument):
+                raise ValueError(
+                    f"`{name}` takes optimizer.argument=value pairs; received {item!r}."
+                )
+            pairs.append((optimizer, argument.strip(), _option_value(argument, text.strip())))
+    by_lower = {n.lower(): n for n in optimizers}
+    for optimizer, argument, option in pairs:
+        optimizer = by_lower.get(str(optimizer).lower(), optimizer)
+        if optimizer not in optimizers:
+            raise ValueError(
+                f"`{name}` names optimizer {_with_closest(optimizer, optimizers)}, which is not "
+                f"in optimizers={list(optimizers)}."
+            )
+        options[optimizer][argument] = option
+    return options
+
+
+def _option_value(argument, text):
+    """An option's value from its text (see the `optimizer_options` setting)."""
+    lower = text.lower()
+    if lower in ("true", "false"):
+        return lower == "true"
+    if lower == "none":
+        return None
+    if text == "[]":
+        return []
+    if argument.startswith("exclude_"):
+        return [text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _split(name, value):

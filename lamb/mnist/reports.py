@@ -57,11 +57,17 @@ def describe_settings(config):
         if config.exclude_from_weight_decay
         else ""
     )
+    options = "; ".join(
+        f"{display(n)} " + ", ".join(f"{k}={v!r}" for k, v in config.optimizer_options[n].items())
+        for n in config.optimizers
+        if config.optimizer_options[n]
+    )
     return (
         f"Protocol `{config.protocol}`: test accuracy (%) on {config.test_examples:,} MNIST "
         f"test images after {config.epochs} epochs of {config.train_examples:,} training "
         f"images ({config.model_variant} initialization), seed {config.seed}. Learning "
         f"rates {rates} ({rate_rule}; {schedule}). Weight decay {decays}{exclusions}."
+        + (f" Options: {options}." if options else "")
     )
 
 
