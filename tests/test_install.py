@@ -32,8 +32,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_from_another_folder(tmp_path)
     _run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)],
          cwd=tmp_path)
     python = str(venv / "bin" / "python")
+    # --ignore-installed: where the project is installed already (CI installs it), the
+    # system site packages the venv sees would otherwise satisfy it, and nothing be installed.
     _run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
-          "--no-index", str(tmp_path / "wheels" / wheel)], cwd=tmp_path)
+          "--no-index", "--ignore-installed", str(tmp_path / "wheels" / wheel)], cwd=tmp_path)
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
