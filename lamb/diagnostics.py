@@ -174,11 +174,12 @@ def plot_trust_ratios(csv_path, output_path, title=None):
     for color, (variable, series) in zip(colors, log.items()):
         label = _short_path(variable)
         ratios = series["trust_ratio"]
+        defined = not all(math.isnan(r) for r in ratios)
+        adaptive = adaptive or defined
         if all(r == 1.0 for r in ratios):
             ratio_one.append(label)
-        elif not all(math.isnan(r) for r in ratios):
+        elif defined:
             ratio_axes.plot(series["step"], ratios, color=color, label=label)
-        adaptive = adaptive or not all(math.isnan(r) for r in ratios)
         relative_step = [  # NaN where undefined or 0 (log scale), e.g. warmup's step 0.
             s / w if w > 0 and s > 0 else math.nan
             for s, w in zip(series["step_norm"], series["weight_norm"])

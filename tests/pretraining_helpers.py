@@ -151,3 +151,17 @@ def assert_same_weights(a, b, rtol=0.0, atol=0.0):
     assert a.keys() == b.keys() and a
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+def tensorboard_scalars(folder):
+    """`{tag: {step: value}}` of the scalar summaries in the event files of `folder`."""
+    values = {}
+    for name in os.listdir(folder):
+        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "scalars":
+                    values.setdefault(value.tag, {})[event.step] = float(
+                        tf.make_ndarray(value.tensor)
+                    )
+    return values

@@ -22,6 +22,7 @@ from lamb.mnist.results import read_results
 from lamb.mnist.sweep import run_sweep
 from lamb.models import mnist as mnist_models
 from lamb.optimizers.registry import OPTIMIZERS
+from tests.pretraining_helpers import tensorboard_scalars
 
 REPO = Path(__file__).resolve().parents[1]
 MANUAL_DIR = os.environ.get("MNIST_MANUAL_DIR") or str(REPO.parent / "shared" / "data" / "mnist")
@@ -440,29 +441,14 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
     assert {r.run_id for r in plan_runs(changed)}.isdisjoint(modified)
 
 
-def _tensorboard_scalars(folder):
-    """`{tag: {step: value}}` of the scalar summaries in the event files of `folder`."""
-    import tensorflow as tf
-
-    values = {}
-    for name in os.listdir(folder):
-        for record in tf.data.TFRecordDataset(os.path.join(folder, name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "scalars":
-                    values.setdefault(value.tag, {})[event.step] = float(
-                        tf.make_ndarray(value.tensor))
-    return values
-
-
 @needs_mnist
 def test_tensorboard_dir_gets_loss_and_accuracy_per_epoch(tmp_path):
     config = make_config(**tiny_grid(tmp_path / "out", optimizers="lamb", batch_sizes=[128],
                                      trust_ratio_every=0, tensorboard_dir=str(tmp_path / "tb")))
     (row,) = run_sweep(config, log=lambda line: None)
     (run_name,) = os.listdir(tmp_path / "tb")
-    train = _tensorboard_scalars(tmp_path / "tb" / run_name / "train")
-    validation = _tensorboard_scalars(tmp_path / "tb" / run_name / "validation")
+    train = tensorboard_scalars(tmp_path / "tb" / run_name / "train")
+    validation = tensorboard_scalars(tmp_path / "tb" / run_name / "validation")
     with open(tmp_path / "out" / row["run_dir"] / "epochs.csv", newline="") as file:
         epochs = list(csv.DictReader(file))
     for scalars, split in ((train, "train"), (validation, "test")):

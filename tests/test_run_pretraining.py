@@ -37,17 +37,7 @@ def run_in_process(args):
 
 def scalars(output_dir):
     """`{tag: {step: value}}` from the TensorBoard event files of a run."""
-    values = {}
-    train_dir = os.path.join(output_dir, "train")
-    for name in os.listdir(train_dir):
-        for record in tf.data.TFRecordDataset(os.path.join(train_dir, name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "scalars":
-                    values.setdefault(value.tag, {})[event.step] = float(
-                        tf.make_ndarray(value.tensor)
-                    )
-    return values
+    return helpers.tensorboard_scalars(os.path.join(output_dir, "train"))
 
 
 def test_sigkill_then_rerun_ends_with_the_uninterrupted_weights(data, tmp_path):

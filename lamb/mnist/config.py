@@ -321,16 +321,20 @@ def _optimizer_options(name, value, defaults, optimizers):
                     f"`{name}` takes optimizer.argument=value pairs; received {item!r}."
                 )
             pairs.append((optimizer, argument.strip(), _option_value(argument, text.strip())))
-    by_lower = {n.lower(): n for n in optimizers}
     for optimizer, argument, option in pairs:
-        optimizer = by_lower.get(str(optimizer).lower(), optimizer)
-        if optimizer not in optimizers:
-            raise ValueError(
-                f"`{name}` names optimizer {_with_closest(optimizer, optimizers)}, which is not "
-                f"in optimizers={list(optimizers)}."
-            )
-        options[optimizer][argument] = option
+        options[_optimizer_named(name, optimizer, optimizers)][argument] = option
     return options
+
+
+def _optimizer_named(name, optimizer, optimizers):
+    """`optimizer` (any case) as written in `optimizers`; else an error naming `name`."""
+    chosen = {n.lower(): n for n in optimizers}.get(str(optimizer).strip().lower())
+    if chosen is None:
+        raise ValueError(
+            f"`{name}` names optimizer {_with_closest(optimizer, optimizers)}, which is not "
+            f"in optimizers={list(optimizers)}."
+        )
+    return chosen
 
 
 def _option_value(argument, text):
@@ -416,13 +420,7 @@ def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=
         )
     for optimizer, text in items:
         if optimizer is not None:
-            optimizer = optimizer.strip()
-            optimizer = {n.lower(): n for n in optimizers}.get(optimizer.lower(), optimizer)
-            if optimizer not in optimizers:
-                raise ValueError(
-                    f"`{name}` names optimizer {optimizer!r}, which is not in "
-                    f"optimizers={list(optimizers)}."
-                )
+            optimizer = _optimizer_named(name, optimizer, optimizers)
         label = name if optimizer is None else f"{name}[{optimizer}]"
         number = check(label, _from_text(text, float))
         if optimizer is not None:

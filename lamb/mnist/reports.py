@@ -37,7 +37,7 @@ def trust_ratio_plots(config, rows):
 
 def describe_settings(config):
     """One Markdown paragraph stating the sweep's settings."""
-    rates = ", ".join(f"{display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
+    rates = _rates(config)
     decays = ", ".join(f"{display(n)} {config.weight_decays[n]:g}" for n in config.optimizers)
     if config.lr_scaling == "none":
         rate_rule = "not scaled with the batch size"
@@ -73,7 +73,7 @@ def describe_settings(config):
 
 def figure_title(config):
     """The settings a figure needs to be read on its own, in two lines."""
-    rates = ", ".join(f"{display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
+    rates = _rates(config)
     if config.lr_scaling == "none":
         rule = "not scaled"
     else:
@@ -87,6 +87,11 @@ def figure_title(config):
         f"{config.train_examples:,} images, seed {config.seed}\n"
         f"learning rates {rates} ({rule}; {schedule})"
     )
+
+
+def _rates(config):
+    """`Adam 0.001, LAMB 0.005`: each optimizer's learning rate at the base batch."""
+    return ", ".join(f"{display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
 
 
 def write_markdown(rows, path, description=""):
