@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import lamb
-from lamb.mnist import progress
+from lamb.mnist import progress, reports
 from lamb.mnist.config import make_config
 from lamb.mnist.plan import build_optimizer, plan_runs
 from lamb.mnist.protocols import PROTOCOLS
@@ -217,6 +217,23 @@ def test_learning_rate_and_weight_decay_per_optimizer(tmp_path):
     assert config.weight_decays == {"adam": 0.0, "lamb": 0.05, "lars": 0.05}
 
 
+def test_epochs_per_model(tmp_path):
+    config = make_config(
+        optimizers="lamb",
+        models="mlp,cnn,bigru",
+        batch_sizes="64",
+        epochs="10,cnn=3,BiGRU=3",
+        output_dir=str(tmp_path),
+    )
+    assert config.epochs == {"mlp": 10, "cnn": 3, "bigru": 3}
+    assert {run.model: run.epochs for run in plan_runs(config)} == config.epochs
+    text = "10 epochs (MLP), 3 (CNN, Bi-GRU) of 60,000"
+    assert text in reports.describe_settings(config)
+    assert text in reports.figure_title(config)
+    same = make_config(models="mlp,cnn", epochs="4", output_dir=str(tmp_path))
+    assert "after 4 epochs of 60,000" in reports.describe_settings(same)
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -228,6 +245,8 @@ def test_learning_rate_and_weight_decay_per_optimizer(tmp_path):
         (dict(learning_rate="lars=1"), r"learning_rate.*'lars'.*not in optimizers"),
         (dict(weight_decay="adam=0.1"), r"weight_decay.*adam"),
         (dict(epochs=0), r"epochs"),
+        (dict(epochs="3,cnn=2"), r"`epochs` names model 'cnn', which is not in models=\['mlp'\]"),
+        (dict(epochs="3,mlp=0"), r"`epochs\[mlp\]` must be an integer in \[1, inf\)"),
         (dict(test_examples=10_001), r"test_examples.*\[1, 10000\]"),
         (dict(lr_scaling="cubic"), r"lr_scaling.*'sqrt'"),
     ],
@@ -481,6 +500,9 @@ def test_notebook_runs_headless_on_a_small_grid(tmp_path, monkeypatch):
     ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
+    streams = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    for noise in ("cuInit", "absl::InitializeLog", "oneDNN", "Warning"):
+        assert noise not in streams
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
     assert any("### Batch size 256" in o.get("data", {}).get("text/markdown", "") for o in outputs)
     assert (tmp_path / "results.csv").exists()

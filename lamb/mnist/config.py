@@ -65,8 +65,8 @@ SETTINGS = {
         Setting(
             "epochs",
             None,
-            "Epochs per run (protocol default: modern 10, reference2019 100).",
-            "integer",
+            "Epochs per run: one value for all models and/or model=value pairs, e.g. '10' or "
+            "'10,cnn=3,bigru=3' (protocol default: modern 10, reference2019 100).",
         ),
         Setting(
             "learning_rate",
@@ -157,7 +157,7 @@ class SweepConfig:
     optimizers: tuple
     models: tuple
     batch_sizes: tuple
-    epochs: int
+    epochs: dict  # {model: epochs}
     learning_rates: dict
     weight_decays: dict
     lr_scaling: str
@@ -226,19 +226,27 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
             f"`{name('batch_sizes')}` must not exceed {name('train_examples')}={train_examples}; "
             f"received {too_large}."
         )
-    learning_rates = _per_optimizer(
+    epochs = _per_name(
+        name("epochs"),
+        given["epochs"],
+        dict.fromkeys(models, defaults["epochs"]),
+        models,
+        check=lambda label, value: check_int(label, _from_text(value, int), low=1),
+        kind="models",
+    )
+    learning_rates = _per_name(
         name("learning_rate"),
         given["learning_rate"],
         defaults["learning_rates"],
         optimizers,
-        check=lambda label, value: check_learning_rate(value, label),
+        check=lambda label, value: check_learning_rate(_from_text(value, float), label),
     )
-    weight_decays = _per_optimizer(
+    weight_decays = _per_name(
         name("weight_decay"),
         given["weight_decay"],
         defaults["weight_decays"],
         optimizers,
-        check=lambda label, value: check_float(label, value, low=0.0),
+        check=lambda label, value: check_float(label, _from_text(value, float), low=0.0),
         single_value_skips=WITHOUT_WEIGHT_DECAY,
     )
     for optimizer in WITHOUT_WEIGHT_DECAY:
@@ -272,7 +280,7 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         optimizers=optimizers,
         models=models,
         batch_sizes=batch_sizes,
-        epochs=check_int(name("epochs"), protocol_or("epochs"), low=1),
+        epochs=epochs,
         learning_rates=learning_rates,
         weight_decays=weight_decays,
         lr_scaling=check_choice(
@@ -322,17 +330,18 @@ def _optimizer_options(name, value, defaults, optimizers):
                 )
             pairs.append((optimizer, argument.strip(), _option_value(argument, text.strip())))
     for optimizer, argument, option in pairs:
-        options[_optimizer_named(name, optimizer, optimizers)][argument] = option
+        options[_named(name, optimizer, optimizers)][argument] = option
     return options
 
 
-def _optimizer_named(name, optimizer, optimizers):
-    """`optimizer` (any case) as written in `optimizers`; else an error naming `name`."""
-    chosen = {n.lower(): n for n in optimizers}.get(str(optimizer).strip().lower())
+def _named(name, item, allowed, kind="optimizers"):
+    """`item` (any case) as written in `allowed`, the sweep's `kind` (optimizers or
+    models); else an error naming `name`."""
+    chosen = {n.lower(): n for n in allowed}.get(str(item).strip().lower())
     if chosen is None:
         raise ValueError(
-            f"`{name}` names optimizer {_with_closest(optimizer, optimizers)}, which is not "
-            f"in optimizers={list(optimizers)}."
+            f"`{name}` names {kind[:-1]} {_with_closest(item, allowed)}, which is not "
+            f"in {kind}={list(allowed)}."
         )
     return chosen
 
@@ -404,29 +413,32 @@ def _check_output_dir(name, output_dir):
     return output_dir
 
 
-def _per_optimizer(name, value, defaults, optimizers, check, single_value_skips=()):
-    """Per-optimizer values: the protocol's, then one value for all (but those in
-    `single_value_skips`), then `name=value` pairs; each value passed through
-    `check(label, value)`, label `name` or `name[optimizer]`."""
-    values = {n: defaults[n] for n in optimizers}
+def _per_name(name, value, defaults, names, check, single_value_skips=(), kind="optimizers"):
+    """Values per optimizer (or per model, `kind="models"`): the protocol's, then
+    one value for all (but those in `single_value_skips`), then `name=value`
+    pairs; each value passed through `check(label, value)`, label `name` or
+    `name[optimizer]`."""
+    values = {n: defaults[n] for n in names}
     if value is None:
         return values
     if isinstance(value, dict):
         items = value.items()
-    else:
+    elif isinstance(value, str):
         items = (
             item.split("=", 1) if "=" in item else (None, item)
-            for item in _split(name, str(value))
+            for item in _split(name, value)
         )
-    for optimizer, text in items:
-        if optimizer is not None:
-            optimizer = _optimizer_named(name, optimizer, optimizers)
-        label = name if optimizer is None else f"{name}[{optimizer}]"
-        number = check(label, _from_text(text, float))
-        if optimizer is not None:
-            values[optimizer] = number
+    else:
+        items = [(None, value)]
+    for key, text in items:
+        if key is not None:
+            key = _named(name, key, names, kind)
+        label = name if key is None else f"{name}[{key}]"
+        number = check(label, text)
+        if key is not None:
+            values[key] = number
         else:
-            for n in optimizers:
+            for n in names:
                 if n not in single_value_skips:
                     values[n] = number
     return values

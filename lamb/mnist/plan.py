@@ -58,7 +58,7 @@ def plan_runs(config):
                         optimizer=optimizer,
                         model=model,
                         batch_size=batch_size,
-                        epochs=config.epochs,
+                        epochs=config.epochs[model],
                         learning_rate=(
                             base_rate
                             if config.lr_scaling == "none"

@@ -64,7 +64,7 @@ def describe_settings(config):
     )
     return (
         f"Protocol `{config.protocol}`: test accuracy (%) on {config.test_examples:,} MNIST "
-        f"test images after {config.epochs} epochs of {config.train_examples:,} training "
+        f"test images after {epochs_text(config)} of {config.train_examples:,} training "
         f"images ({config.model_variant} initialization), seed {config.seed}. Learning "
         f"rates {rates} ({rate_rule}; {schedule}). Weight decay {decays}{exclusions}."
         + (f" Options: {options}." if options else "")
@@ -83,10 +83,21 @@ def figure_title(config):
     else:
         schedule = f"{config.warmup_epochs:g} warmup epoch(s), decay power {config.lr_decay_power:g}"
     return (
-        f"MNIST, protocol {config.protocol}: {config.epochs} epochs of "
+        f"MNIST, protocol {config.protocol}: {epochs_text(config)} of "
         f"{config.train_examples:,} images, seed {config.seed}\n"
         f"learning rates {rates} ({rule}; {schedule})"
     )
+
+
+def epochs_text(config):
+    """`10 epochs`, or per model where they differ: `10 epochs (MLP), 4 (CNN, Bi-GRU)`."""
+    by_epochs = {}
+    for model in config.models:
+        by_epochs.setdefault(config.epochs[model], []).append(display(model))
+    if len(by_epochs) == 1:
+        return f"{next(iter(by_epochs))} epochs"
+    groups = [f"{n} ({', '.join(models)})" for n, models in by_epochs.items()]
+    return f"{groups[0].replace(' (', ' epochs (', 1)}, " + ", ".join(groups[1:])
 
 
 def _rates(config):
