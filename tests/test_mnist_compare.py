@@ -422,6 +422,14 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
         title = Image.open(tmp_path / name).text["Title"]
         assert "protocol modern: 2 epochs of 512 images, seed 12345" in title
         assert "learning rates Adam 0.001, LAMB 0.005 (at batch 64, sqrt-scaled;" in title
+    # Chosen runs in one figure (for ablations), through the script that draws them.
+    runs = [f"--run={r['optimizer']} b{r['batch_size']}={tmp_path / r['run_dir']}" for r in written]
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "mnist_run_curves.py"), *runs,
+         f"--output={tmp_path / 'runs.png'}", "--title=MLP, one setting changed per run"],
+        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert Image.open(tmp_path / "runs.png").text["Title"] == "MLP, one setting changed per run"
     for row in written:
         run_dir = tmp_path / row["run_dir"]
         assert (run_dir / "trust_ratios.png").read_bytes()[:8] == PNG_MAGIC

@@ -206,13 +206,38 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
     return path
 
 
+def plot_runs_per_epoch(runs, path, title=None):
+    """Test accuracy per epoch of chosen runs in one panel, a line per run.
+
+    `runs` maps a label to a run folder (one with an `epochs.csv`): for
+    ablations, where the runs of one optimizer differ in one setting each.
+    """
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(9.0, 4.6), layout="constrained")
+    axes = figure.subplots()
+    labels = list(runs)
+    for label, run_dir in runs.items():
+        history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
+        style = _style(labels, label)
+        style["markevery"] = max(1, len(history["epoch"]) // 15)
+        axes.plot(history["epoch"], [100 * a for a in history["test_accuracy"]], label=label, **style)
+    axes.set(xlabel="epoch", ylabel="test accuracy (%)")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, alpha=0.3)
+    _finish(figure, [axes], title)
+    _save_figure(figure, path, title)
+    return path
+
+
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINE_STYLES = ("-", "--", "-.", ":")
 
 
-def _style(optimizers, optimizer):
-    """The same color, marker and line style for an optimizer in every panel."""
-    i = optimizers.index(optimizer)
+def _style(names, name):
+    """The same color, marker and line style for an optimizer (or run) in every panel."""
+    i = names.index(name)
     return {
         "color": f"C{i % 10}",
         "marker": _MARKERS[i % len(_MARKERS)],

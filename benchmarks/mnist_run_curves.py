@@ -1,0 +1,41 @@
+"""Test accuracy per epoch of chosen `lamb.mnist_compare` runs, in one figure.
+
+For ablations: each `--run` is a run folder (`<output_dir>/runs/<run name>`)
+with a label; the runs may have different lengths. Prints each run's last
+epoch and test accuracy.
+
+    python benchmarks/mnist_run_curves.py --run="2019 LAMB=results/a/runs/bigru-lamb-b16384-3f670aea7017" \\
+        --run="bias correction=results/b/runs/..." --title="Bi-GRU, batch 16384" --output=curves.png
+"""
+
+import os
+
+from absl import app, flags
+
+from lamb.mnist import reports
+from lamb.mnist.results import EPOCH_LOG, read_epoch_log
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("run", None, "label=run folder (repeat for each run).", required=True)
+flags.DEFINE_string("output", "run_curves.png", "The PNG to write.")
+flags.DEFINE_string("title", None, "The figure's title: the settings the runs share.")
+
+
+def main(argv):
+    del argv
+    runs = {}
+    for spec in FLAGS.run:
+        label, sep, run_dir = spec.partition("=")
+        if not sep:
+            raise app.UsageError(f"--run={spec!r} must be label=run folder.")
+        runs[label] = run_dir
+    reports.plot_runs_per_epoch(runs, FLAGS.output, FLAGS.title)
+    print(f"wrote {FLAGS.output}")
+    for label, run_dir in runs.items():
+        history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
+        print(f"{label}: epoch {history['epoch'][-1]}, test accuracy "
+              f"{100 * history['test_accuracy'][-1]:.2f} %")
+
+
+if __name__ == "__main__":
+    app.run(main)
