@@ -40,6 +40,7 @@ per-layer step, lr x |w| / |update|, is small for tiny BERT's small weights).
 import json
 import math
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -225,6 +226,8 @@ def figure_title(bert_config_file, config, runs):
 
 def main(argv):
     del argv
+    # Killed (SIGTERM or Ctrl-C), the driver takes its running process with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("Terminated; the same command resumes."))
     if bool(FLAGS.text_dir) == bool(FLAGS.input_file):
         raise app.UsageError("Give --text_dir (with --vocab_file) or --input_file.")
     if FLAGS.text_dir and not FLAGS.vocab_file:
