@@ -2,11 +2,16 @@
 
 Reads the TensorBoard scalars that `lamb.run_pretraining` writes to
 `<output_dir>/train`, plots `masked_lm_loss` and `masked_lm_accuracy` against
-the step for each run, and prints each run's final values and the ratio of the
-first two runs' final masked-LM accuracies.
+the step for each run (its own color, marker and line style; one legend; the
+settings, given by --title, as the figure's title and the PNG's Title), and
+prints each run's final values and the ratio of the first two runs' final
+masked-LM accuracies.
 
     python benchmarks/bert_demo_curves.py --run=lamb=/tmp/demo/lamb \
-        --run=adamw=/tmp/demo/adamw --output=docs/bert_demo_shakespeare.png
+        --run=adamw=/tmp/demo/adamw --output=docs/bert_demo_shakespeare.png \
+        --title="Tiny BERT on Shakespeare, batch 256, 60 steps"
+
+`read_scalars` and `plot_curves` are also used by `bert_large_batch.py`.
 """
 
 import os
@@ -16,20 +21,30 @@ from absl import flags
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from lamb.mnist import reports  # noqa: E402  (the MNIST figures' style)
 
 FLAGS = flags.FLAGS
 
-flags.DEFINE_multi_string("run", None, "label=output_dir of a run (repeat for each run).")
-flags.DEFINE_string("output", "docs/bert_demo_shakespeare.png", "The PNG to write.")
-flags.DEFINE_string("title", "Tiny BERT on Shakespeare, CPU", "The figure's title.")
-
 TAGS = ("masked_lm_loss", "masked_lm_accuracy")
+LABELS = {"masked_lm_loss": "masked-LM loss", "masked_lm_accuracy": "masked-LM accuracy"}
 
 
-def read_scalars(output_dir):
-    """`{tag: [(step, value), ...]}` from a run's TensorBoard event files."""
+def define_flags():
+    """The script's flags (not defined on import, for the scripts that reuse it)."""
+    flags.DEFINE_multi_string("run", None, "label=output_dir of a run (repeat for each run).")
+    flags.DEFINE_string("output", "docs/bert_demo_shakespeare.png", "The PNG to write.")
+    flags.DEFINE_string(
+        "title", "Tiny BERT on Shakespeare, CPU",
+        "The figure's title: the runs' settings (model, data, batch, steps, learning rates).",
+    )
+
+
+def read_scalars(output_dir, tags=TAGS):
+    """`{tag: [(step, value), ...]}` from a run's TensorBoard event files; a
+    step logged again (by a resumed run) keeps its latest value."""
     train_dir = os.path.join(output_dir, "train")
     if not tf.io.gfile.isdir(train_dir):
         raise FileNotFoundError(f"{train_dir}: no TensorBoard logs of lamb.run_pretraining.")
@@ -38,11 +53,30 @@ def read_scalars(output_dir):
         for record in tf.data.TFRecordDataset(os.path.join(train_dir, name)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
-                if value.tag in TAGS:
+                if value.tag in tags:
                     values.setdefault(value.tag, {})[event.step] = float(
                         tf.make_ndarray(value.tensor)
                     )
     return {tag: sorted(points.items()) for tag, points in values.items()}
+
+
+def plot_curves(runs, output, title, xlabel="step"):
+    """Plots `runs` (`{label: {tag: [(x, value), ...]}}`), a panel per tag of
+    `TAGS`, to the PNG `output` with `title`."""
+    figure = Figure(figsize=(11, 4.4), layout="constrained")
+    axes_list = figure.subplots(1, len(TAGS))
+    labels = list(runs)
+    for axes, tag in zip(axes_list, TAGS):
+        for label, scalars in runs.items():
+            points = scalars[tag]
+            style = reports._style(labels, label)
+            style["markevery"] = max(1, len(points) // 12)
+            axes.plot(*zip(*points), label=label, **style)
+        axes.set(xlabel=xlabel, ylabel=LABELS[tag])
+        axes.grid(alpha=0.3)
+    reports._finish(figure, axes_list, title)
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    reports._save_figure(figure, output, title)
 
 
 def main(argv):
@@ -55,19 +89,7 @@ def main(argv):
         runs[label] = read_scalars(output_dir)
     if not runs:
         raise ValueError("Give at least one --run=label=output_dir.")
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, tag in zip(axes, TAGS):
-        for label, scalars in runs.items():
-            steps, values = zip(*scalars[tag])
-            ax.plot(steps, values, label=label)
-        ax.set_xlabel("step")
-        ax.set_ylabel(tag.replace("_", " "))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    figure.suptitle(FLAGS.title)
-    figure.tight_layout()
-    os.makedirs(os.path.dirname(FLAGS.output) or ".", exist_ok=True)
-    figure.savefig(FLAGS.output, dpi=100)
+    plot_curves(runs, FLAGS.output, FLAGS.title)
     print(f"wrote {FLAGS.output}")
     final = {}
     for label, scalars in runs.items():
@@ -82,4 +104,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
