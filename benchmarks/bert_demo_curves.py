@@ -69,14 +69,14 @@ def plot_curves(runs, output, title, xlabel="step"):
     for axes, tag in zip(axes_list, TAGS):
         for label, scalars in runs.items():
             points = scalars[tag]
-            style = reports._style(labels, label)
+            style = reports.line_style(labels, label)
             style["markevery"] = max(1, len(points) // 12)
             axes.plot(*zip(*points), label=label, **style)
         axes.set(xlabel=xlabel, ylabel=LABELS[tag])
         axes.grid(alpha=0.3)
-    reports._finish(figure, axes_list, title)
+    reports.finish_figure(figure, axes_list, title)
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-    reports._save_figure(figure, output, title)
+    reports.save_figure(figure, output, title)
 
 
 def main(argv):

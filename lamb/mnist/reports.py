@@ -156,14 +156,14 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
                 if r["model"] == model and r["optimizer"] == optimizer
             )
             if points:
-                axes.plot(*zip(*points), label=display(optimizer), **_style(optimizers, optimizer))
+                axes.plot(*zip(*points), label=display(optimizer), **line_style(optimizers, optimizer))
         batch_sizes = sorted({r["batch_size"] for r in rows if r["model"] == model})
         axes.set_xscale("log", base=2)
         axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45)
         axes.set(title=display(model), xlabel="batch size", ylabel="test accuracy (%)")
         axes.grid(True, alpha=0.3)
-    _finish(figure, axes_list, title)
-    _save_figure(figure, path, title)
+    finish_figure(figure, axes_list, title)
+    save_figure(figure, path, title)
     return path
 
 
@@ -182,7 +182,7 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
     for row in rows:
         axes = grid[models.index(row["model"])][batch_sizes.index(row["batch_size"])]
         history = read_epoch_log(os.path.join(output_dir, row["run_dir"], EPOCH_LOG))
-        style = _style(optimizers, row["optimizer"])
+        style = line_style(optimizers, row["optimizer"])
         if len(history["epoch"]) > 30:
             style["markevery"] = max(1, len(history["epoch"]) // 15)
         axes.plot(
@@ -201,8 +201,8 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
             )
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
             axes.grid(True, alpha=0.3)
-    _finish(figure, grid.flat, title)
-    _save_figure(figure, path, title)
+    finish_figure(figure, grid.flat, title)
+    save_figure(figure, path, title)
     return path
 
 
@@ -220,14 +220,14 @@ def plot_runs_per_epoch(runs, path, title=None):
     labels = list(runs)
     for label, run_dir in runs.items():
         history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
-        style = _style(labels, label)
+        style = line_style(labels, label)
         style["markevery"] = max(1, len(history["epoch"]) // 15)
         axes.plot(history["epoch"], [100 * a for a in history["test_accuracy"]], label=label, **style)
     axes.set(xlabel="epoch", ylabel="test accuracy (%)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(True, alpha=0.3)
-    _finish(figure, [axes], title)
-    _save_figure(figure, path, title)
+    finish_figure(figure, [axes], title)
+    save_figure(figure, path, title)
     return path
 
 
@@ -235,7 +235,7 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 _LINE_STYLES = ("-", "--", "-.", ":")
 
 
-def _style(names, name):
+def line_style(names, name):
     """The same color, marker and line style for an optimizer (or run) in every panel."""
     i = names.index(name)
     return {
@@ -247,7 +247,7 @@ def _style(names, name):
     }
 
 
-def _finish(figure, axes_list, title):
+def finish_figure(figure, axes_list, title):
     """One legend for the figure (the optimizers), and the settings as title."""
     labels = {}
     for axes in axes_list:
@@ -262,7 +262,7 @@ def _finish(figure, axes_list, title):
         figure.suptitle("\n".join(lines), fontsize="medium")
 
 
-def _save_figure(figure, path, title=None):
+def save_figure(figure, path, title=None):
     """Saves `figure`, with `title` also in the PNG's Title text field."""
     metadata = {"Title": title} if title else None
     with atomic_path(path) as temporary:
