@@ -156,7 +156,8 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
                 if r["model"] == model and r["optimizer"] == optimizer
             )
             if points:
-                axes.plot(*zip(*points), label=display(optimizer), **line_style(optimizers, optimizer))
+                style = line_style(optimizers, optimizer)
+                axes.plot(*zip(*points), label=display(optimizer), **style)
         batch_sizes = sorted({r["batch_size"] for r in rows if r["model"] == model})
         axes.set_xscale("log", base=2)
         axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45)
@@ -222,7 +223,8 @@ def plot_runs_per_epoch(runs, path, title=None):
         history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
         style = line_style(labels, label)
         style["markevery"] = max(1, len(history["epoch"]) // 15)
-        axes.plot(history["epoch"], [100 * a for a in history["test_accuracy"]], label=label, **style)
+        accuracy = [100 * a for a in history["test_accuracy"]]
+        axes.plot(history["epoch"], accuracy, label=label, **style)
     axes.set(xlabel="epoch", ylabel="test accuracy (%)")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.grid(True, alpha=0.3)
