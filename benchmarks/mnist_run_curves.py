@@ -10,10 +10,12 @@ epoch and test accuracy.
 
 import os
 
-from absl import app, flags
+os.environ.setdefault("LAMB_QUIET_START", "1")  # Without TensorFlow's start-up messages.
 
-from lamb.mnist import reports
-from lamb.mnist.results import EPOCH_LOG, read_epoch_log
+from absl import app, flags  # noqa: E402
+
+from lamb.mnist import reports  # noqa: E402
+from lamb.mnist.results import EPOCH_LOG, read_epoch_log  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("run", None, "label=run folder (repeat for each run).", required=True)
