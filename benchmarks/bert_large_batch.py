@@ -51,8 +51,8 @@ import tensorflow as tf
 
 import bert_demo_curves  # benchmarks/bert_demo_curves.py
 from lamb import configs
+from lamb._files import atomic_path
 from lamb.mnist.protocols import display
-from lamb.mnist.results import atomic_path
 from lamb.optimizers import registry
 
 FLAGS = flags.FLAGS

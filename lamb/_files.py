@@ -1,4 +1,5 @@
-"""Output folders shared by the apps: one process at a time per folder."""
+"""Output folders and files shared by the apps: one process at a time per
+folder, and files written whole or not at all."""
 
 import contextlib
 import os
@@ -48,3 +49,18 @@ def folder_lock(folder, name="--output_dir"):
             lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
             lock.flush()
         yield
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """A temporary path beside `path` to write to, renamed onto `path` after the block.
+
+    A kill at any moment leaves `path` whole, old or new; the temporary file
+    such a kill may leave behind is overwritten by the next write of `path`.
+    """
+    folder, name = os.path.split(path)
+    temporary = os.path.join(folder, f".{name}.partial")
+    yield temporary
+    with open(temporary, "rb") as file:
+        os.fsync(file.fileno())  # The data on disk before the rename.
+    os.replace(temporary, path)

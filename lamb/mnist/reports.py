@@ -3,6 +3,7 @@
 import os
 import textwrap
 
+from lamb._files import atomic_path
 from lamb.mnist.protocols import display
 from lamb.mnist.results import (
     ACCURACY_PER_EPOCH_PNG,
@@ -10,7 +11,6 @@ from lamb.mnist.results import (
     EPOCH_LOG,
     RESULTS_MD,
     TRUST_RATIO_PNG,
-    atomic_path,
     read_epoch_log,
 )
 
@@ -96,8 +96,10 @@ def epochs_text(config):
         by_epochs.setdefault(config.epochs[model], []).append(display(model))
     if len(by_epochs) == 1:
         return f"{next(iter(by_epochs))} epochs"
-    groups = [f"{n} ({', '.join(models)})" for n, models in by_epochs.items()]
-    return f"{groups[0].replace(' (', ' epochs (', 1)}, " + ", ".join(groups[1:])
+    return ", ".join(
+        f"{n}{' epochs' if i == 0 else ''} ({', '.join(models)})"
+        for i, (n, models) in enumerate(by_epochs.items())
+    )
 
 
 def _rates(config):
@@ -171,7 +173,6 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
 def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
     """Test accuracy per epoch: a panel per (model, batch size), a line per optimizer."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     models = _unique(row["model"] for row in rows)
     optimizers = _unique(row["optimizer"] for row in rows)
@@ -186,22 +187,10 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
         style = line_style(optimizers, row["optimizer"])
         if len(history["epoch"]) > 30:
             style["markevery"] = max(1, len(history["epoch"]) // 15)
-        axes.plot(
-            history["epoch"],
-            [100 * a for a in history["test_accuracy"]],
-            label=display(row["optimizer"]),
-            **style,
-        )
+        _plot_test_accuracy(axes, history, display(row["optimizer"]), style)
     for i, model in enumerate(models):
         for j, batch_size in enumerate(batch_sizes):
-            axes = grid[i][j]
-            axes.set(
-                title=f"{display(model)}, batch {batch_size}",
-                xlabel="epoch",
-                ylabel="test accuracy (%)",
-            )
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-            axes.grid(True, alpha=0.3)
+            _label_epoch_axes(grid[i][j], title=f"{display(model)}, batch {batch_size}")
     finish_figure(figure, grid.flat, title)
     save_figure(figure, path, title)
     return path
@@ -214,7 +203,6 @@ def plot_runs_per_epoch(runs, path, title=None):
     ablations, where the runs of one optimizer differ in one setting each.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(9.0, 4.6), layout="constrained")
     axes = figure.subplots()
@@ -223,14 +211,28 @@ def plot_runs_per_epoch(runs, path, title=None):
         history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
         style = line_style(labels, label)
         style["markevery"] = max(1, len(history["epoch"]) // 15)
-        accuracy = [100 * a for a in history["test_accuracy"]]
-        axes.plot(history["epoch"], accuracy, label=label, **style)
-    axes.set(xlabel="epoch", ylabel="test accuracy (%)")
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes.grid(True, alpha=0.3)
+        _plot_test_accuracy(axes, history, label, style)
+    _label_epoch_axes(axes)
     finish_figure(figure, [axes], title)
     save_figure(figure, path, title)
     return path
+
+
+def _plot_test_accuracy(axes, history, label, style):
+    """A run's test accuracy (%) per epoch, from its `read_epoch_log` history."""
+    accuracy = [100 * a for a in history["test_accuracy"]]
+    axes.plot(history["epoch"], accuracy, label=label, **style)
+
+
+def _label_epoch_axes(axes, title=None):
+    """Labels, integer epoch ticks and a grid for a panel of accuracy per epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    axes.set(xlabel="epoch", ylabel="test accuracy (%)")
+    if title:
+        axes.set_title(title)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.grid(True, alpha=0.3)
 
 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")

@@ -1,11 +1,11 @@
 """The files of an output folder: their names, `results.csv` (written whole and
 atomically, damaged rows skipped) and the per-epoch logs."""
 
-import contextlib
 import csv
 import os
 import warnings
 
+from lamb._files import atomic_path
 from lamb.mnist.plan import RUNS_DIR, folder_name
 
 RESULTS_CSV = "results.csv"
@@ -92,21 +92,6 @@ def read_epoch_log(path):
     fields = {"epoch": epochs}
     fields.update({k: [by_epoch[e][k] for e in epochs] for k in EPOCH_FIELDS[1:]})
     return fields
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """A temporary path beside `path` to write to, renamed onto `path` after the block.
-
-    A kill at any moment leaves `path` whole, old or new; the temporary file
-    such a kill may leave behind is overwritten by the next write of `path`.
-    """
-    folder, name = os.path.split(path)
-    temporary = os.path.join(folder, f".{name}.partial")
-    yield temporary
-    with open(temporary, "rb") as file:
-        os.fsync(file.fileno())  # The data on disk before the rename.
-    os.replace(temporary, path)
 
 
 _INTEGER_RESULTS = (
