@@ -118,6 +118,11 @@ flags.DEFINE_float(
     "weight_decay", None,
     "Weight decay (not on LayerNorm and bias); default 0.01, none for adam (which has none).",
 )
+flags.DEFINE_bool(
+    "lamb16_row_scales", True,
+    "lamb16: a scale per row of each 8-bit moment (per token of the embedding), "
+    "not one per variable.",
+)
 flags.DEFINE_float("beta_1", 0.9, "First-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("beta_2", 0.999, "Second-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("epsilon", 1e-6, "Epsilon of the Adam-type optimizers.")
@@ -235,7 +240,7 @@ def validate_flags():
     if FLAGS.mixed_precision is not None:
         _checks.check_choice("--mixed_precision", FLAGS.mixed_precision, MIXED_PRECISION_POLICIES)
     for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios",
-                 "allow_flag_changes"):
+                 "allow_flag_changes", "lamb16_row_scales"):
         _checks.check_bool(f"--{name}", getattr(FLAGS, name))
     if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
         raise ValueError(
@@ -267,6 +272,8 @@ def warn_about_flags_without_effect(strategy_name):
     if optimizer == "lars":
         for name in ("beta_1", "beta_2", "epsilon"):
             _app.warn_without_effect(name, "with --optimizer=lars (momentum, no moments)")
+    if optimizer != "lamb16":
+        _app.warn_without_effect("lamb16_row_scales", f"with --optimizer={optimizer} (only lamb16)")
     if strategy_name != "tpu":
         for name in ("tpu_name", "tpu_zone", "gcp_project"):
             _app.warn_without_effect(name, f"with --strategy={strategy_name} (only with tpu)")
@@ -320,6 +327,8 @@ def check_output_dir(output_dir):
 def training_record(bert_config, files):
     """What a resume must keep: the training flags, the BERT config, the input files."""
     record = {name: getattr(FLAGS, name) for name in TRAINING_FLAGS}
+    if FLAGS.optimizer == "lamb16":  # its state's layout
+        record["lamb16_row_scales"] = FLAGS.lamb16_row_scales
     record["bert_config"] = bert_config
     record["input_files"] = list(files)
     return record
@@ -473,6 +482,8 @@ def build_model(bert_config):
         optimizer_kwargs.update(beta_1=FLAGS.beta_1, beta_2=FLAGS.beta_2)
     if FLAGS.optimizer not in registry.KERAS_BUILTINS:  # Keras's own cannot skip steps.
         optimizer_kwargs.update(skip_nonfinite_gradients=True)
+    if FLAGS.optimizer == "lamb16":
+        optimizer_kwargs.update(row_scales=FLAGS.lamb16_row_scales)
     keras.utils.set_random_seed(FLAGS.seed)
     model = bert.BertPretrainer(
         bert_config,

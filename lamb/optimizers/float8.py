@@ -2,15 +2,20 @@
 
 Codes are the formats' bit patterns (float8_e4m3fn, float8_e5m2) in uint8
 tensors, encoded and decoded with integer and float32 arithmetic, since
-TensorFlow cannot bitcast to float8 and HDF5 has no float8 type; scaling is
-absmax, one float32 scale per tensor.
+TensorFlow cannot bitcast to float8 and HDF5 has no float8 type. Scaling is
+absmax: one float32 scale per tensor, or per row (`Scaling`).
 """
+
+import math
 
 from keras import ops
 
 # The smallest normal float32: the scale's floor, so that 1/scale is finite.
 _FLOAT32_TINY = 2.0**-126
 _ABSMAX_HALVINGS = 10
+# A row of row-wise scaling holds at least this many elements, so that its
+# float32 scale adds at most 1/32 byte per element to the code's one.
+MIN_ROW_SIZE = 128
 
 
 class Float8Format:
@@ -101,11 +106,49 @@ def absmax(x):
     return result
 
 
-def quantize(x, float8_format, keep_nonzero=False):
-    """`(codes, scale)` with `x ≈ float8_format.decode(codes) * scale`.
+class Scaling:
+    """Which elements of a tensor of `shape` share a scale: all (`per_row`
+    false), or each row, the tensor's last axes, as few as hold at least
+    `MIN_ROW_SIZE` elements: (30522, 128) has a scale per 128-element row,
+    (768, 12, 64) one per (12, 64) slice. A tensor with fewer elements than
+    that is one row.
 
-    The scale maps max|x| onto the format's largest value (absmax scaling,
-    `absmax_scale`); values are then rounded (`encode_scaled`).
+    The codes keep the tensor's shape; the scales have `shape`, the leading
+    axes (`()` for one scale).
+    """
+
+    def __init__(self, tensor_shape, per_row):
+        tensor_shape = tuple(tensor_shape)
+        leading = 0
+        if per_row:
+            leading = next(
+                (k for k in range(len(tensor_shape) - 1, -1, -1)
+                 if math.prod(tensor_shape[k:]) >= MIN_ROW_SIZE),
+                0,
+            )
+        self.shape = tensor_shape[:leading]
+        self._row_axes = tuple(range(leading, len(tensor_shape)))
+
+    def absmax(self, x):
+        """max|x| of each row, of `shape`."""
+        if not self.shape:
+            return absmax(x)
+        return ops.max(ops.abs(x), axis=self._row_axes)
+
+    def expand(self, scales):
+        """`scales` (of `shape`) broadcastable against the tensor."""
+        if not self.shape:
+            return scales
+        return ops.reshape(scales, self.shape + (1,) * len(self._row_axes))
+
+
+def quantize(x, float8_format, keep_nonzero=False, per_row=False):
+    """`(codes, scales)` with `x ≈ float8_format.decode(codes) * scales`
+    (the scales expanded by `Scaling.expand`).
+
+    Each scale maps its elements' max|x| onto the format's largest value
+    (absmax scaling, `absmax_scale`); values are then rounded
+    (`encode_scaled`).
 
     Args:
         x: A tensor.
@@ -113,13 +156,16 @@ def quantize(x, float8_format, keep_nonzero=False):
         keep_nonzero: Round nonzero values below the smallest subnormal to
             it instead of to 0 (for the second moment: a zero there would
             make the next step's 1/√v explode).
+        per_row: One scale per row instead of per tensor (`Scaling`).
 
     Returns:
-        uint8 codes of `x`'s shape and a float32 scalar scale.
+        uint8 codes of `x`'s shape and float32 scales of `Scaling(x.shape,
+        per_row).shape` (a scalar per tensor).
     """
     x = ops.cast(x, "float32")
-    scale = absmax_scale(absmax(x), float8_format)
-    return encode_scaled(x, scale, float8_format, keep_nonzero), scale
+    scaling = Scaling(x.shape, per_row)
+    scales = absmax_scale(scaling.absmax(x), float8_format)
+    return encode_scaled(x, scaling.expand(scales), float8_format, keep_nonzero), scales
 
 
 def absmax_scale(x_absmax, float8_format):
@@ -130,11 +176,12 @@ def absmax_scale(x_absmax, float8_format):
 
 
 def encode_scaled(x, scale, float8_format, keep_nonzero=False):
-    """The codes of `x / scale`, saturated at the format's largest value
+    """The codes of `x / scale` (`scale` broadcastable against `x`), saturated at the format's largest value
     (float8 casts do not saturate); `keep_nonzero` as in `quantize`."""
     return float8_format.encode(ops.cast(x, "float32") * (1.0 / scale), keep_nonzero)
 
 
 def dequantize(codes, scale, float8_format, dtype="float32"):
-    """`float8_format.decode(codes) * scale` as `dtype`."""
+    """`float8_format.decode(codes) * scale` as `dtype` (`scale`
+    broadcastable against `codes`)."""
     return ops.cast(float8_format.decode(codes) * scale, dtype)

@@ -1,10 +1,10 @@
 """LAMB16: LAMB with its two moments stored as 8-bit floats.
 
 Each moment of a large variable is kept as one byte per element plus a
-float32 per-tensor scale: m as float8_e4m3fn (more precision), v as
-float8_e5m2 (more range, as v holds squares). The bytes are the formats' bit
-patterns in uint8 variables, encoded and decoded in `keras.ops`
-(`lamb.optimizers.float8`), so the state saves and restores exactly in
+float32 absmax scale per row or per tensor: m as float8_e4m3fn (more
+precision), v as float8_e5m2 (more range, as v holds squares). The bytes
+are the formats' bit patterns in uint8 variables, encoded and decoded in
+`keras.ops` (`lamb.optimizers.float8`), so the state saves and restores exactly in
 `.keras`, `.weights.h5` and `tf.train.Checkpoint` files, on every backend
 and under XLA.
 """
@@ -27,8 +27,14 @@ class LAMB16(LAMB):
     from the float32 moments of this step; only what is kept for the next
     step is rounded. For every variable with at least `min_8bit_size`
     elements, m is stored as float8_e4m3fn and v as float8_e5m2, each with a
-    float32 per-tensor absmax scale (`moments.Float8Moments`); positive v entries never
-    round to 0. Smaller variables (biases, LayerNorm) keep LAMB's state.
+    float32 absmax scale per row (`row_scales`) or per tensor
+    (`moments.Float8Moments`); positive v entries never round to 0. Smaller
+    variables (biases, LayerNorm) keep LAMB's state. A row's scale follows
+    its own largest moment, so rows of rare tokens in an embedding keep
+    their small moments instead of rounding them to 0 under the scale of the
+    frequent rows. A row is the variable's last axes, as few as hold at
+    least 128 elements (`float8.Scaling`), so the scales add at most 1/16
+    byte per parameter to the codes' 2.
 
     With `adaptive_trust=True`, each layer-adapted variable's trust ratio r
     becomes `min((r · reference_learning_rate / learning_rate)^s, 2)` with
@@ -40,6 +46,8 @@ class LAMB16(LAMB):
 
     Args:
         min_8bit_size: Variables with fewer elements keep float moments.
+        row_scales: Whether the 8-bit moments have a scale per row (else
+            one per variable).
         adaptive_trust: Whether to rescale the trust ratio by the learning
             rate as above (off by default: plain LAMB).
         reference_learning_rate: The learning rate at which, with
@@ -68,6 +76,7 @@ class LAMB16(LAMB):
         bias_correction=True,
         weight_norm_bounds=None,
         min_8bit_size=4096,
+        row_scales=True,
         adaptive_trust=False,
         reference_learning_rate=1e-3,
         trust_exponent=0.382,
@@ -86,6 +95,7 @@ class LAMB16(LAMB):
             **kwargs,
         )
         self.min_8bit_size = _checks.check_int("min_8bit_size", min_8bit_size, low=1)
+        self.row_scales = _checks.check_bool("row_scales", row_scales)
         self.adaptive_trust = _checks.check_bool("adaptive_trust", adaptive_trust)
         self.reference_learning_rate = _checks.check_float(
             "reference_learning_rate", reference_learning_rate, low=0.0, low_inclusive=False
@@ -94,7 +104,7 @@ class LAMB16(LAMB):
 
     def _build_moments(self, var_list):
         return moments.Float8Moments(
-            self, var_list, self.beta_1, self.beta_2, self.min_8bit_size
+            self, var_list, self.beta_1, self.beta_2, self.min_8bit_size, self.row_scales
         )
 
     def _ratio(self, variable, index, update, plan, learning_rate):
@@ -115,6 +125,7 @@ class LAMB16(LAMB):
         config.update(
             {
                 "min_8bit_size": self.min_8bit_size,
+                "row_scales": self.row_scales,
                 "adaptive_trust": self.adaptive_trust,
                 "reference_learning_rate": self.reference_learning_rate,
                 "trust_exponent": self.trust_exponent,

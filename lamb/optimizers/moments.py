@@ -17,7 +17,7 @@ from keras import ops
 from lamb.optimizers.float8 import (
     E4M3FN,
     E5M2,
-    absmax,
+    Scaling,
     absmax_scale,
     dequantize,
     encode_scaled,
@@ -96,34 +96,38 @@ class FloatMoments(_Moments):
 
 class Float8Moments(_Moments):
     """m as float8_e4m3fn codes and v as float8_e5m2 codes (uint8 variables),
-    each with a float32 per-tensor absmax scale, for variables of at least
-    `min_size` elements; float variables for the others.
+    with float32 absmax scales per row (`per_row`: `float8.Scaling`) or per
+    tensor, for variables of at least `min_size` elements; float variables
+    for the others. A variable's scales are one `(2,) + rows` variable: m's,
+    then v's.
 
     Rounding applies only to what is kept for the next step: the step itself
     uses the float32 moments. Positive v entries never round to 0.
     """
 
-    def __init__(self, optimizer, var_list, beta_1, beta_2, min_size):
+    def __init__(self, optimizer, var_list, beta_1, beta_2, min_size, per_row=False):
         super().__init__(optimizer, beta_1, beta_2)
-        self.momentums, self.velocities, self.scales = [], [], []
+        self.momentums, self.velocities, self.scales, self.scalings = [], [], [], []
         for variable in var_list:
+            momentum = velocity = scales = scaling = None
             if optimizer._overwrite_variable_with_gradient(variable):
-                momentum = velocity = scales = None
+                pass
             elif math.prod(variable.shape) >= min_size:
+                scaling = Scaling(variable.shape, per_row)
                 momentum = self._add_codes(variable, "momentum")
                 velocity = self._add_codes(variable, "velocity")
                 scales = optimizer.add_variable(
-                    shape=(2,),
+                    shape=(2,) + scaling.shape,
                     dtype="float32",
                     name=variable.path.replace("/", "_") + "_moment_scales",
                 )
             else:
                 momentum = optimizer.add_variable_from_reference(variable, "momentum")
                 velocity = optimizer.add_variable_from_reference(variable, "velocity")
-                scales = None
             self.momentums.append(momentum)
             self.velocities.append(velocity)
             self.scales.append(scales)
+            self.scalings.append(scaling)
 
     def _add_codes(self, variable, name):
         return self._optimizer.add_variable(
@@ -139,18 +143,20 @@ class Float8Moments(_Moments):
             return self._float_step(m, v, gradient, plan)
         if plan.fused:
             return self._recomputed_step(index, gradient, plan)
+        expand = self.scalings[index].expand
         m, v = next_moments(
-            dequantize(m, scales[0], E4M3FN, gradient.dtype),
-            dequantize(v, scales[1], E5M2, gradient.dtype),
+            dequantize(m, expand(scales[0]), E4M3FN, gradient.dtype),
+            dequantize(v, expand(scales[1]), E5M2, gradient.dtype),
             gradient,
             self.beta_1,
             self.beta_2,
         )
-        m_codes, m_scale = quantize(m, E4M3FN)
-        v_codes, v_scale = quantize(v, E5M2, keep_nonzero=True)
+        per_row = bool(self.scalings[index].shape)
+        m_codes, m_scales = quantize(m, E4M3FN, per_row=per_row)
+        v_codes, v_scales = quantize(v, E5M2, keep_nonzero=True, per_row=per_row)
         self._optimizer.assign(self.momentums[index], m_codes)
         self._optimizer.assign(self.velocities[index], v_codes)
-        self._optimizer.assign(scales, ops.stack([m_scale, v_scale]))
+        self._optimizer.assign(scales, ops.stack([m_scales, v_scales]))
         return StepMoments(_multiples(m, v))
 
     def _recomputed_step(self, index, gradient, plan):
@@ -160,30 +166,37 @@ class Float8Moments(_Moments):
         values, barring overflow), so that XLA fuses each copy into its
         consumer instead of writing float32 moments to memory. All read the
         codes before `finish` overwrites them."""
+        scaling = self.scalings[index]
 
         def times(k):
             scales = plan.ordered(self.scales[index])
-            m = dequantize(self.momentums[index], scales[0] * k, E4M3FN, gradient.dtype)
-            v = dequantize(self.velocities[index], scales[1] * k**2, E5M2, gradient.dtype)
+            m = dequantize(
+                self.momentums[index], scaling.expand(scales[0] * k), E4M3FN, gradient.dtype
+            )
+            v = dequantize(
+                self.velocities[index], scaling.expand(scales[1] * k**2), E5M2, gradient.dtype
+            )
             return next_moments(m, v, gradient, self.beta_1, self.beta_2, k)
 
         def finish(variable):
             m, v = times(4.0)
-            m_scale = absmax_scale(absmax(m) * 0.25, E4M3FN)
-            v_scale = absmax_scale(absmax(v) * (1.0 / 16.0), E5M2)
+            m_scales = absmax_scale(scaling.absmax(m) * 0.25, E4M3FN)
+            v_scales = absmax_scale(scaling.absmax(v) * (1.0 / 16.0), E5M2)
             m, v = times(8.0)
             # Depending on the updated variable, the encoding comes after every
             # read of the old codes: XLA overwrites them in place, not a copy.
             after_update = zero_after(variable)
             self._optimizer.assign(
                 self.momentums[index],
-                encode_scaled(m, (m_scale + after_update) * 8.0, E4M3FN),
+                encode_scaled(m, scaling.expand((m_scales + after_update) * 8.0), E4M3FN),
             )
             self._optimizer.assign(
                 self.velocities[index],
-                encode_scaled(v, (v_scale + after_update) * 64.0, E5M2, keep_nonzero=True),
+                encode_scaled(
+                    v, scaling.expand((v_scales + after_update) * 64.0), E5M2, keep_nonzero=True
+                ),
             )
-            self._optimizer.assign(self.scales[index], ops.stack([m_scale, v_scale]))
+            self._optimizer.assign(self.scales[index], ops.stack([m_scales, v_scales]))
             return after_update
 
         return StepMoments(times, finish)

@@ -108,6 +108,7 @@ def test_lamb_matches_reference(case, mode):
 
 # ----------------------------------------------------------------------------
 # LAMB16: test_lamb16's NumPy float8 model (float32 moments, codes and scales
+# per row of (512, 256) and (64, 4096), per tensor of the others or of all,
 # by ml_dtypes), its moments rounded once under jit as XLA rounds them.
 
 LAMB16_CASES = {
@@ -115,6 +116,7 @@ LAMB16_CASES = {
     "no_bias_correction_with_bounds": dict(
         LAMB_CASES["no_bias_correction_with_bounds"], beta_1=0.8, beta_2=0.99, weight_decay=0.05
     ),
+    "scales_per_tensor": dict(LAMB_CASES["decay_with_exclusions"], row_scales=False),
 }
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lamb.optimizers.float8 import E4M3FN, E5M2, absmax, dequantize, quantize
+from lamb.optimizers.float8 import E4M3FN, E5M2, Scaling, absmax, dequantize, quantize
 from lamb.optimizers.lamb16 import LAMB16
 from tests.optimizers.helpers import (
     VARIABLE_SPECS,
@@ -46,23 +46,39 @@ def compiled(function, mode):
 # NumPy model of the state: float32 arithmetic, float8 rounding by ml_dtypes.
 
 
-def np_quantize(x, name, keep_nonzero=False):
-    """Codes (as ml_dtypes float8) and float32 scale, as `float8.quantize` defines them."""
+def np_row_axes(shape, per_row):
+    """The axes that share a scale: all, or the last ones, as few as hold at
+    least 128 elements."""
+    if per_row:
+        for k in range(len(shape) - 1, -1, -1):
+            if np.prod(shape[k:]) >= 128:
+                return tuple(range(k, len(shape)))
+    return tuple(range(len(shape)))
+
+
+def np_quantize(x, name, keep_nonzero=False, per_row=False):
+    """Codes (as ml_dtypes float8) and float32 scales (of the leading axes'
+    shape, a scalar per tensor), as `float8.quantize` defines them."""
     dtype = getattr(ml_dtypes, name)
     info = ml_dtypes.finfo(dtype)
     max_value = np.float32(info.max)
     x = np.asarray(x, np.float32)
-    scale = np.maximum(np.abs(x).max() * np.float32(1.0 / info.max), np.float32(2.0**-126))
-    normalized = np.clip(x * (np.float32(1.0) / scale), -max_value, max_value)
+    axes = np_row_axes(x.shape, per_row)
+    scales = np.maximum(
+        np.abs(x).max(axis=axes, keepdims=True) * np.float32(1.0 / info.max),
+        np.float32(2.0**-126),
+    )
+    normalized = np.clip(x * (np.float32(1.0) / scales), -max_value, max_value)
     if keep_nonzero:
         smallest = np.float32(info.smallest_subnormal)
         raised = np.sign(normalized) * np.maximum(np.abs(normalized), smallest)
         normalized = np.where(normalized != 0, raised, normalized)
-    return normalized.astype(dtype), scale
+    return normalized.astype(dtype), scales.reshape(x.shape[: len(x.shape) - len(axes)])
 
 
-def np_dequantize(codes, scale):
-    return codes.astype(np.float32) * scale
+def np_dequantize(codes, scales):
+    expanded = scales.reshape(scales.shape + (1,) * (codes.ndim - scales.ndim))
+    return codes.astype(np.float32) * expanded
 
 
 def np_moment(previous, target, rate, fused=False):
@@ -80,7 +96,8 @@ def np_moment(previous, target, rate, fused=False):
 def np_lamb16(kwargs, values, gradients, min_8bit_size, paths=None, fused=False):
     """Weights (float64 update math) and final float8 state after `gradients`,
     for variables at `paths` (default: `VARIABLE_SPECS`'); `fused` as in
-    `np_moment`."""
+    `np_moment`; scales per row unless `kwargs` has `row_scales=False`."""
+    per_row = kwargs.get("row_scales", True)
     paths = paths or [path for path, _, _ in VARIABLE_SPECS]
     beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
     epsilon, lr = kwargs.get("epsilon", 1e-6), kwargs["learning_rate"]
@@ -114,15 +131,15 @@ def np_lamb16(kwargs, values, gradients, min_8bit_size, paths=None, fused=False)
                     ratio = min(scaled ** kwargs.get("trust_exponent", 0.382), 2.0)
             weights_[i] = w - lr * ratio * u
             if m[i].size >= min_8bit_size:
-                m_codes, m_scale = np_quantize(m[i], "float8_e4m3fn")
-                v_codes, v_scale = np_quantize(v[i], "float8_e5m2", keep_nonzero=True)
-                m[i], v[i] = np_dequantize(m_codes, m_scale), np_dequantize(v_codes, v_scale)
-                state[path] = (m_codes, v_codes, np.array([m_scale, v_scale], np.float32))
+                m_codes, m_scales = np_quantize(m[i], "float8_e4m3fn", per_row=per_row)
+                v_codes, v_scales = np_quantize(v[i], "float8_e5m2", True, per_row)
+                m[i], v[i] = np_dequantize(m_codes, m_scales), np_dequantize(v_codes, v_scales)
+                state[path] = (m_codes, v_codes, np.stack([m_scales, v_scales]))
     return weights_, state
 
 
 # ----------------------------------------------------------------------------
-# The float8 formats and the per-tensor quantization.
+# The float8 formats and the quantization, per tensor and per row.
 
 
 def _format_test_values(name):
@@ -165,6 +182,16 @@ def test_absmax_is_exact_for_every_size(mode):
         assert ops.convert_to_numpy(compiled(absmax, mode)(x)) == np.abs(x).max(), shape
 
 
+@pytest.mark.parametrize(
+    "shape, scales_shape",
+    [((30522, 128), (30522,)), ((768, 12, 64), (768,)), ((5, 100, 3), (5,)), ((100,), ()),
+     ((4096,), ()), ((3, 3, 32, 64), (3, 3))],
+)
+def test_a_row_is_the_fewest_last_axes_of_at_least_128_elements(shape, scales_shape):
+    assert Scaling(shape, per_row=True).shape == scales_shape
+    assert Scaling(shape, per_row=False).shape == ()
+
+
 def _moment_like_tensors():
     rng = np.random.default_rng(1)
     return {
@@ -177,8 +204,9 @@ def _moment_like_tensors():
 
 
 @pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape, per_row", [((50000,), False), ((125, 400), True), ((50, 20, 50), True)])
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_quantize_round_trip_matches_the_numpy_model(name, mode):
+def test_quantize_round_trip_matches_the_numpy_model(name, shape, per_row, mode):
     """Same codes and scales as the NumPy model; the round-trip error is
     at most half a unit in the last place of the format (relative to the
     value in the normal range, to the scaled smallest subnormal below)."""
@@ -186,23 +214,25 @@ def test_quantize_round_trip_matches_the_numpy_model(name, mode):
     info = ml_dtypes.finfo(dtype)
     keep_nonzero = name == "float8_e5m2"
     round_trip = compiled(
-        lambda x: quantize(x, float8_format, keep_nonzero=keep_nonzero), mode
+        lambda x: quantize(x, float8_format, keep_nonzero=keep_nonzero, per_row=per_row), mode
     )
     for kind, x in _moment_like_tensors().items():
-        x = x.astype(np.float32)
-        codes, scale = (ops.convert_to_numpy(t) for t in round_trip(x))
-        expected_codes, expected_scale = np_quantize(x, name, keep_nonzero)
+        x = x.astype(np.float32)[: np.prod(shape)].reshape(shape) if x.size >= np.prod(shape) else x
+        codes, scales = (ops.convert_to_numpy(t) for t in round_trip(x))
+        expected_codes, expected_scales = np_quantize(x, name, keep_nonzero, per_row)
         np.testing.assert_array_equal(codes, expected_codes.view(np.uint8), err_msg=kind)
-        assert scale == expected_scale, kind
+        np.testing.assert_array_equal(scales, expected_scales, err_msg=kind)
 
-        restored = ops.convert_to_numpy(dequantize(codes, scale, float8_format))
-        assert np.isfinite(restored).all() and np.isfinite(scale), kind
+        expanded = Scaling(x.shape, per_row).expand(scales)
+        restored = ops.convert_to_numpy(dequantize(codes, expanded, float8_format))
+        assert np.isfinite(restored).all() and np.isfinite(scales).all(), kind
         error = np.abs(restored - x)
+        scale = np.broadcast_to(ops.convert_to_numpy(expanded), x.shape)
         normal = np.abs(x) >= float(info.smallest_normal) * scale
         half_ulp = 2.0 ** -(info.nmant + 1)
         assert (error[normal] <= half_ulp * np.abs(x[normal]) * (1 + 1e-6)).all(), kind
         subnormal_step = float(info.smallest_subnormal) * scale
-        assert (error[~normal] <= subnormal_step * (1 + 1e-6)).all(), kind
+        assert (error[~normal] <= subnormal_step[~normal] * (1 + 1e-6)).all(), kind
         if keep_nonzero:  # no zero-point
             nonzero = x != 0
             np.testing.assert_array_equal(
@@ -212,6 +242,28 @@ def test_quantize_round_trip_matches_the_numpy_model(name, mode):
             assert not restored.any()
 
 
+def test_row_scales_keep_small_rows_that_one_scale_rounds_to_zero():
+    """An embedding whose rows differ by 2^20 in magnitude (rare and frequent
+    tokens): one scale per tensor rounds the small rows' m to 0 (e4m3 spans
+    about 2^17); a scale per row keeps them as it keeps the large rows (row
+    norms within 2%, under 1% of the entries rounded to 0)."""
+    rng = np.random.default_rng(3)
+    rows = rng.normal(size=(64, 256)).astype(np.float32)
+    rows[::2] *= np.float32(2.0**-20)
+    for per_row in (False, True):
+        codes, scales = quantize(rows, E4M3FN, per_row=per_row)
+        expanded = Scaling(rows.shape, per_row).expand(scales)
+        restored = ops.convert_to_numpy(dequantize(codes, expanded, E4M3FN))
+        for start in [1, 0] if per_row else [1]:
+            part, original = restored[start::2], rows[start::2]
+            np.testing.assert_allclose(
+                np.linalg.norm(part, axis=1), np.linalg.norm(original, axis=1), rtol=0.02
+            )
+            assert (part == 0).mean() < 0.01, (per_row, start)
+        if not per_row:
+            assert not restored[::2].any()
+
+
 # ----------------------------------------------------------------------------
 # The optimizer's math.
 
@@ -219,6 +271,7 @@ LAMB16_CASES = {
     "all_8bit": (dict(learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["bias", "layer_norm"]), 1),
     "mixed_sizes": (dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, weight_decay=0.05, exclude_from_layer_adaptation=["gamma"]), 16),
     "adaptive_trust": (dict(learning_rate=0.02, weight_decay=0.01, exclude_from_weight_decay=["bias"], adaptive_trust=True), 1),
+    "per_tensor": (dict(learning_rate=0.01, weight_decay=0.01, row_scales=False), 1),
 }
 
 
@@ -244,14 +297,20 @@ def test_lamb16_matches_numpy_model(case, mode):
 
 
 def test_state_takes_two_bytes_per_parameter_from_min_8bit_size():
-    def state_bytes(size):
-        optimizer = LAMB16()
-        optimizer.build([keras.Variable(np.zeros(size, "float32"))])
+    """Two bytes a parameter plus two float32 scales a row (or a tensor);
+    float32 moments below `min_8bit_size`."""
+    def state_bytes(shape, **kwargs):
+        optimizer = LAMB16(**kwargs)
+        optimizer.build([keras.Variable(np.zeros(shape, "float32"))])
         moments = [v for v in optimizer.variables if v.name.endswith(("momentum", "velocity", "scales"))]
         return sum(np.dtype(v.dtype).itemsize * int(np.prod(v.shape)) for v in moments)
 
     assert state_bytes(4095) == 8 * 4095
     assert state_bytes(4096) == 2 * 4096 + 8
+    assert state_bytes((32, 128)) == 2 * 4096 + 8 * 32
+    assert state_bytes((32, 8, 16)) == 2 * 4096 + 8 * 32  # rows of (8, 16)
+    assert state_bytes((64, 4, 16)) == 2 * 4096 + 8  # (4, 16) is under 128: one row
+    assert state_bytes((32, 128), row_scales=False) == 2 * 4096 + 8
 
 
 def test_config_round_trips_and_bad_arguments_are_named():
@@ -259,7 +318,7 @@ def test_config_round_trips_and_bad_arguments_are_named():
         learning_rate=0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-5, weight_decay=0.03,
         exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["gamma"],
         bias_correction=False, weight_norm_bounds=[0.1, 10.0], min_8bit_size=1024,
-        adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
+        row_scales=False, adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
         gradient_accumulation_steps=2, name="custom",
     )
     config = LAMB16(**arguments).get_config()
@@ -270,6 +329,7 @@ def test_config_round_trips_and_bad_arguments_are_named():
 
     for bad, message in [
         (dict(min_8bit_size=0), r"`min_8bit_size` must be an integer in \[1, inf\)"),
+        (dict(row_scales="yes"), r"`row_scales` must be"),
         (dict(reference_learning_rate=0.0), r"`reference_learning_rate` must be a finite number in \(0.0, inf\)"),
         (dict(trust_exponent=-0.5), r"`trust_exponent` must be a finite number in \[0.0, inf\)"),
         (dict(beta_2=1.0), r"`beta_2` must be a finite number in \[0.0, 1.0\)"),

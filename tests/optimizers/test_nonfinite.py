@@ -99,7 +99,8 @@ def test_by_default_a_nan_gradient_element_poisons_its_weight(name):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_huge_finite_gradients_are_clipped_to_the_same_step(name, mode):
     """Clipped to global norm 1, gradients x·1e20 (whose squares overflow)
-    give the step of x (whose norm is above 1 as well)."""
+    give the step of x (whose norm is above 1 as well): the same to float32
+    rounding, which can move a float8 moment to the neighbouring code."""
     steps = {}
     for scale in (1.0, 1e20):
         problem = Problem(OPTIMIZERS[name], mode, global_clipnorm=1.0)
@@ -108,7 +109,11 @@ def test_huge_finite_gradients_are_clipped_to_the_same_step(name, mode):
         steps[scale] = problem.state()
     assert all(np.isfinite(x).all() for x in steps[1e20])
     for x, y in zip(steps[1e20], steps[1.0]):
-        np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
+        if x.dtype == np.uint8:  # codes: at most one in 1,000 one code apart
+            code_steps = np.abs(x.astype(np.int32) - y.astype(np.int32))
+            assert code_steps.max() <= 1 and (code_steps > 0).mean() < 1e-3
+        else:
+            np.testing.assert_allclose(x, y, rtol=2e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -52,9 +52,13 @@ def computed(entry, dtype, shape):
         (lambda: lamb.LARS(1.0, weight_decay=1e-4), 2, 0),
         # w and the two moments' codes, overwritten in place: neither the
         # float32 moments nor a copy of the old codes are written.
-        (lambda: lamb.LAMB16(1e-3, weight_decay=0.01), 1, 2),
+        (lambda: lamb.LAMB16(1e-3, weight_decay=0.01, row_scales=False), 1, 2),
+        # With a scale per row, XLA on CPU writes m and v for their row
+        # maxima (it fuses no producer into a row reduction); still no copy
+        # of the old codes.
+        (lambda: lamb.LAMB16(1e-3, weight_decay=0.01), 3, 2),
     ],
-    ids=["lamb", "lamb_without_decay_or_bias_correction", "lars", "lamb16"],
+    ids=["lamb", "lamb_without_decay_or_bias_correction", "lars", "lamb16_per_tensor", "lamb16"],
 )
 def test_xla_writes_only_the_new_state(make_optimizer, float_outputs, codes):
     entry = optimized_step(make_optimizer(), [SHAPE])
