@@ -12,6 +12,7 @@ plain step and "jit" (`jit_compile=True`) the restructured one; under JAX
 both run the restructured one (`xla_cpu.compiling_with_xla` is always true).
 """
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -65,8 +66,17 @@ def _run(optimizer, mode):
     return values, gradients, run_optimizer(optimizer, values, gradients, mode, FAST_PATH_SPECS)
 
 
-def _assert_close(actual, expected):
+def _assert_close(actual, expected, float8_flips=0.0):
+    """Every element within the bounds above; with `float8_flips`, that
+    fraction of a variable's elements may be off by up to 1e-4 of the
+    variable's largest |w| instead (a stored float8 code one step apart at
+    some step)."""
     for (path, _, _), a, e in zip(FAST_PATH_SPECS, actual, expected):
+        if float8_flips:
+            off = np.abs(a - e) > ATOL + RTOL * np.abs(e)
+            assert off.mean() <= float8_flips, (path, off.sum())
+            np.testing.assert_allclose(a[off], e[off], atol=1e-4 * np.abs(e).max(), err_msg=path)
+            a = np.where(off, e, a)
         np.testing.assert_allclose(a, e, rtol=RTOL, atol=ATOL, err_msg=path)
 
 
@@ -130,7 +140,13 @@ def test_lamb16_matches_numpy_model(case, mode):
         kwargs, values, gradients, optimizer.min_8bit_size,
         paths=[path for path, _, _ in FAST_PATH_SPECS], fused=mode == "jit",
     )
-    _assert_close(actual, expected)
+    # Under JAX, XLA computes the row maxima from moments rounded twice and
+    # the codes from moments rounded once: the scales can differ from the
+    # model's in the last bit, and a code can flip at some step.
+    jax_row_scales = (
+        mode == "jit" and keras.backend.backend() == "jax" and optimizer.row_scales
+    )
+    _assert_close(actual, expected, float8_flips=1e-5 if jax_row_scales else 0.0)
 
     assert sorted(expected_state) == sorted(LARGE)
     state = {v.name: ops.convert_to_numpy(v) for v in optimizer.variables}
@@ -138,7 +154,10 @@ def test_lamb16_matches_numpy_model(case, mode):
         prefix = path.replace("/", "_")
         np.testing.assert_array_equal(state[prefix + "_momentum"], m_codes.view(np.uint8), err_msg=path)
         np.testing.assert_array_equal(state[prefix + "_velocity"], v_codes.view(np.uint8), err_msg=path)
-        np.testing.assert_array_equal(state[prefix + "_moment_scales"], scales, err_msg=path)
+        if jax_row_scales:
+            np.testing.assert_allclose(state[prefix + "_moment_scales"], scales, rtol=2**-20)  # a few ulps
+        else:
+            np.testing.assert_array_equal(state[prefix + "_moment_scales"], scales, err_msg=path)
 
 
 # ----------------------------------------------------------------------------

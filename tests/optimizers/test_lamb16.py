@@ -445,13 +445,29 @@ def _optimizer_state(optimizer):
     return [np.asarray(ops.convert_to_numpy(v)) for v in optimizer.variables]
 
 
+def _wide_model(seed=0):
+    """`make_model` with a (8, 256) first kernel: 8-bit moments with a scale per row."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((8,)),
+        keras.layers.Dense(256, activation="relu"),
+        keras.layers.LayerNormalization(name="layer_norm"),
+        keras.layers.Dense(3),
+        keras.layers.Activation("softmax", dtype="float32"),
+    ])
+
+
+def _assert_row_scales(optimizer):
+    assert (2, 8) in [tuple(v.shape) for v in optimizer.variables if v.name.endswith("moment_scales")]
+
+
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
 def test_save_load_round_trips_bit_exactly_and_training_continues_identically(policy, tmp_path):
     """`.keras` and `.weights.h5` files restore the state bit-exactly, also
     through the LossScaleOptimizer that mixed_float16 wraps around LAMB16."""
     keras.config.set_dtype_policy(policy)
-    model = train(_lamb16(), epochs=2, jit_compile=True)
-    assert any(v.dtype == "uint8" for v in model.optimizer.variables)
+    model = train(_lamb16(), epochs=2, model=_wide_model(), jit_compile=True)
+    _assert_row_scales(model.optimizer)
     model.save(tmp_path / "model.keras")
     model.save_weights(tmp_path / "model.weights.h5")
     saved_state = _optimizer_state(model.optimizer)
@@ -459,7 +475,7 @@ def test_save_load_round_trips_bit_exactly_and_training_continues_identically(po
     model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
 
     restored = keras.saving.load_model(tmp_path / "model.keras")
-    from_weights = make_model(seed=1)
+    from_weights = _wide_model(seed=1)
     from_weights.compile(optimizer=_lamb16(), loss="sparse_categorical_crossentropy")
     from_weights.optimizer.build(from_weights.trainable_variables)
     from_weights.load_weights(tmp_path / "model.weights.h5")
@@ -477,13 +493,14 @@ def test_save_load_round_trips_bit_exactly_and_training_continues_identically(po
 def test_tf_train_checkpoint_restores_the_state_bit_exactly(tmp_path):
     import tensorflow as tf
 
-    model = train(_lamb16(), epochs=2)
+    model = train(_lamb16(), epochs=2, model=_wide_model())
+    _assert_row_scales(model.optimizer)
     prefix = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
     saved_state = _optimizer_state(model.optimizer)
     x, y = make_data()
     model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
 
-    restored = make_model(seed=1)
+    restored = _wide_model(seed=1)
     optimizer = _lamb16()
     restored.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     optimizer.build(restored.trainable_variables)
