@@ -212,6 +212,21 @@ def table_rows(samples, states, parameters, baseline="adam"):
     return rows
 
 
+# (ours, peer): the median and range of the rounds' ratios of their steps.
+PAIRS = (("lamb", "optax_lamb"), ("lamb", "keras_lamb"), ("lamb16", "lamb"), ("lars", "adam"))
+
+
+def pair_ratios(samples):
+    """`[(ours, peer, median ratio, lowest, highest)]` of the rounds' ratios
+    `ours / peer` (each in the same round) for the `PAIRS` both measured."""
+    pairs = []
+    for ours, peer in PAIRS:
+        if ours in samples and peer in samples:
+            ratios = [a / b for a, b in zip(samples[ours], samples[peer])]
+            pairs.append((ours, peer, statistics.median(ratios), min(ratios), max(ratios)))
+    return pairs
+
+
 def print_table(rows):
     print(f"{'optimizer':<12} {'step (ms)':>10} {'fastest':>8} {'slowest':>8}  "
           f"{'ratio to adam (Keras)':>22} {'ratio range':>12}  {'B/param r+w':>11} {'GB/s':>6}")
@@ -223,7 +238,7 @@ def print_table(rows):
               f"{row['reads']:5.1f}+{row['writes']:<5.1f} {row['gb_per_s']:6.1f}")
 
 
-def markdown_table(title, rows):
+def markdown_table(title, rows, pairs=()):
     lines = [f"### {title}", "",
              "| optimizer | step (ms), median | fastest-slowest round | ratio to Keras Adam | "
              "ratio range | state (B/param) | reads + writes (B/param) | GB/s at that traffic |",
@@ -235,6 +250,10 @@ def markdown_table(title, rows):
             f"| {LABELS.get(row['name'], row['name'])} | {row['median'] * 1e3:.2f} | "
             f"{row['fastest'] * 1e3:.2f}-{row['slowest'] * 1e3:.2f} | {ratio} | {spread} | "
             f"{row['state']:.2f} | {row['reads']:.2f} + {row['writes']:.2f} | {row['gb_per_s']:.1f} |")
+    if pairs:
+        lines += ["", "Same-round ratios (median, range): " + "; ".join(
+            f"{LABELS[ours]} / {LABELS[peer]} {ratio:.2f} ({low:.2f}-{high:.2f})"
+            for ours, peer, ratio, low, high in pairs)]
     return "\n".join(lines) + "\n\n"
 
 
@@ -339,11 +358,14 @@ def main(argv):
     rows = table_rows(samples, states, parameters)
     title = (f"{FLAGS.variable_set}: {len(variables)} variables, {parameters / 1e6:.1f}M parameters, "
              f"{BACKEND} on {device_name()}, median of {FLAGS.rounds} rounds x {FLAGS.steps_per_round} steps")
+    pairs = pair_ratios(samples)
     print(title)
     print_table(rows)
+    for ours, peer, ratio, low, high in pairs:
+        print(f"{ours} / {peer}: {ratio:.2f} ({low:.2f}-{high:.2f}), same-round ratios")
     if FLAGS.markdown:
         with open(FLAGS.markdown, "a", encoding="utf-8") as file:
-            file.write(markdown_table(title, rows))
+            file.write(markdown_table(title, rows, pairs))
 
 
 if __name__ == "__main__":
