@@ -2,6 +2,7 @@
 made unimportable, as on an accelerator machine without it: it runs and
 writes its Markdown table (one round of one step: no timing is checked)."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,8 +30,10 @@ runpy.run_path("benchmarks/optimizer_step.py", run_name="__main__")
 
 
 def test_the_step_benchmark_runs_under_jax_without_tensorflow(tmp_path):
-    pytest.importorskip("jax")
-    pytest.importorskip("optax")
+    # Looked up only: nothing here starts JAX in the suite's process (which forks).
+    for module in ("jax", "optax"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"needs {module}")
     markdown = tmp_path / "steps.md"
     env = dict(
         os.environ,

@@ -3,6 +3,9 @@ as the optimizers they are compared with: `jax_steps.optax_lamb` as
 `lamb.LAMB`, `jax_steps.optax_adam` as `keras.optimizers.Adam`, to float32
 rounding (ours XLA-compiled, on variables large enough for the fast step,
 and eagerly), so that the benchmark compares the speed of one computation.
+Under the JAX backend only (`tests/test_jax_backend.py` runs this folder so):
+in the TensorFlow run, computing with JAX would start its threads in the
+process of the suite's forking tests.
 """
 
 import sys
@@ -15,11 +18,18 @@ import pytest
 import lamb
 from tests.optimizers.helpers import gradient_sequence, initial_values, run_optimizer
 
-optax = pytest.importorskip("optax")
-jnp = pytest.importorskip("jax.numpy")
+pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="runs under the JAX backend")
+BENCHMARKS = str(Path(__file__).resolve().parents[2] / "benchmarks")
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import jax_steps  # noqa: E402
+
+def jax_steps():
+    """benchmarks/jax_steps.py (which imports JAX and optax)."""
+    pytest.importorskip("optax")
+    if BENCHMARKS not in sys.path:
+        sys.path.insert(0, BENCHMARKS)
+    import jax_steps
+
+    return jax_steps
 
 # A kernel that takes the fast step (2^17 elements) and two small variables
 # with non-zero values, so that excluding them from the trust ratio changes
@@ -41,6 +51,9 @@ RTOL, ATOL = 2e-6, 1e-7
 
 
 def run_optax(transformation, values, gradients):
+    import jax.numpy as jnp
+    import optax
+
     params = [jnp.asarray(value) for value in values]
     state = transformation.init(params)
     for grads in gradients:
@@ -71,7 +84,7 @@ def test_optax_lamb_takes_lamb_steps(case, epsilon, num_steps, mode):
     values = initial_values(specs=SPECS)
     gradients = gradient_sequence(num_steps, specs=SPECS)
     ours = run_optimizer(lamb.LAMB(**kwargs), values, gradients, mode, SPECS)
-    theirs = run_optax(jax_steps.optax_lamb(PATHS, **kwargs), values, gradients)
+    theirs = run_optax(jax_steps().optax_lamb(PATHS, **kwargs), values, gradients)
     assert_close(ours, theirs)
 
 
@@ -83,12 +96,12 @@ def test_optax_adam_takes_keras_adam_steps(epsilon, num_steps, mode):
     gradients = gradient_sequence(num_steps, specs=SPECS)
     keras_adam = keras.optimizers.Adam(0.01, beta_2=0.99, epsilon=epsilon)
     ours = run_optimizer(keras_adam, values, gradients, mode, SPECS)
-    theirs = run_optax(jax_steps.optax_adam(0.01, beta_2=0.99, epsilon=epsilon), values, gradients)
+    theirs = run_optax(jax_steps().optax_adam(0.01, beta_2=0.99, epsilon=epsilon), values, gradients)
     assert_close(ours, theirs)
 
 
 def test_the_masks_follow_lamb_rules():
-    decays, adapts = jax_steps.masks(PATHS, EXCLUDE, None, weight_decay=0.1)
+    decays, adapts = jax_steps().masks(PATHS, EXCLUDE, None, weight_decay=0.1)
     assert decays == adapts == [True, False, False]
-    decays, adapts = jax_steps.masks(PATHS, EXCLUDE, ["kernel"], weight_decay=0.0)
+    decays, adapts = jax_steps().masks(PATHS, EXCLUDE, ["kernel"], weight_decay=0.0)
     assert (decays, adapts) == ([False, False, False], [False, True, True])
