@@ -27,7 +27,7 @@ EXTRAS = {
     "mnist": MNIST,
     "bert": BERT,
     "notebook": NOTEBOOK,
-    "test": sorted(set(MNIST + BERT + NOTEBOOK + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.4"])),
+    "test": sorted(set(MNIST + BERT + NOTEBOOK + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.4", "optax>=0.2"])),
 }
 
 setup(

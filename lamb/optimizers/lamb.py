@@ -92,8 +92,7 @@ class LAMB(base.LayerAdaptiveOptimizer):
             u = self._adam_direction(m, v, variable.dtype, multiple=k)
             return self._add_weight_decay(u, variable, index)
 
-        u = direction(1.0)
-        u_for_norm = plan.separate(u, lambda: direction(2.0))
+        u, u_for_norm = plan.for_two_consumers(direction(1.0), lambda: direction(2.0))
         ratio = self._ratio(variable, index, u_for_norm, plan, learning_rate)
         self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * ratio * u)
         plan.done(variable, new_moments.finish(variable))

@@ -1,12 +1,14 @@
 """How the layer-adaptive steps are scheduled, apart from their math.
 
 The optimizers write each step once, as the paper does, and ask a plan for
-the four things that scheduling changes (`StepSchedule.plan`):
+the five things that scheduling changes (`StepSchedule.plan`):
 
 - `plan.norm(x)`: ‖x‖;
 - `plan.ordered(x)`: `x`, made to wait for the previous variable's update;
 - `plan.separate(value, rewrite)`: `value`, or `rewrite()`, the same value
   written as its own expression;
+- `plan.for_two_consumers(value, rewrite)`: `value` for two consumers, as
+  a pair: the same tensor twice, or `value` and `rewrite()`;
 - `plan.done(variable)`: the end of `variable`'s step.
 
 `PlainPlan` keeps the step as written: eager and graph mode, and small
@@ -27,13 +29,27 @@ over a large variable's data and each costs a trip to main memory:
 - XLA on CPU runs full reductions several times below memory speed: norms
   are matrix-vector products there (`l2_norm_by_matvec`).
 
+`JaxCpuPlan` takes `FusedPlan`'s place under JAX on CPUs when JAX's XLA
+does not fuse x² into a matrix-vector product (`xla_fuses_square_into_matvec`;
+jaxlib 0.10 does not). That XLA runs reductions at memory speed instead, as
+YNNPACK fusions, but writes into such a fusion every full-size broadcast of
+a runtime scalar it would absorb (the bias corrections, the ordering zero):
+`FusedPlan`'s step there writes w², u² and such broadcasts to memory and
+reads them back. `JaxCpuPlan` takes the norms as plain reductions of values
+without runtime scalars (w itself; u as written to memory) and has LAMB's
+u written once, read by its norm and by the update
+(`for_two_consumers`, an optimization barrier that keeps XLA from pulling
+u's expression into the reduction). The chain stays, on scalars.
+
 The schedule also computes per-step scalars once for all variables
 (`per_step`) and writes each step's layer statistics in one assignment
 (`collect_statistics`).
 """
 
 import contextlib
+import functools
 import math
+import re
 
 import keras
 from keras import ops
@@ -140,6 +156,9 @@ class PlainPlan:
     def separate(self, value, rewrite):
         return value
 
+    def for_two_consumers(self, value, rewrite):
+        return value, value
+
     def done(self, variable, zero=None):
         """Nothing to do (`zero`: see `FusedPlan.done`)."""
 
@@ -167,11 +186,52 @@ class FusedPlan:
         that XLA's common-subexpression elimination keeps the two apart."""
         return rewrite()
 
+    def for_two_consumers(self, value, rewrite):
+        """`value` and `rewrite()`: each consumer fuses its own copy."""
+        return value, self.separate(value, rewrite)
+
     def done(self, variable, zero=None):
         """Chains the next large variable's step after `variable`'s update,
         on CPUs with one replica (`zero`: `zero_after(variable)` if built)."""
         if self._schedule.on_cpus and one_replica():
             self._schedule.previous_step = zero_after(variable) if zero is None else zero
+
+
+class JaxCpuPlan(FusedPlan):
+    """The step of a large variable under JAX on CPUs whose XLA reduces at
+    memory speed but does not fuse x² into matrix-vector products (see the
+    module docstring)."""
+
+    def norm(self, x):
+        """‖x‖ as a plain reduction of `x`, not made to wait for the previous
+        variable (the ordering zero's broadcast would be written to memory):
+        XLA reads `x` once."""
+        return l2_norm(x)
+
+    def for_two_consumers(self, value, rewrite):
+        """`value` written to memory once, for both consumers."""
+        import jax
+
+        written = jax.lax.optimization_barrier(value)
+        return written, written
+
+
+@functools.cache
+def xla_fuses_square_into_matvec():
+    """Whether JAX's XLA computes x² inside the matrix-vector product of
+    `l2_norm_by_matvec` (as TensorFlow's does) instead of writing x² to
+    memory first: `FusedPlan`'s premise on CPUs. Looked up once per process
+    in the optimized HLO of a small product."""
+    import jax
+    import jax.numpy as jnp
+
+    def norm_squared(x):
+        return jnp.matmul(jnp.square(x), jnp.ones((256, 1), x.dtype))
+
+    hlo = jax.jit(norm_squared).lower(jax.ShapeDtypeStruct((256, 256), jnp.float32)).compile().as_text()
+    entry = hlo[hlo.index("\nENTRY"):]
+    # x² on its own: a multiply, or a fusion, with a (256, 256) result.
+    return not re.search(r"= f32\[256,256\]\S* (fusion|multiply)\(", entry)
 
 
 class StepSchedule:
@@ -189,6 +249,8 @@ class StepSchedule:
         if not self._large[index]:
             return PlainPlan()
         if compiling_with_xla():
+            if self.on_cpus and keras.backend.backend() == "jax" and not xla_fuses_square_into_matvec():
+                return JaxCpuPlan(self, dtype)
             return FusedPlan(self, dtype)
         return PlainPlan(l2_norm_by_matvec if self.on_cpus else l2_norm)
 

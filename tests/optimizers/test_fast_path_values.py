@@ -9,7 +9,10 @@ for its norm (`plan.separate` in `LAMB.update_step`), LAMB16's recomputing 8-bit
 and scales bit for bit), LARS's rewritten g + λ·w, and the matrix-vector
 norm (rows of 4096 split in halves). Under TensorFlow, "eager" runs the
 plain step and "jit" (`jit_compile=True`) the restructured one; under JAX
-both run the restructured one (`xla_cpu.compiling_with_xla` is always true).
+both run the restructured one (`xla_cpu.compiling_with_xla` is always true),
+on CPU `xla_cpu.JaxCpuPlan` where JAX's XLA does not fuse x² into
+matrix-vector products (jaxlib 0.10): LAMB's u written once for its norm
+and the update, plain reductions.
 """
 
 import keras
