@@ -141,7 +141,7 @@ class Float8Moments(_Moments):
         m, v, scales = self.momentums[index], self.velocities[index], self.scales[index]
         if scales is None:
             return self._float_step(m, v, gradient, plan)
-        if plan.fused:
+        if plan.recomputes_moments:
             return self._recomputed_step(index, gradient, plan)
         expand = self.scalings[index].expand
         m, v = next_moments(

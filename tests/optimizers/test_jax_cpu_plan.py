@@ -77,8 +77,9 @@ def test_the_probe_agrees_with_what_the_fused_plan_writes(monkeypatch):
         (lambda: lamb.LAMB(1e-3, weight_decay=0.0, bias_correction=False), 4, 0),
         # the momentum buffer and w.
         (lambda: lamb.LARS(1.0, weight_decay=1e-4), 2, 0),
-        # u and w, and the two moments' codes.
-        (lambda: lamb.LAMB16(1e-3, weight_decay=0.01), 2, 2),
+        # m and v (once, in float32, for every consumer), u and w, and the
+        # two moments' codes.
+        (lambda: lamb.LAMB16(1e-3, weight_decay=0.01), 4, 2),
     ],
     ids=["lamb", "lamb_without_decay_or_bias_correction", "lars", "lamb16"],
 )
