@@ -176,8 +176,9 @@ def absmax_scale(x_absmax, float8_format):
 
 
 def encode_scaled(x, scale, float8_format, keep_nonzero=False):
-    """The codes of `x / scale` (`scale` broadcastable against `x`), saturated at the format's largest value
-    (float8 casts do not saturate); `keep_nonzero` as in `quantize`."""
+    """The codes of `x / scale` (`scale` broadcastable against `x`),
+    saturated at the format's largest value (float8 casts do not saturate);
+    `keep_nonzero` as in `quantize`."""
     return float8_format.encode(ops.cast(x, "float32") * (1.0 / scale), keep_nonzero)
 
 
