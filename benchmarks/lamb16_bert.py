@@ -12,7 +12,7 @@ runs and their resumption are `bert_large_batch.py`'s (its flags apply:
 --warmup_fraction, ...; --base_learning_rates gives LAMB's peak rate, used by
 all three runs). Defaults: 40,960 records x 2 epochs at batch 256 = 320
 steps, peak 4e-2 (the 2e-2 that did best at batch 64, x sqrt(256 / 64)),
-about 20 minutes on the 2-core VM.
+about 20 minutes on the 2-core VM when quiet (55 with two other jobs).
 
 Then a Markdown table: each run's final masked-LM loss (the mean of its last
 --final_points logs) and its ratio to LAMB's; and, in the word embedding's
