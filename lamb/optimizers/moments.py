@@ -107,6 +107,7 @@ class Float8Moments(_Moments):
 
     def __init__(self, optimizer, var_list, beta_1, beta_2, min_size, per_row=False):
         super().__init__(optimizer, beta_1, beta_2)
+        self.per_row = per_row
         self.momentums, self.velocities, self.scales, self.scalings = [], [], [], []
         for variable in var_list:
             momentum = velocity = scales = scaling = None
@@ -151,9 +152,8 @@ class Float8Moments(_Moments):
             self.beta_1,
             self.beta_2,
         )
-        per_row = bool(self.scalings[index].shape)
-        m_codes, m_scales = quantize(m, E4M3FN, per_row=per_row)
-        v_codes, v_scales = quantize(v, E5M2, keep_nonzero=True, per_row=per_row)
+        m_codes, m_scales = quantize(m, E4M3FN, per_row=self.per_row)
+        v_codes, v_scales = quantize(v, E5M2, keep_nonzero=True, per_row=self.per_row)
         self._optimizer.assign(self.momentums[index], m_codes)
         self._optimizer.assign(self.velocities[index], v_codes)
         self._optimizer.assign(scales, ops.stack([m_scales, v_scales]))

@@ -447,14 +447,7 @@ def _optimizer_state(optimizer):
 
 def _wide_model(seed=0):
     """`make_model` with a (8, 256) first kernel: 8-bit moments with a scale per row."""
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8,)),
-        keras.layers.Dense(256, activation="relu"),
-        keras.layers.LayerNormalization(name="layer_norm"),
-        keras.layers.Dense(3),
-        keras.layers.Activation("softmax", dtype="float32"),
-    ])
+    return make_model(seed, width=256)
 
 
 def _assert_row_scales(optimizer):

@@ -29,11 +29,11 @@ def make_data(n=64, seed=0):
     return x, y
 
 
-def make_model(seed=0):
+def make_model(seed=0, width=16):
     keras.utils.set_random_seed(seed)
     return keras.Sequential([
         keras.Input((8,)),
-        keras.layers.Dense(16, activation="relu"),
+        keras.layers.Dense(width, activation="relu"),
         keras.layers.LayerNormalization(name="layer_norm"),
         keras.layers.Dense(3),
         keras.layers.Activation("softmax", dtype="float32"),
