@@ -196,24 +196,28 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
     return path
 
 
-def plot_runs_per_epoch(runs, path, title=None):
-    """Test accuracy per epoch of chosen runs in one panel, a line per run.
+def plot_runs_per_epoch(panels, path, title=None):
+    """Test accuracy per epoch of chosen runs, a line per run, in one or more panels.
 
-    `runs` maps a label to a run folder (one with an `epochs.csv`): for
-    ablations, where the runs of one optimizer differ in one setting each.
+    `panels` maps a panel's title (None for a single untitled panel) to a
+    dict from a line's label to a run folder (one with an `epochs.csv`): for
+    ablations, where the runs of one optimizer differ in one setting each, or
+    for the same settings on several models, a panel each. A label has the
+    same style in every panel, and the figure one legend.
     """
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(9.0, 4.6), layout="constrained")
-    axes = figure.subplots()
-    labels = list(runs)
-    for label, run_dir in runs.items():
-        history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
-        style = line_style(labels, label)
-        style["markevery"] = max(1, len(history["epoch"]) // 15)
-        _plot_test_accuracy(axes, history, label, style)
-    _label_epoch_axes(axes)
-    finish_figure(figure, [axes], title)
+    labels = _unique(label for runs in panels.values() for label in runs)
+    figure = Figure(figsize=(4.0 * len(panels) + 5.0, 4.6), layout="constrained")
+    axes_list = figure.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for axes, (panel, runs) in zip(axes_list, panels.items()):
+        for label, run_dir in runs.items():
+            history = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
+            style = line_style(labels, label)
+            style["markevery"] = max(1, len(history["epoch"]) // 15)
+            _plot_test_accuracy(axes, history, label, style)
+        _label_epoch_axes(axes, panel)
+    finish_figure(figure, list(axes_list), title)
     save_figure(figure, path, title)
     return path
 
