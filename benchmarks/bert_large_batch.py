@@ -22,10 +22,11 @@ table to standard output.
 
 Defaults: 65,536 records x 3 epochs = 196,608 examples per run (3,072 steps
 at batch 64, 384 at 512, 96 at 2,048), about 70 minutes for the six runs on the
-2-core VM when it is quiet (the two at batch 512 trained in 8.4 and 8.7 min). Measured speeds (lamb, tiny BERT, sequence 32, the train
-step timed in rounds alternating between the settings, while other jobs held
-1.5 of the 2 cores, scaled by 3.1 = 68.4 / 22.2, the quiet README rate / this
-one of sequence 128, batch 64, XLA, measured in the same rounds), examples/s:
+2-core VM when it is quiet (the two at batch 512 trained in 8.4 and 8.7 min).
+Measured speeds (lamb, tiny BERT, sequence 32, the train step timed in
+rounds alternating between the settings, while other jobs held 1.5 of the 2
+cores, scaled by 3.1 = 68.4 / 22.2, the quiet README rate / this one of
+sequence 128, batch 64, XLA, measured in the same rounds), examples/s:
 micro-batch 64: 290 XLA, 275 without; 256: 360 and 370; 512: 310 and 320;
 2,048 as 8 x 256: 300 and 310 (rounds spread by about 20%). So: micro-batches
 of 256, and XLA (a little faster at 64, even at 256, about 20 s more start-up
@@ -75,7 +76,8 @@ flags.DEFINE_integer("max_predictions_per_seq", 5, "Masked-LM predictions per re
 flags.DEFINE_integer("num_records", 65536, "Train on the first this many records.")
 flags.DEFINE_integer("epochs", 3, "Passes over the records in every run.")
 flags.DEFINE_list(
-    "batch_sizes", ["64", "512", "2048"], "Global batch sizes; the smallest is the learning rates' base."
+    "batch_sizes", ["64", "512", "2048"],
+    "Global batch sizes; the smallest is the learning rates' base.",
 )
 flags.DEFINE_integer(
     "micro_batch_size", 256,
