@@ -423,31 +423,28 @@ def test_tiny_sweep_writes_csv_markdown_plots_and_skips_finished_runs(tmp_path):
         assert "protocol modern: 2 epochs of 512 images, seed 12345" in title
         assert "learning rates Adam 0.001, LAMB 0.005 (at batch 64, sqrt-scaled;" in title
     # Chosen runs in one figure (for ablations), through the script that draws them.
+    def run_curves(*args, check=True):
+        return subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "mnist_run_curves.py"), *args],
+            check=check, capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
     runs = [f"--run={r['optimizer']} b{r['batch_size']}={tmp_path / r['run_dir']}" for r in written]
-    subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "mnist_run_curves.py"), *runs,
-         f"--output={tmp_path / 'runs.png'}", "--title=MLP, one setting changed per run"],
-        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    run_curves(*runs, f"--output={tmp_path / 'runs.png'}", "--title=MLP, one setting changed per run")
     assert Image.open(tmp_path / "runs.png").text["Title"] == "MLP, one setting changed per run"
     # A panel per batch size, the optimizers styled alike in both: one line per run printed.
     panel_runs = [
         f"--run=batch {r['batch_size']} | {r['optimizer']}={tmp_path / r['run_dir']}"
         for r in written
     ]
-    curves = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "mnist_run_curves.py"), *panel_runs,
-         f"--output={tmp_path / 'panels.png'}", "--title=MLP, a panel per batch size"],
-        check=True, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+    curves = run_curves(
+        *panel_runs, f"--output={tmp_path / 'panels.png'}", "--title=MLP, a panel per batch size"
     )
     assert Image.open(tmp_path / "panels.png").text["Title"] == "MLP, a panel per batch size"
     printed = sorted(line.split(":")[0] for line in curves.stdout.splitlines()[1:])
     assert printed == sorted(f"batch {r['batch_size']} | {r['optimizer']}" for r in written)
-    mixed = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "mnist_run_curves.py"), runs[0],
-         panel_runs[1], f"--output={tmp_path / 'mixed.png'}"],
-        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+    mixed = run_curves(runs[0], panel_runs[1], f"--output={tmp_path / 'mixed.png'}", check=False)
     assert mixed.returncode != 0 and "Give every --run a panel" in mixed.stderr
     for row in written:
         run_dir = tmp_path / row["run_dir"]

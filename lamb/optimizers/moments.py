@@ -112,7 +112,7 @@ class Float8Moments(_Moments):
         for variable in var_list:
             momentum = velocity = scales = scaling = None
             if optimizer._overwrite_variable_with_gradient(variable):
-                pass
+                pass  # It takes its gradient's value: no moments.
             elif math.prod(variable.shape) >= min_size:
                 scaling = Scaling(variable.shape, per_row)
                 momentum = self._add_codes(variable, "momentum")
