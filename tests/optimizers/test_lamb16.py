@@ -1,6 +1,8 @@
 """LAMB16 against a NumPy model of its float8 state (ml_dtypes), in training,
 under heavy-tailed gradients, and through every way of saving."""
 
+from typing import NamedTuple
+
 import keras
 import ml_dtypes
 import numpy as np
@@ -27,6 +29,23 @@ from tests.optimizers.test_training import (
 
 FORMATS = {f.name: f for f in (E4M3FN, E5M2)}
 MODES = ["eager", "jit"]
+
+
+class Limits(NamedTuple):
+    """A float8 format's limits as Python floats, from the formats' definitions
+    (OCP 8-bit floating point, 2023), not from ml_dtypes: whose `finfo` fields are
+    float8 scalars in some versions, so that `1.0 / finfo.max` rounds to 1/512."""
+
+    max: float
+    smallest_normal: float
+    smallest_subnormal: float
+    mantissa_bits: int
+
+
+LIMITS = {
+    "float8_e4m3fn": Limits(448.0, 2.0**-6, 2.0**-9, 3),
+    "float8_e5m2": Limits(57344.0, 2.0**-14, 2.0**-16, 2),
+}
 
 
 def compiled(function, mode):
@@ -59,18 +78,17 @@ def np_row_axes(shape, per_row):
 def np_quantize(x, name, keep_nonzero=False, per_row=False):
     """Codes (as ml_dtypes float8) and float32 scales (of the leading axes'
     shape, a scalar per tensor), as `float8.quantize` defines them."""
-    dtype = getattr(ml_dtypes, name)
-    info = ml_dtypes.finfo(dtype)
-    max_value = np.float32(info.max)
+    dtype, limits = getattr(ml_dtypes, name), LIMITS[name]
+    max_value = np.float32(limits.max)
     x = np.asarray(x, np.float32)
     axes = np_row_axes(x.shape, per_row)
     scales = np.maximum(
-        np.abs(x).max(axis=axes, keepdims=True) * np.float32(1.0 / info.max),
+        np.abs(x).max(axis=axes, keepdims=True) * np.float32(1.0 / limits.max),
         np.float32(2.0**-126),
     )
     normalized = np.clip(x * (np.float32(1.0) / scales), -max_value, max_value)
     if keep_nonzero:
-        smallest = np.float32(info.smallest_subnormal)
+        smallest = np.float32(limits.smallest_subnormal)
         raised = np.sign(normalized) * np.maximum(np.abs(normalized), smallest)
         normalized = np.where(normalized != 0, raised, normalized)
     return normalized.astype(dtype), scales.reshape(x.shape[: len(x.shape) - len(axes)])
@@ -150,11 +168,22 @@ def _format_test_values(name):
     grid = np.unique(grid[np.isfinite(grid)])
     midpoints = (grid[:-1] + grid[1:]) / 2
     rng = np.random.default_rng(0)
-    max_value = float(ml_dtypes.finfo(dtype).max)
+    max_value = LIMITS[name].max
     magnitudes = np.exp(rng.uniform(np.log(1e-7), np.log(max_value), 20000))
     random = magnitudes * rng.choice([-1.0, 1.0], magnitudes.size)
     values = np.concatenate([grid, midpoints, random, [0.0, -0.0]]).astype(np.float32)
     return np.clip(values, -max_value, max_value)
+
+
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_format_limits_agree_with_ml_dtypes_and_the_package(name):
+    """The limits the NumPy model uses, read from ml_dtypes as Python floats
+    (whatever the type of its scalars) and from the package's formats."""
+    limits, info, package = LIMITS[name], ml_dtypes.finfo(getattr(ml_dtypes, name)), FORMATS[name]
+    assert (float(info.max), float(info.smallest_normal), float(info.smallest_subnormal),
+            int(info.nmant)) == limits
+    assert (package.max_value, package.smallest_normal, package.smallest_subnormal,
+            package.mantissa_bits) == limits
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -210,8 +239,7 @@ def test_quantize_round_trip_matches_the_numpy_model(name, shape, per_row, mode)
     """Same codes and scales as the NumPy model; the round-trip error is
     at most half a unit in the last place of the format (relative to the
     value in the normal range, to the scaled smallest subnormal below)."""
-    float8_format, dtype = FORMATS[name], getattr(ml_dtypes, name)
-    info = ml_dtypes.finfo(dtype)
+    float8_format, limits = FORMATS[name], LIMITS[name]
     keep_nonzero = name == "float8_e5m2"
     round_trip = compiled(
         lambda x: quantize(x, float8_format, keep_nonzero=keep_nonzero, per_row=per_row), mode
@@ -228,10 +256,10 @@ def test_quantize_round_trip_matches_the_numpy_model(name, shape, per_row, mode)
         assert np.isfinite(restored).all() and np.isfinite(scales).all(), kind
         error = np.abs(restored - x)
         scale = np.broadcast_to(ops.convert_to_numpy(expanded), x.shape)
-        normal = np.abs(x) >= float(info.smallest_normal) * scale
-        half_ulp = 2.0 ** -(info.nmant + 1)
+        normal = np.abs(x) >= limits.smallest_normal * scale
+        half_ulp = 2.0 ** -(limits.mantissa_bits + 1)
         assert (error[normal] <= half_ulp * np.abs(x[normal]) * (1 + 1e-6)).all(), kind
-        subnormal_step = float(info.smallest_subnormal) * scale
+        subnormal_step = limits.smallest_subnormal * scale
         assert (error[~normal] <= subnormal_step[~normal] * (1 + 1e-6)).all(), kind
         if keep_nonzero:  # no zero-point
             nonzero = x != 0
