@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 
-APPS = ("lamb.mnist_compare", "lamb.run_pretraining", "lamb.create_pretraining_data")
+APPS = ("lamb.mnist_compare", "lamb.run_pretraining", "lamb.create_pretraining_data", "lamb.configs")
 CONSOLE_SCRIPTS = {
     "lamb-mnist-compare": "lamb.mnist_compare",
     "lamb-run-pretraining": "lamb.run_pretraining",

@@ -12,6 +12,7 @@ working folder), so a file of your own always wins. `python -m lamb.configs`
 prints the folder and the names, for copying one to edit.
 """
 
+import argparse
 import difflib
 import os
 
@@ -64,7 +65,13 @@ def check_exists(value, flag):
     )
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m lamb.configs",
+        description="Prints the folder of the installed BERT configs and flagfiles and their "
+        "names, which --bert_config_file and --flagfile take as they are.",
+    )
+    parser.parse_args(argv)
     print(f"Installed configs in {FOLDER}:")
     for name in names():
         print(f"  {name}")

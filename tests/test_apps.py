@@ -145,6 +145,17 @@ def test_installed_flagfiles_and_configs_are_found_by_name(tmp_path, monkeypatch
         configs.check_exists("bert_config_tny.json", "bert_config_file")
 
 
+def test_the_configs_listing_is_quiet_and_has_help():
+    listed = run_module("lamb.configs")
+    assert (listed.returncode, listed.stderr) == (0, "")
+    assert listed.stdout.splitlines() == [f"Installed configs in {configs.FOLDER}:"] + [
+        f"  {name}" for name in configs.names()]
+    helped = run_module("lamb.configs", "--help")
+    assert (helped.returncode, helped.stderr) == (0, "")
+    assert helped.stdout.startswith("usage: python -m lamb.configs")
+    assert "Installed configs" not in helped.stdout
+
+
 def test_short_keras_names_and_a_saved_model_in_a_fresh_process(tmp_path):
     """`keras.optimizers.get("lamb")` and `compile(optimizer="lars")` work once
     lamb is imported, Keras's own strings keep their meaning, and a `.keras`
