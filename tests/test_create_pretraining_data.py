@@ -5,8 +5,10 @@ import json
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 import unicodedata
 
 import numpy as np
@@ -216,22 +218,111 @@ def test_missing_or_bad_files_and_flags_are_named_before_any_work(tmp_path):
         pretraining.load_vocab(str(tmp_path / "latin1.txt"))
     with pytest.raises(FileNotFoundError, match="--input_file: .*nothing-here"):
         pretraining.expand_input_files(str(tmp_path / "nothing-here*.txt"))
-    with pytest.raises(IsADirectoryError, match="--output_file: "):
-        pretraining.prepare_output_files([str(tmp_path)])
     with pytest.raises(ValueError, match="--num_processes"):
         pretraining.read_documents([UNICODE_CORPUS], RULES_VOCAB, True, num_processes=0)
 
 
+def _create_unicode_records(outputs, inputs=(UNICODE_CORPUS,), vocab_file=UNICODE_VOCAB):
+    """`create_pretraining_files` on the Unicode corpus with its golden flags."""
+    return pretraining.create_pretraining_files(
+        list(inputs), list(outputs), pretraining.load_vocab(UNICODE_VOCAB), do_lower_case=True,
+        do_whole_word_mask=False, vocab_file=vocab_file,
+        **_golden("unicode_golden_records.json")["flags"],
+    )
+
+
+def test_outputs_that_would_destroy_data_or_cannot_be_written_are_refused_before_any_work(
+    tmp_path,
+):
+    """The input is not UTF-8: an output refused after reading would name the input instead."""
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    vocab_copy = tmp_path / "vocab.txt"
+    vocab_copy.write_bytes(open(UNICODE_VOCAB, "rb").read())
+    (tmp_path / "link.txt").symlink_to(latin1)
+    (tmp_path / "a-file").write_text("")
+    out = str(tmp_path / "out.tfrecord")
+    cases = [
+        ([str(tmp_path / "sub" / ".." / "latin1.txt")], "latin1.txt is also read as --input_file"),
+        ([str(tmp_path / "link.txt")], "link.txt is also read as --input_file"),
+        ([str(vocab_copy)], "vocab.txt is also read as --vocab_file"),
+        ([out, out], "out.tfrecord is given more than once"),
+        ([str(tmp_path)], "is a folder; give a file name"),
+        ([str(tmp_path / "a-file" / "out.tfrecord")], "a-file is a file, not a folder"),
+        ([out, ""], "an empty name"),
+    ]
+    if os.path.exists("/dev/full"):
+        cases.append((["/dev/full"], "/dev/full is not a regular file"))
+    for outputs, message in cases:
+        with pytest.raises(ValueError, match=f"^--output_file: .*{message}"):
+            _create_unicode_records(outputs, [str(latin1)], str(vocab_copy))
+    assert latin1.read_bytes() == b"caf\xe9\n"
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "latin1.txt", "link.txt", "vocab.txt"]
+
+
+def test_a_failed_run_leaves_the_previous_output_and_no_partial_file(tmp_path):
+    output = tmp_path / "records.tfrecord"
+    output.write_bytes(b"previous records")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        _create_unicode_records([str(output)], [UNICODE_CORPUS, str(latin1)])
+    assert output.read_bytes() == b"previous records"
+    assert sorted(os.listdir(tmp_path)) == ["latin1.txt", "records.tfrecord"]
+
+
+def test_two_runs_cannot_write_one_output(tmp_path):
+    output = str(tmp_path / "records.tfrecord")
+    with pretraining.written_whole([output], {}) as (partial,):
+        with pytest.raises(RuntimeError, match="^--output_file: .* is being written by another run"):
+            _create_unicode_records([output])
+        with open(partial, "wb") as file:
+            file.write(b"the first run's records")
+    with open(output, "rb") as file:
+        assert file.read() == b"the first run's records"
+    assert _create_unicode_records([output])[0] > 20  # Free again once the first run is done.
+
+
+def test_a_run_killed_while_writing_leaves_the_previous_output_whole(tmp_path):
+    corpus, vocab = str(tmp_path / "corpus.txt"), str(tmp_path / "vocab.txt")
+    helpers.write_corpus(corpus, num_documents=100)
+    helpers.write_vocab(vocab, num_documents=100)
+    output = tmp_path / "records.tfrecord"
+    output.write_bytes(b"previous records")
+    partial = tmp_path / ".records.tfrecord.partial"
+    process = subprocess.Popen(
+        _app_command(corpus, vocab, [str(output)], dupe_factor=20),
+        env=helpers.app_env(), cwd=helpers.REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (partial.exists() and partial.stat().st_size > 0):
+            assert process.poll() is None, "the run ended before it was seen writing"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert output.read_bytes() == b"previous records"
+    assert _create_unicode_records([str(output)])[0] > 20  # Over the killed run's partial file.
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt", "records.tfrecord", "vocab.txt"]
+
+
+def _app_command(corpus, vocab, outputs, dupe_factor=3):
+    return [
+        sys.executable, "-m", "lamb.create_pretraining_data",
+        f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
+        f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
+        f"--max_predictions_per_seq={helpers.PREDICTIONS}", f"--dupe_factor={dupe_factor}",
+        "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7", "--num_processes=1",
+    ]
+
+
 def _create_pretraining_data(corpus, vocab, outputs, **env):
     result = subprocess.run(
-        [
-            sys.executable, "-m", "lamb.create_pretraining_data",
-            f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
-            f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
-            f"--max_predictions_per_seq={helpers.PREDICTIONS}", "--dupe_factor=3",
-            "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7",
-        ],
-        env=helpers.app_env(**env), cwd=helpers.REPO, capture_output=True, text=True,
+        _app_command(corpus, vocab, outputs), env=helpers.app_env(**env), cwd=helpers.REPO, capture_output=True, text=True,
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
