@@ -220,6 +220,47 @@ def test_missing_or_bad_files_and_flags_are_named_before_any_work(tmp_path):
         pretraining.expand_input_files(str(tmp_path / "nothing-here*.txt"))
     with pytest.raises(ValueError, match="--num_processes"):
         pretraining.read_documents([UNICODE_CORPUS], RULES_VOCAB, True, num_processes=0)
+    with pytest.raises(ValueError, match="^--vocab_file: .* is a folder"):
+        pretraining.load_vocab(str(tmp_path))
+    (tmp_path / "texts").mkdir()
+    with pytest.raises(ValueError, match="^--input_file: .*texts is a folder; give its files"):
+        pretraining.expand_input_files(f"{UNICODE_CORPUS},{tmp_path / 'tex*'}")
+
+
+def test_input_without_a_token_is_named(tmp_path):
+    """NUL and control characters are deleted by BERT's tokenizer: no line is left."""
+    path = tmp_path / "controls.txt"
+    path.write_bytes(b"\x00\x01\x02\n\n\x00\n")
+    with pytest.raises(ValueError, match=r"^--input_file: .*controls\.txt holds no line with a token"):
+        _create_unicode_records([str(tmp_path / "out.tfrecord")], [str(path)])
+
+
+@pytest.mark.parametrize("lower, message", [
+    (True, "--do_lower_case=true, but 2 tokens of the vocabulary have upper-case letters (Hello, "),
+    (False, "--do_lower_case=false, but no token of the vocabulary has an upper-case letter"),
+])
+def test_a_vocabulary_of_the_other_case_is_warned_about(caplog, lower, message):
+    vocab = ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]
+    if lower:
+        vocab += ["Hello", "World"]
+    pretraining.warn_if_case_mismatch(vocab, lower)
+    assert caplog.records[-1].getMessage().startswith(message)
+    caplog.clear()
+    pretraining.warn_if_case_mismatch(vocab, not lower)
+    assert not caplog.records
+
+
+def test_the_app_reports_a_folder_as_input_on_one_line(tmp_path):
+    result = subprocess.run(
+        _app_command(str(tmp_path), UNICODE_VOCAB, [str(tmp_path / "out.tfrecord")]),
+        env=helpers.app_env(), cwd=helpers.REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"create_pretraining_data: error: --input_file: {tmp_path} is a folder; give its "
+        f"files (e.g. {tmp_path / '*'})."
+    )
+    assert "Traceback" not in result.stderr
 
 
 def _create_unicode_records(outputs, inputs=(UNICODE_CORPUS,), vocab_file=UNICODE_VOCAB):
@@ -549,7 +590,7 @@ def test_records_written_as_berts_writer_does_are_read(tmp_path):
 def test_a_vocabulary_without_berts_special_tokens_is_named(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\nhello\n")
-    with pytest.raises(ValueError, match=r"vocab\.txt lacks the special tokens"):
+    with pytest.raises(ValueError, match=r"^--vocab_file: .*vocab\.txt lacks the special tokens"):
         pretraining.load_vocab(str(vocab))
 
 

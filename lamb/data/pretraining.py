@@ -75,6 +75,8 @@ def load_vocab(vocab_file):
     each line read as BERT reads it (without "\r", stripped)."""
     if not tf.io.gfile.exists(vocab_file):
         raise FileNotFoundError(f"--vocab_file: {vocab_file} does not exist.")
+    if tf.io.gfile.isdir(vocab_file):
+        raise ValueError(f"--vocab_file: {vocab_file} is a folder; give the vocabulary's file.")
     check_utf8([vocab_file], flag="--vocab_file")
     with tf.io.gfile.GFile(vocab_file, "rb") as reader:
         data = _as_bert_reads(reader.read())
@@ -84,10 +86,30 @@ def load_vocab(vocab_file):
     missing = [token for token in SPECIAL_TOKENS if token not in vocab]
     if missing:
         raise ValueError(
-            f"{vocab_file} lacks the special tokens {missing}; "
+            f"--vocab_file: {vocab_file} lacks the special tokens {missing}; "
             f"a BERT WordPiece vocabulary holds {list(SPECIAL_TOKENS)}."
         )
     return vocab
+
+
+def warn_if_case_mismatch(vocab, do_lower_case):
+    """Logs a warning (naming --do_lower_case) when the vocabulary's case
+    does not fit it: tokens with upper-case letters that lower-cased text
+    never matches, or no such token at all for text kept as it is."""
+    cased = [token for token in vocab if token != token.lower() and not (
+        token.startswith("[") and token.endswith("]"))]
+    if do_lower_case and cased:
+        logging.warning(
+            "--do_lower_case=true, but %d tokens of the vocabulary have upper-case letters "
+            "(%s, ...), which lower-cased text never matches: a cased vocabulary needs "
+            "--do_lower_case=false.", len(cased), ", ".join(cased[:3]),
+        )
+    elif not do_lower_case and not cased:
+        logging.warning(
+            "--do_lower_case=false, but no token of the vocabulary has an upper-case letter: "
+            "every capitalized word becomes [UNK] or other pieces. An uncased vocabulary "
+            "needs --do_lower_case=true."
+        )
 
 
 def vocab_words(vocab):
@@ -381,9 +403,13 @@ def create_pretraining_files(
     if vocab_file is not None:
         read_files["--vocab_file"] = [vocab_file]
     with written_whole(output_files, read_files) as partial_files:
+        warn_if_case_mismatch(vocab, do_lower_case)
         documents = read_documents(input_files, vocab, do_lower_case, num_processes, chunk_bytes)
         if not documents:
-            raise ValueError(f"--input_file: {', '.join(input_files)} hold no text.")
+            raise ValueError(
+                f"--input_file: {', '.join(input_files)} "
+                f"{'holds' if len(input_files) == 1 else 'hold'} no line with a token."
+            )
         instances = create_training_instances(
             documents,
             vocab_words(vocab),
@@ -663,12 +689,19 @@ def feature_spec(max_seq_length, max_predictions_per_seq):
 
 
 def expand_input_files(input_file):
-    """Files matching the comma-separated globs of `--input_file`, sorted per glob."""
+    """Files matching the comma-separated globs of `--input_file`, sorted per
+    glob; ValueError naming a local folder among them."""
     files = []
     for pattern in input_file.split(","):
         matches = sorted(tf.io.gfile.glob(pattern))
         if not matches:
             raise FileNotFoundError(f"--input_file: {pattern!r} matches no file.")
+        for match in matches:
+            if "://" not in match and os.path.isdir(match):  # Local: no request per file.
+                raise ValueError(
+                    f"--input_file: {match} is a folder; give its files (e.g. "
+                    f"{os.path.join(match, '*')})."
+                )
         files.extend(matches)
     return files
 
