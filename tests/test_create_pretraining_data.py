@@ -281,11 +281,13 @@ def test_outputs_that_would_destroy_data_or_cannot_be_written_are_refused_before
     vocab_copy = tmp_path / "vocab.txt"
     vocab_copy.write_bytes(open(UNICODE_VOCAB, "rb").read())
     (tmp_path / "link.txt").symlink_to(latin1)
+    os.link(latin1, tmp_path / "hard-link.txt")
     (tmp_path / "a-file").write_text("")
     out = str(tmp_path / "out.tfrecord")
     cases = [
         ([str(tmp_path / "sub" / ".." / "latin1.txt")], "latin1.txt is also read as --input_file"),
         ([str(tmp_path / "link.txt")], "link.txt is also read as --input_file"),
+        ([str(tmp_path / "hard-link.txt")], "hard-link.txt is also read as --input_file"),
         ([str(vocab_copy)], "vocab.txt is also read as --vocab_file"),
         ([out, out], "out.tfrecord is given more than once"),
         ([str(tmp_path)], "is a folder; give a file name"),
@@ -298,7 +300,9 @@ def test_outputs_that_would_destroy_data_or_cannot_be_written_are_refused_before
         with pytest.raises(ValueError, match=f"^--output_file: .*{message}"):
             _create_unicode_records(outputs, [str(latin1)], str(vocab_copy))
     assert latin1.read_bytes() == b"caf\xe9\n"
-    assert sorted(os.listdir(tmp_path)) == ["a-file", "latin1.txt", "link.txt", "vocab.txt"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "a-file", "hard-link.txt", "latin1.txt", "link.txt", "vocab.txt",
+    ]
 
 
 def test_a_failed_run_leaves_the_previous_output_and_no_partial_file(tmp_path):

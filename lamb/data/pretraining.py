@@ -270,12 +270,14 @@ def _partial_path(path):
 def check_output_files(output_files, read_files):
     """The outputs' final paths (symbolic links followed); ValueError naming
     --output_file unless each is a new or regular file, given once, in a
-    folder (created here) that can be written, and none of the files that
-    `read_files` (flag -> paths) names."""
-    read_by = {}
+    folder (created here), and none of the files that `read_files` (flag ->
+    paths) names, under any name or link."""
+    read_by = {}  # (device, inode) -> flag: links of every kind lead to one key.
     for flag, paths in read_files.items():
         for path in paths:
-            read_by.setdefault(os.path.realpath(path), flag)
+            if "://" not in path:
+                stat = os.stat(path)
+                read_by.setdefault((stat.st_dev, stat.st_ino), flag)
     finals = []
     for path in output_files:
         if not path:
@@ -284,10 +286,12 @@ def check_output_files(output_files, read_files):
             finals.append(path)
             continue
         final = os.path.realpath(path)
-        if final in read_by:
+        stat = os.stat(final) if os.path.exists(final) else None
+        if stat and (stat.st_dev, stat.st_ino) in read_by:
             raise ValueError(
-                f"--output_file: {path} is also read as {read_by[final]}; writing it would "
-                "destroy it. Give another --output_file."
+                f"--output_file: {path} is also read as "
+                f"{read_by[(stat.st_dev, stat.st_ino)]}; writing it would destroy it. Give "
+                "another --output_file."
             )
         if final in finals:
             raise ValueError(f"--output_file: {path} is given more than once; give each file once.")
