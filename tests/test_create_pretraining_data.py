@@ -351,6 +351,7 @@ def test_a_run_killed_while_writing_leaves_the_previous_output_whole(tmp_path):
         process.kill()
         process.wait()
     assert output.read_bytes() == b"previous records"
+    assert pretraining.expand_input_files(str(tmp_path / "*")) == [corpus, str(output), vocab]
     assert _create_unicode_records([str(output)])[0] > 20  # Over the killed run's partial file.
     assert sorted(os.listdir(tmp_path)) == ["corpus.txt", "records.tfrecord", "vocab.txt"]
 

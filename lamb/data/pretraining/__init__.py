@@ -30,7 +30,12 @@ from lamb.data.pretraining.instances import (
     truncate_seq_pair,
     vocab_words,
 )
-from lamb.data.pretraining.output_files import PARTIAL_SUFFIX, check_output_files, written_whole
+from lamb.data.pretraining.output_files import (
+    PARTIAL_SUFFIX,
+    check_output_files,
+    is_partial_file,
+    written_whole,
+)
 from lamb.data.pretraining.pipeline import INPUT_FEATURES, LABEL_FEATURES, make_dataset
 from lamb.data.pretraining.progress import Progress
 from lamb.data.pretraining.reading import (
@@ -57,11 +62,11 @@ from lamb.data.pretraining.records import (
 
 __all__ = [
     "CHECK_BATCH_RECORDS", "CHUNK_BYTES", "INPUT_FEATURES", "LABEL_FEATURES", "PARTIAL_SUFFIX",
-    "SPECIAL_TOKENS", "MaskedLmInstance", "Progress", "TrainingInstance", "check_example",
-    "check_input_files", "check_output_files", "check_utf8", "check_values",
-    "create_instances_from_document", "create_masked_lm_predictions", "create_pretraining_files",
-    "create_training_instances", "expand_input_files", "feature_spec", "instance_to_example",
-    "load_vocab", "make_dataset", "parse_spec", "read_chunks", "read_documents", "tokenize_chunk",
-    "truncate_seq_pair", "vocab_words", "warn_if_case_mismatch", "write_instance_to_example_files",
-    "written_whole",
+    "SPECIAL_TOKENS", "check_example", "check_input_files", "check_output_files", "check_utf8",
+    "check_values", "create_instances_from_document", "create_masked_lm_predictions",
+    "create_pretraining_files", "create_training_instances", "expand_input_files", "feature_spec",
+    "instance_to_example", "is_partial_file", "load_vocab", "make_dataset", "MaskedLmInstance",
+    "parse_spec", "Progress", "read_chunks", "read_documents", "tokenize_chunk",
+    "TrainingInstance", "truncate_seq_pair", "vocab_words", "warn_if_case_mismatch",
+    "write_instance_to_example_files", "written_whole",
 ]

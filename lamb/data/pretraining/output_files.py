@@ -16,6 +16,12 @@ def _partial_path(path):
     return os.path.join(folder, f".{name}{PARTIAL_SUFFIX}")
 
 
+def is_partial_file(path):
+    """Whether `path` is named as an output's temporary file."""
+    name = os.path.basename(path)
+    return name.startswith(".") and name.endswith(PARTIAL_SUFFIX)
+
+
 def check_output_files(output_files, read_files):
     """The outputs' final paths (symbolic links followed); ValueError naming
     --output_file unless each is a new or regular file, given once, in a

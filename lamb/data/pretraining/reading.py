@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from lamb import _checks
 from lamb.data.bert_tokenizer import BertTokenizer
+from lamb.data.pretraining.output_files import is_partial_file
 from lamb.data.pretraining.progress import Progress
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -67,10 +68,18 @@ def warn_if_case_mismatch(vocab, do_lower_case):
 
 def expand_input_files(input_file):
     """Files matching the comma-separated globs of `--input_file`, sorted per
-    glob; ValueError naming a local folder among them."""
+    glob, without the unfinished outputs (`.NAME.partial`) that a glob, not
+    a name, matches; ValueError naming a local folder among them."""
     files = []
     for pattern in input_file.split(","):
         matches = sorted(tf.io.gfile.glob(pattern))
+        unfinished = [match for match in matches if match != pattern and is_partial_file(match)]
+        if unfinished:
+            logging.warning(
+                "--input_file: %r also matches %s, left out: what a killed or running "
+                "create_pretraining_data was writing.", pattern, ", ".join(unfinished),
+            )
+            matches = [match for match in matches if match not in unfinished]
         if not matches:
             raise FileNotFoundError(f"--input_file: {pattern!r} matches no file.")
         for match in matches:
