@@ -316,6 +316,19 @@ def test_a_failed_run_leaves_the_previous_output_and_no_partial_file(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["latin1.txt", "records.tfrecord"]
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (a full disk)")
+def test_a_full_disk_is_named_in_one_line():
+    vocab = pretraining.load_vocab(UNICODE_VOCAB)
+    documents = pretraining.read_documents([UNICODE_CORPUS], vocab, True)
+    instances = pretraining.create_training_instances(
+        documents, vocab, 32, 1, 0.1, 0.15, 5, False, random.Random(0)
+    )
+    with pytest.raises(
+        RuntimeError, match="^--output_file: writing the records failed: .*No space left on device"
+    ):
+        pretraining.write_instance_to_example_files(instances, vocab, 32, 5, ["/dev/full"])
+
+
 def test_two_runs_cannot_write_one_output(tmp_path):
     output = str(tmp_path / "records.tfrecord")
     with pretraining.written_whole([output], {}) as (partial,):

@@ -70,20 +70,25 @@ def instance_to_example(instance, token_ids, max_seq_length, max_predictions_per
 def write_instance_to_example_files(
     instances, vocab, max_seq_length, max_predictions_per_seq, output_files
 ):
-    """Writes the instances round-robin to the output files; returns the count."""
+    """Writes the instances round-robin to the output files; returns the
+    count. RuntimeError naming --output_file if the writing fails (a full
+    disk, ...)."""
     token_ids = {token: i for i, token in enumerate(vocab)}
-    writers = [tf.io.TFRecordWriter(output_file) for output_file in output_files]
     progress = Progress("Written", len(instances), " instances")
-    for index, instance in enumerate(instances):
-        example = instance_to_example(
-            instance, token_ids, max_seq_length, max_predictions_per_seq
-        )
-        writers[index % len(writers)].write(example.SerializeToString(deterministic=True))
-        if index < 3:
-            logging.info("tokens: %s", " ".join(instance.tokens))
-        progress.add(1)
-    for writer in writers:
-        writer.close()
+    try:
+        writers = [tf.io.TFRecordWriter(output_file) for output_file in output_files]
+        for index, instance in enumerate(instances):
+            example = instance_to_example(
+                instance, token_ids, max_seq_length, max_predictions_per_seq
+            )
+            writers[index % len(writers)].write(example.SerializeToString(deterministic=True))
+            if index < 3:
+                logging.info("tokens: %s", " ".join(instance.tokens))
+            progress.add(1)
+        for writer in writers:
+            writer.close()
+    except tf.errors.OpError as error:
+        raise RuntimeError(f"--output_file: writing the records failed: {error.message}.") from None
     progress.finish()
     return len(instances)
 
