@@ -186,7 +186,8 @@ def test_progress_lines_give_the_rate_and_the_time_left(caplog):
     assert caplog.records[-1].getMessage().startswith("Tokenized: 2.5 MB of 10.0 MB (")
     assert caplog.records[-1].getMessage().endswith(" s left")
     pretraining.read_documents([UNICODE_CORPUS], pretraining.load_vocab(UNICODE_VOCAB), True)
-    assert caplog.records[-1].getMessage().startswith("Tokenized (1 process): 0.0 MB in ")
+    info = [record.getMessage() for record in caplog.records if record.levelname == "INFO"]
+    assert info[-1].startswith("Tokenized (1 process): 0.0 MB in ")
 
 
 def test_a_file_that_is_not_utf8_is_named_with_its_byte_offset_and_line(tmp_path):
@@ -248,6 +249,18 @@ def test_a_vocabulary_of_the_other_case_is_warned_about(caplog, lower, message):
     caplog.clear()
     pretraining.warn_if_case_mismatch(vocab, not lower)
     assert not caplog.records
+
+
+def test_a_vocabulary_that_cannot_spell_the_text_is_warned_about(tmp_path, caplog):
+    path = tmp_path / "text.txt"
+    path.write_text("hello world\nhello there\n\nhello you\n")  # 2 of 6 words unknown.
+    vocab = ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]
+    pretraining.read_documents([str(path)], vocab + ["there", "you"], True)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    pretraining.read_documents([str(path)], vocab, True)
+    assert caplog.records[-1].getMessage().startswith(
+        "33% of the 6 tokens of --input_file are [UNK] (words --vocab_file cannot spell)"
+    )
 
 
 def test_the_app_reports_a_folder_as_input_on_one_line(tmp_path):

@@ -40,6 +40,7 @@ from lamb.data.pretraining.pipeline import INPUT_FEATURES, LABEL_FEATURES, make_
 from lamb.data.pretraining.progress import Progress
 from lamb.data.pretraining.reading import (
     CHUNK_BYTES,
+    MAX_UNKNOWN_FRACTION,
     SPECIAL_TOKENS,
     check_utf8,
     expand_input_files,
@@ -61,12 +62,12 @@ from lamb.data.pretraining.records import (
 )
 
 __all__ = [
-    "CHECK_BATCH_RECORDS", "CHUNK_BYTES", "INPUT_FEATURES", "LABEL_FEATURES", "PARTIAL_SUFFIX",
-    "SPECIAL_TOKENS", "check_example", "check_input_files", "check_output_files", "check_utf8",
-    "check_values", "create_instances_from_document", "create_masked_lm_predictions",
-    "create_pretraining_files", "create_training_instances", "expand_input_files", "feature_spec",
-    "instance_to_example", "is_partial_file", "load_vocab", "make_dataset", "MaskedLmInstance",
-    "parse_spec", "Progress", "read_chunks", "read_documents", "tokenize_chunk",
-    "TrainingInstance", "truncate_seq_pair", "vocab_words", "warn_if_case_mismatch",
-    "write_instance_to_example_files", "written_whole",
+    "CHECK_BATCH_RECORDS", "CHUNK_BYTES", "INPUT_FEATURES", "LABEL_FEATURES",
+    "MAX_UNKNOWN_FRACTION", "PARTIAL_SUFFIX", "SPECIAL_TOKENS", "check_example",
+    "check_input_files", "check_output_files", "check_utf8", "check_values",
+    "create_instances_from_document", "create_masked_lm_predictions", "create_pretraining_files",
+    "create_training_instances", "expand_input_files", "feature_spec", "instance_to_example",
+    "is_partial_file", "load_vocab", "make_dataset", "MaskedLmInstance", "parse_spec", "Progress",
+    "read_chunks", "read_documents", "tokenize_chunk", "TrainingInstance", "truncate_seq_pair",
+    "vocab_words", "warn_if_case_mismatch", "write_instance_to_example_files", "written_whole",
 ]

@@ -16,12 +16,15 @@ import numpy as np
 import tensorflow as tf
 
 from lamb import _checks
-from lamb.data.bert_tokenizer import BertTokenizer
+from lamb.data.bert_tokenizer import UNK, BertTokenizer
 from lamb.data.pretraining.output_files import is_partial_file
 from lamb.data.pretraining.progress import Progress
 
 SPECIAL_TOKENS = ("[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CHUNK_BYTES = 1 << 20  # Input read and tokenized in pieces of whole lines of about this size.
+# Above this share of [UNK] tokens a warning is logged: BERT's uncased vocabulary
+# leaves none in English text (0 of 24,073 tokens of Shakespeare's sonnets).
+MAX_UNKNOWN_FRACTION = 0.1
 
 
 def load_vocab(vocab_file):
@@ -204,9 +207,10 @@ def read_documents(input_files, vocab, do_lower_case, num_processes=1, chunk_byt
 
     A blank line ends a document (also across files, as in BERT); a line
     without tokens is dropped; empty documents are left out. All the files
-    are checked to be UTF-8 first (`check_utf8`). Tokenization runs in
-    `num_processes` processes of one thread each; the documents do not
-    depend on it.
+    are checked to be UTF-8 first (`check_utf8`). A warning is logged when
+    more than `MAX_UNKNOWN_FRACTION` of the tokens are [UNK]. Tokenization
+    runs in `num_processes` processes of one thread each; the documents do
+    not depend on it.
     """
     _checks.check_int("--num_processes", num_processes, low=1)
     total = check_utf8(input_files, chunk_bytes)
@@ -214,11 +218,15 @@ def read_documents(input_files, vocab, do_lower_case, num_processes=1, chunk_byt
     plural = "es" if num_processes > 1 else ""
     progress = Progress(f"Tokenized ({num_processes} process{plural})", total, " MB", 1e6)
     tokens_of = np.array(vocab, dtype=object)
+    unknown_ids = np.flatnonzero(tokens_of == UNK)
     chunks = (chunk for path in input_files for _, chunk in read_chunks(path, chunk_bytes))
     documents = [[]]
+    num_tokens = num_unknown = 0
     for size, (line_lengths, ids) in _tokenized_chunks(
         chunks, vocab, do_lower_case, num_processes
     ):
+        num_tokens += ids.size
+        num_unknown += int(np.isin(ids, unknown_ids).sum())
         tokens = tokens_of[ids].tolist()
         start = 0
         for length in line_lengths.tolist():
@@ -229,4 +237,10 @@ def read_documents(input_files, vocab, do_lower_case, num_processes=1, chunk_byt
                 start += length
         progress.add(size)
     progress.finish()
+    if num_unknown > MAX_UNKNOWN_FRACTION * num_tokens:
+        logging.warning(
+            "%.0f%% of the %d tokens of --input_file are %s (words --vocab_file cannot spell): "
+            "does the vocabulary fit the text and --do_lower_case?",
+            100 * num_unknown / num_tokens, num_tokens, UNK,
+        )
     return [document for document in documents if document]
