@@ -27,13 +27,22 @@ CHUNK_BYTES = 1 << 20  # Input read and tokenized in pieces of whole lines of ab
 MAX_UNKNOWN_FRACTION = 0.1
 
 
+def _check_regular_file(flag, path):
+    """ValueError naming `flag` unless the local `path` is a regular file
+    (a folder, or a device or pipe that is read twice or never ends)."""
+    if os.path.isdir(path):
+        raise ValueError(f"{flag}: {path} is a folder, not a file.")
+    if not os.path.isfile(path):
+        raise ValueError(f"{flag}: {path} is not a regular file (a device or pipe); give a file.")
+
+
 def load_vocab(vocab_file):
     """The vocabulary as a list of tokens in file order (the id is the index),
     each line read as BERT reads it (without "\r", stripped)."""
     if not tf.io.gfile.exists(vocab_file):
         raise FileNotFoundError(f"--vocab_file: {vocab_file} does not exist.")
-    if tf.io.gfile.isdir(vocab_file):
-        raise ValueError(f"--vocab_file: {vocab_file} is a folder; give the vocabulary's file.")
+    if "://" not in vocab_file:
+        _check_regular_file("--vocab_file", vocab_file)
     check_utf8([vocab_file], flag="--vocab_file")
     with tf.io.gfile.GFile(vocab_file, "rb") as reader:
         data = _as_bert_reads(reader.read())
@@ -72,7 +81,8 @@ def warn_if_case_mismatch(vocab, do_lower_case):
 def expand_input_files(input_file):
     """Files matching the comma-separated globs of `--input_file`, sorted per
     glob, without the unfinished outputs (`.NAME.partial`) that a glob, not
-    a name, matches; ValueError naming a local folder among them."""
+    a name, matches; ValueError naming a local folder, device or pipe among
+    them."""
     files = []
     for pattern in input_file.split(","):
         matches = sorted(tf.io.gfile.glob(pattern))
@@ -86,11 +96,8 @@ def expand_input_files(input_file):
         if not matches:
             raise FileNotFoundError(f"--input_file: {pattern!r} matches no file.")
         for match in matches:
-            if "://" not in match and os.path.isdir(match):  # Local: no request per file.
-                raise ValueError(
-                    f"--input_file: {match} is a folder; give its files (e.g. "
-                    f"{os.path.join(match, '*')})."
-                )
+            if "://" not in match:  # Local: no request per file.
+                _check_regular_file("--input_file", match)
         files.extend(matches)
     return files
 
