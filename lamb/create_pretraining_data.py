@@ -97,6 +97,7 @@ def main(argv):
         short_seq_prob=FLAGS.short_seq_prob,
         random_seed=FLAGS.random_seed,
         num_processes=FLAGS.num_processes,
+        vocab_file=FLAGS.vocab_file,
     )
     logging.info("Wrote %d instances from %d documents to %s", count, documents, output_files)
 

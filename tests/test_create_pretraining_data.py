@@ -5,8 +5,10 @@ import json
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 import unicodedata
 
 import numpy as np
@@ -184,7 +186,8 @@ def test_progress_lines_give_the_rate_and_the_time_left(caplog):
     assert caplog.records[-1].getMessage().startswith("Tokenized: 2.5 MB of 10.0 MB (")
     assert caplog.records[-1].getMessage().endswith(" s left")
     pretraining.read_documents([UNICODE_CORPUS], pretraining.load_vocab(UNICODE_VOCAB), True)
-    assert caplog.records[-1].getMessage().startswith("Tokenized (1 process): 0.0 MB in ")
+    info = [record.getMessage() for record in caplog.records if record.levelname == "INFO"]
+    assert info[-1].startswith("Tokenized (1 process): 0.0 MB in ")
 
 
 def test_a_file_that_is_not_utf8_is_named_with_its_byte_offset_and_line(tmp_path):
@@ -216,22 +219,186 @@ def test_missing_or_bad_files_and_flags_are_named_before_any_work(tmp_path):
         pretraining.load_vocab(str(tmp_path / "latin1.txt"))
     with pytest.raises(FileNotFoundError, match="--input_file: .*nothing-here"):
         pretraining.expand_input_files(str(tmp_path / "nothing-here*.txt"))
-    with pytest.raises(IsADirectoryError, match="--output_file: "):
-        pretraining.prepare_output_files([str(tmp_path)])
     with pytest.raises(ValueError, match="--num_processes"):
         pretraining.read_documents([UNICODE_CORPUS], RULES_VOCAB, True, num_processes=0)
+    with pytest.raises(ValueError, match="^--vocab_file: .* is a folder"):
+        pretraining.load_vocab(str(tmp_path))
+    if os.path.exists("/dev/zero"):  # Endless: read as text, it would never end.
+        with pytest.raises(ValueError, match="^--vocab_file: /dev/zero is not a regular file"):
+            pretraining.load_vocab("/dev/zero")
+        with pytest.raises(ValueError, match="^--input_file: /dev/zero is not a regular file"):
+            pretraining.expand_input_files("/dev/zero")
+    (tmp_path / "texts").mkdir()
+    with pytest.raises(ValueError, match="^--input_file: .*texts is a folder, not a file"):
+        pretraining.expand_input_files(f"{UNICODE_CORPUS},{tmp_path / 'tex*'}")
+
+
+def test_input_without_a_token_is_named(tmp_path):
+    """NUL and control characters are deleted by BERT's tokenizer: no line is left."""
+    path = tmp_path / "controls.txt"
+    path.write_bytes(b"\x00\x01\x02\n\n\x00\n")
+    with pytest.raises(ValueError, match=r"^--input_file: .*controls\.txt holds no line with a token"):
+        _create_unicode_records([str(tmp_path / "out.tfrecord")], [str(path)])
+
+
+@pytest.mark.parametrize("lower, message", [
+    (True, "--do_lower_case=true, but 2 tokens of the vocabulary have upper-case letters (Hello, "),
+    (False, "--do_lower_case=false, but no token of the vocabulary has an upper-case letter"),
+])
+def test_a_vocabulary_of_the_other_case_is_warned_about(caplog, lower, message):
+    vocab = ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]
+    if lower:
+        vocab += ["Hello", "World"]
+    pretraining.warn_if_case_mismatch(vocab, lower)
+    assert caplog.records[-1].getMessage().startswith(message)
+    caplog.clear()
+    pretraining.warn_if_case_mismatch(vocab, not lower)
+    assert not caplog.records
+
+
+def test_a_vocabulary_that_cannot_spell_the_text_is_warned_about(tmp_path, caplog):
+    path = tmp_path / "text.txt"
+    path.write_text("hello world\nhello there\n\nhello you\n")  # 2 of 6 words unknown.
+    vocab = ["[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]
+    pretraining.read_documents([str(path)], vocab + ["there", "you"], True)
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
+    pretraining.read_documents([str(path)], vocab, True)
+    assert caplog.records[-1].getMessage().startswith(
+        "33% of the 6 tokens of --input_file are [UNK] (words --vocab_file cannot spell)"
+    )
+
+
+def test_the_app_reports_a_folder_as_input_on_one_line(tmp_path):
+    result = subprocess.run(
+        _app_command(str(tmp_path), UNICODE_VOCAB, [str(tmp_path / "out.tfrecord")]),
+        env=helpers.app_env(), cwd=helpers.REPO, capture_output=True, text=True, timeout=180,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        f"create_pretraining_data: error: --input_file: {tmp_path} is a folder, not a file."
+    )
+    assert "Traceback" not in result.stderr
+
+
+def _create_unicode_records(outputs, inputs=(UNICODE_CORPUS,), vocab_file=UNICODE_VOCAB):
+    """`create_pretraining_files` on the Unicode corpus with its golden flags."""
+    return pretraining.create_pretraining_files(
+        list(inputs), list(outputs), pretraining.load_vocab(UNICODE_VOCAB), do_lower_case=True,
+        do_whole_word_mask=False, vocab_file=vocab_file,
+        **_golden("unicode_golden_records.json")["flags"],
+    )
+
+
+def test_outputs_that_would_destroy_data_or_cannot_be_written_are_refused_before_any_work(
+    tmp_path,
+):
+    """The input is not UTF-8: an output refused after reading would name the input instead."""
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    vocab_copy = tmp_path / "vocab.txt"
+    vocab_copy.write_bytes(open(UNICODE_VOCAB, "rb").read())
+    (tmp_path / "link.txt").symlink_to(latin1)
+    os.link(latin1, tmp_path / "hard-link.txt")
+    (tmp_path / "a-file").write_text("")
+    out = str(tmp_path / "out.tfrecord")
+    cases = [
+        ([str(tmp_path / "sub" / ".." / "latin1.txt")], "latin1.txt is also read as --input_file"),
+        ([str(tmp_path / "link.txt")], "link.txt is also read as --input_file"),
+        ([str(tmp_path / "hard-link.txt")], "hard-link.txt is also read as --input_file"),
+        ([str(vocab_copy)], "vocab.txt is also read as --vocab_file"),
+        ([out, out], "out.tfrecord is given more than once"),
+        ([str(tmp_path)], "is a folder; give a file name"),
+        ([str(tmp_path / "a-file" / "out.tfrecord")], "a-file is a file, not a folder"),
+        ([out, ""], "an empty name"),
+    ]
+    if os.path.exists("/dev/full"):
+        cases.append((["/dev/full"], "/dev/full is not a regular file"))
+    for outputs, message in cases:
+        with pytest.raises(ValueError, match=f"^--output_file: .*{message}"):
+            _create_unicode_records(outputs, [str(latin1)], str(vocab_copy))
+    assert latin1.read_bytes() == b"caf\xe9\n"
+    assert sorted(os.listdir(tmp_path)) == [
+        "a-file", "hard-link.txt", "latin1.txt", "link.txt", "vocab.txt",
+    ]
+
+
+def test_a_failed_run_leaves_the_previous_output_and_no_partial_file(tmp_path):
+    output = tmp_path / "records.tfrecord"
+    output.write_bytes(b"previous records")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9\n")
+    with pytest.raises(ValueError, match="is not UTF-8 text"):
+        _create_unicode_records([str(output)], [UNICODE_CORPUS, str(latin1)])
+    assert output.read_bytes() == b"previous records"
+    assert sorted(os.listdir(tmp_path)) == ["latin1.txt", "records.tfrecord"]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full (a full disk)")
+def test_a_full_disk_is_named_in_one_line():
+    vocab = pretraining.load_vocab(UNICODE_VOCAB)
+    documents = pretraining.read_documents([UNICODE_CORPUS], vocab, True)
+    instances = pretraining.create_training_instances(
+        documents, vocab, 32, 1, 0.1, 0.15, 5, False, random.Random(0)
+    )
+    with pytest.raises(
+        RuntimeError, match="^--output_file: writing the records failed: .*No space left on device"
+    ):
+        pretraining.write_instance_to_example_files(instances, vocab, 32, 5, ["/dev/full"])
+
+
+def test_two_runs_cannot_write_one_output(tmp_path):
+    output = str(tmp_path / "records.tfrecord")
+    with pretraining.written_whole([output], {}) as (partial,):
+        with pytest.raises(RuntimeError, match="^--output_file: .* is being written by another run"):
+            _create_unicode_records([output])
+        with open(partial, "wb") as file:
+            file.write(b"the first run's records")
+    with open(output, "rb") as file:
+        assert file.read() == b"the first run's records"
+    assert _create_unicode_records([output])[0] > 20  # Free again once the first run is done.
+
+
+def test_a_run_killed_while_writing_leaves_the_previous_output_whole(tmp_path):
+    corpus, vocab = str(tmp_path / "corpus.txt"), str(tmp_path / "vocab.txt")
+    helpers.write_corpus(corpus, num_documents=100)
+    helpers.write_vocab(vocab, num_documents=100)
+    output = tmp_path / "records.tfrecord"
+    output.write_bytes(b"previous records")
+    partial = tmp_path / ".records.tfrecord.partial"
+    process = subprocess.Popen(
+        _app_command(corpus, vocab, [str(output)], dupe_factor=20),
+        env=helpers.app_env(), cwd=helpers.REPO, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (partial.exists() and partial.stat().st_size > 0):
+            assert process.poll() is None, "the run ended before it was seen writing"
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert output.read_bytes() == b"previous records"
+    assert pretraining.expand_input_files(str(tmp_path / "*")) == [corpus, str(output), vocab]
+    assert _create_unicode_records([str(output)])[0] > 20  # Over the killed run's partial file.
+    assert sorted(os.listdir(tmp_path)) == ["corpus.txt", "records.tfrecord", "vocab.txt"]
+
+
+def _app_command(corpus, vocab, outputs, dupe_factor=3):
+    return [
+        sys.executable, "-m", "lamb.create_pretraining_data",
+        f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
+        f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
+        f"--max_predictions_per_seq={helpers.PREDICTIONS}", f"--dupe_factor={dupe_factor}",
+        "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7", "--num_processes=1",
+    ]
 
 
 def _create_pretraining_data(corpus, vocab, outputs, **env):
     result = subprocess.run(
-        [
-            sys.executable, "-m", "lamb.create_pretraining_data",
-            f"--input_file={corpus}", f"--output_file={','.join(outputs)}",
-            f"--vocab_file={vocab}", f"--max_seq_length={helpers.SEQ_LENGTH}",
-            f"--max_predictions_per_seq={helpers.PREDICTIONS}", "--dupe_factor=3",
-            "--masked_lm_prob=0.15", "--short_seq_prob=0.1", "--random_seed=7",
-        ],
-        env=helpers.app_env(**env), cwd=helpers.REPO, capture_output=True, text=True,
+        _app_command(corpus, vocab, outputs), env=helpers.app_env(**env), cwd=helpers.REPO, capture_output=True, text=True,
         timeout=180,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -458,7 +625,7 @@ def test_records_written_as_berts_writer_does_are_read(tmp_path):
 def test_a_vocabulary_without_berts_special_tokens_is_named(tmp_path):
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("[PAD]\nhello\n")
-    with pytest.raises(ValueError, match=r"vocab\.txt lacks the special tokens"):
+    with pytest.raises(ValueError, match=r"^--vocab_file: .*vocab\.txt lacks the special tokens"):
         pretraining.load_vocab(str(vocab))
 
 
