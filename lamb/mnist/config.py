@@ -7,6 +7,8 @@ the rest of `lamb.mnist` works from.
 
 import dataclasses
 import os
+import tempfile
+import warnings
 
 from lamb import schedules
 from lamb._checks import (
@@ -258,6 +260,8 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
     exclude_from_weight_decay = _exclusions(
         name("exclude_from_weight_decay"), protocol_or("exclude_from_weight_decay")
     )
+    warmup_epochs = check_float(name("warmup_epochs"), protocol_or("warmup_epochs"), low=0.0)
+    _warn_about_long_warmup(name("warmup_epochs"), warmup_epochs, name("epochs"), epochs)
     optimizer_options = _optimizer_options(
         name("optimizer_options"),
         given["optimizer_options"],
@@ -287,7 +291,7 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
             name("lr_scaling"), protocol_or("lr_scaling"), LR_SCALING_RULES, ignore_case=True
         ),
         base_batch_size=check_int(name("base_batch_size"), protocol_or("base_batch_size"), low=1),
-        warmup_epochs=check_float(name("warmup_epochs"), protocol_or("warmup_epochs"), low=0.0),
+        warmup_epochs=warmup_epochs,
         lr_decay_power=check_float(name("lr_decay_power"), protocol_or("lr_decay_power"), low=0.0),
         exclude_from_weight_decay=exclude_from_weight_decay,
         optimizer_options=optimizer_options,
@@ -296,11 +300,12 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         test_examples=test_examples,
         # The seed reaches NumPy's global generator, which takes [0, 2**32 - 1].
         seed=check_int(name("seed"), protocol_or("seed"), low=0, high=2**32 - 1),
-        output_dir=_check_output_dir(name("output_dir"), given["output_dir"]),
         data_dir=given["data_dir"],
         mnist_manual_dir=given["mnist_manual_dir"],
         trust_ratio_every=check_int(name("trust_ratio_every"), given["trust_ratio_every"], low=0),
         tensorboard_dir=given["tensorboard_dir"],
+        # Last: the one check that creates something (the folder), once all others passed.
+        output_dir=_check_output_dir(name("output_dir"), given["output_dir"]),
     )
 
 
@@ -406,11 +411,33 @@ def _from_text(value, kind):
 
 
 def _check_output_dir(name, output_dir):
+    """`output_dir`, created if need be, once a file could be written in it."""
     if not isinstance(output_dir, (str, os.PathLike)) or not str(output_dir):
         raise ValueError(f"`{name}` must be a folder path; received {name}={output_dir!r}.")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"`{name}` must be a folder, not a file; received {name}={output_dir!r}.")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"`{name}` must be a folder that can be written: {error.strerror}; "
+            f"received {name}={output_dir!r}."
+        ) from None
     return output_dir
+
+
+def _warn_about_long_warmup(name, warmup_epochs, epochs_name, epochs):
+    """A warning for each model whose runs are shorter than their warmup."""
+    for model, model_epochs in epochs.items():
+        if warmup_epochs > model_epochs:
+            warnings.warn(
+                f"`{name}={warmup_epochs:g}` is longer than `{epochs_name}={model_epochs}` for "
+                f"{model}: its learning rate rises for the whole run (the warmup is cut at the "
+                "run's end) and never decays.",
+                stacklevel=3,
+            )
 
 
 def _per_name(name, value, defaults, names, check, single_value_skips=(), kind="optimizers"):

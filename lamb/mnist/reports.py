@@ -108,10 +108,20 @@ def _rates(config):
 
 
 def write_markdown(rows, path, description=""):
-    """One table per batch size (rows: optimizers, columns: models), best in bold."""
+    """One table per batch size (rows: optimizers, columns: models), best in
+    bold, a diverged run as `diverged (step N)`."""
     optimizers = _unique(row["optimizer"] for row in rows)
     models = _unique(row["model"] for row in rows)
-    accuracy = {(r["batch_size"], r["model"], r["optimizer"]): r["test_accuracy"] for r in rows}
+    accuracy = {
+        (r["batch_size"], r["model"], r["optimizer"]): r["test_accuracy"]
+        for r in rows
+        if r["diverged_at_step"] is None
+    }
+    diverged = {
+        (r["batch_size"], r["model"], r["optimizer"]): r["diverged_at_step"]
+        for r in rows
+        if r["diverged_at_step"] is not None
+    }
     lines = ["# MNIST: test accuracy by optimizer, model and batch size", ""]
     if description:
         lines += [description, ""]
@@ -129,7 +139,10 @@ def write_markdown(rows, path, description=""):
             cells = []
             for model in models:
                 value = accuracy.get((batch_size, model, optimizer))
-                if value is None:
+                step = diverged.get((batch_size, model, optimizer))
+                if step is not None:
+                    cells.append(f"diverged (step {step})")
+                elif value is None:
                     cells.append("–")
                 else:
                     text = f"{100 * value:.2f}"
@@ -143,7 +156,8 @@ def write_markdown(rows, path, description=""):
 
 def plot_accuracy_vs_batch_size(rows, path, title=None):
     """Test accuracy against batch size, one panel per model, one line per
-    optimizer (its own marker and line style, so equal lines stay visible)."""
+    optimizer (its own marker and line style, so equal lines stay visible);
+    a diverged run is an × in its optimizer's color at the bottom of the panel."""
     from matplotlib.figure import Figure
 
     models = _unique(row["model"] for row in rows)
@@ -152,14 +166,27 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
     axes_list = figure.subplots(1, len(models), squeeze=False)[0]
     for axes, model in zip(axes_list, models):
         for optimizer in optimizers:
+            runs = [r for r in rows if r["model"] == model and r["optimizer"] == optimizer]
             points = sorted(
                 (r["batch_size"], 100 * r["test_accuracy"])
-                for r in rows
-                if r["model"] == model and r["optimizer"] == optimizer
+                for r in runs
+                if r["diverged_at_step"] is None
             )
+            style = line_style(optimizers, optimizer)
             if points:
-                style = line_style(optimizers, optimizer)
                 axes.plot(*zip(*points), label=display(optimizer), **style)
+            diverged = [r["batch_size"] for r in runs if r["diverged_at_step"] is not None]
+            if diverged:
+                axes.plot(
+                    diverged,
+                    [0.03] * len(diverged),
+                    transform=axes.get_xaxis_transform(),  # y: a fraction of the panel's height
+                    linestyle="none",
+                    marker="x",
+                    markersize=9,
+                    color=style["color"],
+                    label=f"{display(optimizer)} diverged",
+                )
         batch_sizes = sorted({r["batch_size"] for r in rows if r["model"] == model})
         axes.set_xscale("log", base=2)
         axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45)
@@ -171,7 +198,8 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
 
 
 def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
-    """Test accuracy per epoch: a panel per (model, batch size), a line per optimizer."""
+    """Test accuracy per epoch: a panel per (model, batch size), a line per
+    optimizer, labelled as diverged (up to the epoch it stopped in) where it did."""
     from matplotlib.figure import Figure
 
     models = _unique(row["model"] for row in rows)
@@ -187,7 +215,11 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
         style = line_style(optimizers, row["optimizer"])
         if len(history["epoch"]) > 30:
             style["markevery"] = max(1, len(history["epoch"]) // 15)
-        _plot_test_accuracy(axes, history, display(row["optimizer"]), style)
+        label = display(row["optimizer"])
+        if row["diverged_at_step"] is not None:
+            label += " diverged"
+            style["marker"] = "x"
+        _plot_test_accuracy(axes, history, label, style)
     for i, model in enumerate(models):
         for j, batch_size in enumerate(batch_sizes):
             _label_epoch_axes(grid[i][j], title=f"{display(model)}, batch {batch_size}")
