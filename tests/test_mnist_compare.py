@@ -706,8 +706,40 @@ def test_notebook_runs_headless_on_a_small_grid(tmp_path, monkeypatch):
     for noise in ("cuInit", "absl::InitializeLog", "oneDNN", "Warning"):
         assert noise not in streams
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
-    assert any("### Batch size 256" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    markdown = [o.get("data", {}).get("text/markdown", "") for o in outputs]
+    assert any("### Batch size 256" in text for text in markdown)
+    # The last cell's conclusions are this run's: its batch sizes, steps and seed.
+    assert markdown[-1].startswith("- **Batch 64** (a run: 8 steps): best per model: MLP: ")
+    assert "- **Batch 256** (a run: 2 steps): " in markdown[-1]
+    assert "one run per cell (seed 12345)" in markdown[-1]
     assert (tmp_path / "results.csv").exists()
+
+
+def test_findings_are_computed_from_the_rows(tmp_path):
+    config = make_config(models="mlp,cnn", optimizers="adam,adamw,lamb", batch_sizes=[64, 8192],
+                         epochs="10,cnn=4", output_dir=str(tmp_path))
+    accuracies = {(64, "mlp"): (0.9844, 0.9835, 0.9855), (64, "cnn"): (0.9939, 0.9936, 0.9940),
+                  (8192, "mlp"): (0.9598, 0.9207, 0.9714), (8192, "cnn"): (0.9515, 0.1135, None)}
+    rows = [
+        dict(batch_size=batch_size, model=model, optimizer=optimizer, test_accuracy=accuracy,
+             epochs=config.epochs[model], steps_per_epoch=60_000 // batch_size,
+             diverged_at_step=None if accuracy is not None else 12)
+        for (batch_size, model), values in accuracies.items()
+        for optimizer, accuracy in zip(config.optimizers, values)
+    ]
+    assert reports.describe_findings(config, rows).splitlines() == [
+        "- **Batch 64** (a run: MLP 9370 steps, CNN 3748): best per model: MLP: LAMB 98.55 %, "
+        "0.11 points over Adam; CNN: LAMB 99.40 %, 0.01 points over Adam. Most accurate: LAMB on "
+        "2 of 2 models.",
+        "- **Batch 8192** (a run: MLP 70 steps, CNN 28): best per model: MLP: LAMB 97.14 %, 1.16 "
+        "points over Adam; CNN: Adam 95.15 %, 83.80 points over AdamW. Most accurate: LAMB on 1 "
+        "of 2, Adam on 1 of 2 models. Near chance (10 %): AdamW on CNN (11.35 %). Diverged: LAMB "
+        "on CNN (step 12).",
+        "- **What it does not show:** one run per cell (seed 12345), so differences of a few "
+        "tenths of a point are not established; learning rates set once at batch 64 and "
+        "sqrt-scaled from there, not tuned per model or batch size; the runs at batch 8192 (MLP "
+        "70 steps, CNN 28) show the optimizers on that budget, not where they would converge.",
+    ]
 
 
 def test_a_second_sweep_on_the_same_folder_stops_at_once_naming_the_first(tmp_path):

@@ -107,6 +107,87 @@ def _rates(config):
     return ", ".join(f"{display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
 
 
+def describe_findings(config, rows):
+    """What `rows` show and do not, as Markdown bullets computed from them:
+    per batch size, each model's best optimizer and its margin, runs near
+    chance (below 20 %) and diverged runs; then the run's limits."""
+    models = _unique(row["model"] for row in rows)
+    lines = []
+    for batch_size in sorted({row["batch_size"] for row in rows}):
+        at_batch = [row for row in rows if row["batch_size"] == batch_size]
+        steps = {row["model"]: row["epochs"] * row["steps_per_epoch"] for row in at_batch}
+        wins, best_lines = {}, []
+        for model in models:
+            ranked = sorted(
+                (
+                    (row["test_accuracy"], display(row["optimizer"]))
+                    for row in at_batch
+                    if row["model"] == model and row["diverged_at_step"] is None
+                ),
+                reverse=True,
+            )
+            if not ranked:
+                continue
+            (accuracy, best), *others = ranked
+            wins[best] = wins.get(best, 0) + 1
+            margin = (
+                f", {100 * (accuracy - others[0][0]):.2f} points over {others[0][1]}"
+                if others
+                else ""
+            )
+            best_lines.append(f"{display(model)}: {best} {100 * accuracy:.2f} %{margin}")
+        near_chance = [
+            f"{display(r['optimizer'])} on {display(r['model'])} ({100 * r['test_accuracy']:.2f} %)"
+            for r in at_batch
+            if r["diverged_at_step"] is None and r["test_accuracy"] < 0.2
+        ]
+        diverged = [
+            f"{display(r['optimizer'])} on {display(r['model'])} (step {r['diverged_at_step']})"
+            for r in at_batch
+            if r["diverged_at_step"] is not None
+        ]
+        text = (
+            f"- **Batch {batch_size}** (a run: {_steps_text(steps)}): best per model: "
+            + "; ".join(best_lines)
+            + ". Most accurate: "
+            + ", ".join(f"{o} on {n} of {len(best_lines)}" for o, n in wins.items())
+            + " models."
+        )
+        if near_chance:
+            text += " Near chance (10 %): " + ", ".join(near_chance) + "."
+        if diverged:
+            text += " Diverged: " + ", ".join(diverged) + "."
+        lines.append(text)
+    largest = max(row["batch_size"] for row in rows)
+    largest_steps = {
+        row["model"]: row["epochs"] * row["steps_per_epoch"]
+        for row in rows
+        if row["batch_size"] == largest
+    }
+    if config.lr_scaling == "none":
+        rule = "the same at every batch size"
+    else:
+        rule = f"{config.lr_scaling}-scaled from there"
+    lines.append(
+        f"- **What it does not show:** one run per cell (seed {config.seed}), so differences of "
+        f"a few tenths of a point are not established; learning rates set once at batch "
+        f"{config.base_batch_size} and {rule}, not tuned per model or batch size; the runs at "
+        f"batch {largest} ({_steps_text(largest_steps)}) show the optimizers on that budget, "
+        "not where they would converge."
+    )
+    return "\n".join(lines)
+
+
+def _steps_text(steps):
+    """`70 steps` or, where models differ, `MLP 70 steps, CNN 28`."""
+    if len(set(steps.values())) == 1:
+        return f"{next(iter(steps.values()))} steps"
+    return ", ".join(
+        f"{display(model)} {n}{' steps' if i == 0 else ''}"
+        for i, (model, n) in enumerate(steps.items())
+    )
+
+
 def write_markdown(rows, path, description=""):
     """One table per batch size (rows: optimizers, columns: models), best in
     bold, a diverged run as `diverged (step N)`."""
