@@ -59,7 +59,8 @@ import os
 from absl import flags
 
 from lamb import _app
-from lamb.mnist.config import SETTINGS, make_config
+from lamb.mnist.config import make_config
+from lamb.mnist.settings import SETTINGS
 from lamb.mnist.sweep import run_sweep
 
 FLAGS = flags.FLAGS
