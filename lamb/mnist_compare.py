@@ -55,8 +55,9 @@ the maximum.
 """
 
 import os
+import warnings
 
-from absl import flags
+from absl import flags, logging
 
 from lamb import _app
 from lamb.mnist.config import make_config
@@ -83,11 +84,16 @@ _define_flags()
 
 
 def main(argv):
-    """Checks the flags (errors: `ValueError` naming the flag), then runs the
-    sweep; returns the exit status (see the module docstring)."""
+    """Checks the flags (errors: `ValueError` naming the flag; warnings logged
+    on one line each, as the apps' others), then runs the sweep; returns the
+    exit status (see the module docstring)."""
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
-    config = make_config(**{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--")
+    with warnings.catch_warnings():  # Restores showwarning on leaving.
+        warnings.showwarning = lambda message, *details, **more: logging.warning("%s", message)
+        config = make_config(
+            **{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--"
+        )
     rows = run_sweep(config, verbose=2)
     if any(row["diverged_at_step"] is not None for row in rows):
         return DIVERGED_EXIT_STATUS

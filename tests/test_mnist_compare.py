@@ -671,6 +671,20 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_training(tmp_pat
         make_config(output_dir=output_dir, argument_prefix="--")
 
 
+def test_the_app_logs_a_warmup_longer_than_a_run_on_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")  # An --output_dir in it fails before any training.
+    result = subprocess.run(
+        [sys.executable, "-m", "lamb.mnist_compare", "--models=mlp", "--epochs=1",
+         "--warmup_epochs=5", f"--output_dir={tmp_path / 'a_file' / 'out'}"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    warning, error = result.stderr.splitlines()
+    assert re.fullmatch(r"W\d{4} [\d:.]+ +\d+ mnist_compare\.py:\d+\] `--warmup_epochs=5` is "
+                        r"longer than `--epochs=1` for mlp: .* and never decays\.", warning), warning
+    assert error.startswith("mnist_compare: error: `--output_dir` must be a folder that can be")
+
+
 def test_a_warmup_longer_than_a_run_gets_a_warning(tmp_path):
     with pytest.warns(UserWarning) as warned:
         make_config(warmup_epochs=5, epochs="8,mlp=1", models="mlp,cnn", output_dir=str(tmp_path))

@@ -10,7 +10,7 @@ Each module imports only those listed before it:
 - `plan`: the sweep's runs (`RunSpec`, `plan_runs`), each run's optimizer and folder.
 - `results`: the output folder's files: `results.csv`, the per-epoch logs, atomic writes.
 - `training`: one run: its data, its training from scratch, its result row.
-- `reports`: `results.md` and the accuracy plots.
+- `reports`: `results.md`, the accuracy plots and the findings (`describe_findings`).
 - `progress`: the progress lines, with an estimate of the time left.
 - `sweep`: `run_sweep`, the whole sweep, resumable after a kill at any moment.
 
