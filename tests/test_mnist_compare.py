@@ -533,11 +533,13 @@ def test_a_diverging_run_is_stopped_marked_and_the_sweep_goes_on(diverging_sweep
     (diverged,) = [line for line in lines if "diverged at step" in line]
     assert re.fullmatch(
         r"  diverged at step (\d) of 8 \(loss \S+; last normal loss 2\.\d+\): stopped and "
-        r"marked diverged; the sweep goes on\. A lower --learning_rate \(here 1\.41e\+06\) may help\.",
+        r"marked diverged; the sweep goes on\. A lower --learning_rate \(here 1\.41e\+06\) may "
+        r"help\.",
         diverged,
     ), diverged
     step = int(re.search(r"step (\d)", diverged).group(1))
-    assert lines.index(diverged) < next(i for i, line in enumerate(lines) if line.startswith("[2/2]"))
+    second_run = next(i for i, line in enumerate(lines) if line.startswith("[2/2]"))
+    assert lines.index(diverged) < second_run
     adam, lamb_row = read_results(output_dir / "results.csv")
     assert adam["diverged_at_step"] == step and adam["test_accuracy"] is None
     assert adam["test_loss"] is None
@@ -559,7 +561,8 @@ def test_the_app_ends_saying_where_its_results_are(diverging_sweep):
         f"plots: {out}accuracy_vs_batch_size.png, {out}accuracy_per_epoch.png; "
         f"each run's logs: {out}runs{os.sep}."
     )
-    for name in ("results.md", "results.csv", "accuracy_vs_batch_size.png", "accuracy_per_epoch.png"):
+    for name in ("results.md", "results.csv", "accuracy_vs_batch_size.png",
+                 "accuracy_per_epoch.png"):
         assert (output_dir / name).stat().st_size > 0
 
 
@@ -596,10 +599,12 @@ def test_a_bad_manual_dir_is_refused_though_mnist_is_prepared(diverging_sweep, t
 
         labels.write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\x27\x10" + bytes(10_000)))
     message = {
-        "missing": rf"MNIST: {manual_dir} \(--mnist_manual_dir or \$MNIST_MANUAL_DIR\) is not a folder\.$",
+        "missing": rf"MNIST: {manual_dir} \(--mnist_manual_dir or \$MNIST_MANUAL_DIR\) is not a "
+                   r"folder\.$",
         "no_file": r"\) lacks t10k-labels-idx1-ubyte\.gz \(of the four IDX files",
         "truncated": rf"MNIST: {labels} is not the canonical t10k-labels-idx1-ubyte\.gz \(1,000 "
-                     r"bytes, SHA-256 [0-9a-f]{12}\.\.\.; expected 4,542 bytes, f7ae60f92e00\.\.\.\): "
+                     r"bytes, SHA-256 [0-9a-f]{12}\.\.\.; expected 4,542 bytes, "
+                     r"f7ae60f92e00\.\.\.\): "
                      r"damaged or another dataset's; replace it with the file from https://",
         "other": r"is not the canonical t10k-labels-idx1-ubyte\.gz",
     }[damage]
@@ -666,8 +671,9 @@ def test_an_output_dir_that_cannot_be_written_is_refused_before_training(tmp_pat
     (tmp_path / "a_file").write_text("")
     output_dir = str(tmp_path / "a_file" / "out") if parent == "file" else "/proc/lamb_results"
     reason = "Not a directory" if parent == "file" else "No such file or directory"
-    with pytest.raises(ValueError, match=rf"^`--output_dir` must be a folder that can be written: "
-                                         rf"{reason}; received --output_dir='{re.escape(output_dir)}'\.$"):
+    message = (rf"^`--output_dir` must be a folder that can be written: {reason}; "
+               rf"received --output_dir='{re.escape(output_dir)}'\.$")
+    with pytest.raises(ValueError, match=message):
         make_config(output_dir=output_dir, argument_prefix="--")
 
 
@@ -680,8 +686,11 @@ def test_the_app_logs_a_warmup_longer_than_a_run_on_one_line(tmp_path):
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     warning, error = result.stderr.splitlines()
-    assert re.fullmatch(r"W\d{4} [\d:.]+ +\d+ mnist_compare\.py:\d+\] `--warmup_epochs=5` is "
-                        r"longer than `--epochs=1` for mlp: .* and never decays\.", warning), warning
+    assert re.fullmatch(
+        r"W\d{4} [\d:.]+ +\d+ mnist_compare\.py:\d+\] `--warmup_epochs=5` is longer than "
+        r"`--epochs=1` for mlp: .* and never decays\.",
+        warning,
+    ), warning
     assert error.startswith("mnist_compare: error: `--output_dir` must be a folder that can be")
 
 
