@@ -16,6 +16,16 @@ and the plots are written to a temporary file and renamed into place, and the
 folder of a run killed before its row was added is deleted and the run trained
 again from scratch (resuming it mid-way would give other numbers than an
 uninterrupted run). Damaged lines of `results.csv` are skipped with a warning.
+The sweep ends by printing where its results are.
+
+A run whose loss diverges (non-finite, or 1000 times its first step's, for 3
+steps in a row or at its last step: `lamb.mnist.training.DivergenceGuard`)
+is stopped there with a line naming the step and the losses; its cell says
+`diverged (step N)` in `results.md`, has no test accuracy in `results.csv`
+(`diverged_at_step` instead) and an × in the plots; the sweep goes on to the
+next run. Exit status: 0 when every run of the grid has an accuracy; 3 when
+the sweep finished but runs diverged (also when repeated, as their rows are
+kept: change their settings to run them again); 1 for a bad flag or input.
 
 Protocols (`--protocol`); every setting can still be overridden by its flag:
 
@@ -45,14 +55,17 @@ the maximum.
 """
 
 import os
+import warnings
 
-from absl import flags
+from absl import flags, logging
 
 from lamb import _app
-from lamb.mnist.config import SETTINGS, make_config
+from lamb.mnist.config import make_config
+from lamb.mnist.settings import SETTINGS
 from lamb.mnist.sweep import run_sweep
 
 FLAGS = flags.FLAGS
+DIVERGED_EXIT_STATUS = 3  # The sweep finished, but runs diverged.
 
 
 def _define_flags():
@@ -71,11 +84,20 @@ _define_flags()
 
 
 def main(argv):
-    """Checks the flags (errors: `ValueError` naming the flag), then runs the sweep."""
+    """Checks the flags (errors: `ValueError` naming the flag; warnings logged
+    on one line each, as the apps' others), then runs the sweep; returns the
+    exit status (see the module docstring)."""
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
-    config = make_config(**{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--")
-    run_sweep(config, verbose=2)
+    with warnings.catch_warnings():  # Restores showwarning on leaving.
+        warnings.showwarning = lambda message, *details, **more: logging.warning("%s", message)
+        config = make_config(
+            **{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--"
+        )
+    rows = run_sweep(config, verbose=2)
+    if any(row["diverged_at_step"] is not None for row in rows):
+        return DIVERGED_EXIT_STATUS
+    return 0
 
 
 def run():

@@ -119,7 +119,7 @@ def test_a_run_killed_while_saving_its_keras_backup_is_trained_again(tmp_path, r
     _, lines = sweep(output_dir)
 
     assert any("left from an interrupted run" in line and interrupted in line for line in lines)
-    assert "1 run(s) trained, 1 skipped" in lines[-1]
+    assert "1 run(s) trained, 1 skipped" in lines[-2]
     assert_same_sweep(output_dir, reference)
 
 
@@ -129,7 +129,7 @@ def test_an_empty_results_file_is_read_as_no_results(tmp_path, reference):
     sweep(tmp_path)
     assert_same_sweep(tmp_path, reference)
     _, lines = sweep(tmp_path)
-    assert "0 run(s) trained, 2 skipped" in lines[-1]
+    assert "0 run(s) trained, 2 skipped" in lines[-2]
     assert_same_sweep(tmp_path, reference)
 
 
@@ -148,7 +148,7 @@ def test_a_half_written_results_row_is_skipped_with_a_warning(tmp_path, referenc
     with pytest.warns(UserWarning, match=r"results\.csv, line 3: damaged results row"):
         _, lines = sweep(output_dir)
 
-    assert "1 run(s) trained, 1 skipped" in lines[-1]
+    assert "1 run(s) trained, 1 skipped" in lines[-2]
     assert_same_sweep(output_dir, reference)
 
 

@@ -7,9 +7,9 @@ class Progress:
     """Prints which run of how many is going, and an estimate of the time left.
 
     A run is estimated at the seconds per example of the finished runs (this
-    sweep's and those of `results.csv`) most like it: same model, batch size
-    and optimizer, else same model and batch size, same model and optimizer,
-    same model, else any.
+    sweep's and those of `results.csv`, but diverged ones, which stopped
+    early) most like it: same model, batch size and optimizer, else same
+    model and batch size, same model and optimizer, same model, else any.
     """
 
     def __init__(self, runs, done, log):
@@ -20,7 +20,7 @@ class Progress:
         self.finished_runs = [  # (spec, seconds per example)
             (spec, done[spec.run_id]["train_seconds"] / _examples(spec))
             for spec in runs
-            if spec.run_id in done
+            if spec.run_id in done and done[spec.run_id]["diverged_at_step"] is None
         ]
         self.trained = 0
 
@@ -33,15 +33,21 @@ class Progress:
             f"{_duration(time.monotonic() - self.started)}, {self._time_left()}"
         )
 
-    def finished(self, spec, seconds):
+    def finished(self, spec, seconds, row):
         self.remaining.remove(spec)
-        self.finished_runs.append((spec, seconds / _examples(spec)))
+        if row["diverged_at_step"] is None:
+            self.finished_runs.append((spec, seconds / _examples(spec)))
         self.trained += 1
 
-    def summary(self):
+    def summary(self, rows):
+        diverged = [row for row in rows if row["diverged_at_step"] is not None]
+        described = "; ".join(
+            f"{row['optimizer']} on {row['model']}, batch {row['batch_size']}" for row in diverged
+        )
         self.log(
             f"Sweep done: {self.trained} run(s) trained, {len(self.runs) - self.trained} skipped, "
-            f"in {_duration(time.monotonic() - self.started)}."
+            f"in {_duration(time.monotonic() - self.started)}"
+            + (f"; {len(diverged)} diverged ({described})." if diverged else ".")
         )
 
     def _time_left(self):

@@ -107,11 +107,102 @@ def _rates(config):
     return ", ".join(f"{display(n)} {config.learning_rates[n]:g}" for n in config.optimizers)
 
 
+def describe_findings(config, rows):
+    """What `rows` show and do not, as Markdown bullets computed from them:
+    per batch size, each model's best optimizer and its margin, runs near
+    chance (below 20 %) and diverged runs; then the run's limits."""
+    models = _unique(row["model"] for row in rows)
+    lines = []
+    for batch_size in sorted({row["batch_size"] for row in rows}):
+        at_batch = [row for row in rows if row["batch_size"] == batch_size]
+        steps = {row["model"]: row["epochs"] * row["steps_per_epoch"] for row in at_batch}
+        wins, best_lines = {}, []
+        for model in models:
+            ranked = sorted(
+                (
+                    (row["test_accuracy"], display(row["optimizer"]))
+                    for row in at_batch
+                    if row["model"] == model and row["diverged_at_step"] is None
+                ),
+                reverse=True,
+            )
+            if not ranked:
+                continue
+            (accuracy, best), *others = ranked
+            wins[best] = wins.get(best, 0) + 1
+            margin = (
+                f", {100 * (accuracy - others[0][0]):.2f} points over {others[0][1]}"
+                if others
+                else ""
+            )
+            best_lines.append(f"{display(model)}: {best} {100 * accuracy:.2f} %{margin}")
+        near_chance = [
+            f"{display(r['optimizer'])} on {display(r['model'])} ({100 * r['test_accuracy']:.2f} %)"
+            for r in at_batch
+            if r["diverged_at_step"] is None and r["test_accuracy"] < 0.2
+        ]
+        diverged = [
+            f"{display(r['optimizer'])} on {display(r['model'])} (step {r['diverged_at_step']})"
+            for r in at_batch
+            if r["diverged_at_step"] is not None
+        ]
+        text = (
+            f"- **Batch {batch_size}** (a run: {_steps_text(steps)}): best per model: "
+            + "; ".join(best_lines)
+            + ". Most accurate: "
+            + ", ".join(f"{o} on {n} of {len(best_lines)}" for o, n in wins.items())
+            + " models."
+        )
+        if near_chance:
+            text += " Near chance (10 %): " + ", ".join(near_chance) + "."
+        if diverged:
+            text += " Diverged: " + ", ".join(diverged) + "."
+        lines.append(text)
+    largest = max(row["batch_size"] for row in rows)
+    largest_steps = {
+        row["model"]: row["epochs"] * row["steps_per_epoch"]
+        for row in rows
+        if row["batch_size"] == largest
+    }
+    if config.lr_scaling == "none":
+        rule = "the same at every batch size"
+    else:
+        rule = f"{config.lr_scaling}-scaled from there"
+    lines.append(
+        f"- **What it does not show:** one run per cell (seed {config.seed}), so differences of "
+        f"a few tenths of a point are not established; learning rates set once at batch "
+        f"{config.base_batch_size} and {rule}, not tuned per model or batch size; the runs at "
+        f"batch {largest} ({_steps_text(largest_steps)}) show the optimizers on that budget, "
+        "not where they would converge."
+    )
+    return "\n".join(lines)
+
+
+def _steps_text(steps):
+    """`70 steps` or, where models differ, `MLP 70 steps, CNN 28`."""
+    if len(set(steps.values())) == 1:
+        return f"{next(iter(steps.values()))} steps"
+    return ", ".join(
+        f"{display(model)} {n}{' steps' if i == 0 else ''}"
+        for i, (model, n) in enumerate(steps.items())
+    )
+
+
 def write_markdown(rows, path, description=""):
-    """One table per batch size (rows: optimizers, columns: models), best in bold."""
+    """One table per batch size (rows: optimizers, columns: models), best in
+    bold, a diverged run as `diverged (step N)`."""
     optimizers = _unique(row["optimizer"] for row in rows)
     models = _unique(row["model"] for row in rows)
-    accuracy = {(r["batch_size"], r["model"], r["optimizer"]): r["test_accuracy"] for r in rows}
+    accuracy = {
+        (r["batch_size"], r["model"], r["optimizer"]): r["test_accuracy"]
+        for r in rows
+        if r["diverged_at_step"] is None
+    }
+    diverged = {
+        (r["batch_size"], r["model"], r["optimizer"]): r["diverged_at_step"]
+        for r in rows
+        if r["diverged_at_step"] is not None
+    }
     lines = ["# MNIST: test accuracy by optimizer, model and batch size", ""]
     if description:
         lines += [description, ""]
@@ -129,7 +220,10 @@ def write_markdown(rows, path, description=""):
             cells = []
             for model in models:
                 value = accuracy.get((batch_size, model, optimizer))
-                if value is None:
+                step = diverged.get((batch_size, model, optimizer))
+                if step is not None:
+                    cells.append(f"diverged (step {step})")
+                elif value is None:
                     cells.append("–")
                 else:
                     text = f"{100 * value:.2f}"
@@ -143,7 +237,8 @@ def write_markdown(rows, path, description=""):
 
 def plot_accuracy_vs_batch_size(rows, path, title=None):
     """Test accuracy against batch size, one panel per model, one line per
-    optimizer (its own marker and line style, so equal lines stay visible)."""
+    optimizer (its own marker and line style, so equal lines stay visible);
+    a diverged run is an × in its optimizer's color at the bottom of the panel."""
     from matplotlib.figure import Figure
 
     models = _unique(row["model"] for row in rows)
@@ -152,14 +247,27 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
     axes_list = figure.subplots(1, len(models), squeeze=False)[0]
     for axes, model in zip(axes_list, models):
         for optimizer in optimizers:
+            runs = [r for r in rows if r["model"] == model and r["optimizer"] == optimizer]
             points = sorted(
                 (r["batch_size"], 100 * r["test_accuracy"])
-                for r in rows
-                if r["model"] == model and r["optimizer"] == optimizer
+                for r in runs
+                if r["diverged_at_step"] is None
             )
+            style = line_style(optimizers, optimizer)
             if points:
-                style = line_style(optimizers, optimizer)
                 axes.plot(*zip(*points), label=display(optimizer), **style)
+            diverged = [r["batch_size"] for r in runs if r["diverged_at_step"] is not None]
+            if diverged:
+                axes.plot(
+                    diverged,
+                    [0.03] * len(diverged),
+                    transform=axes.get_xaxis_transform(),  # y: a fraction of the panel's height
+                    linestyle="none",
+                    marker="x",
+                    markersize=9,
+                    color=style["color"],
+                    label=f"{display(optimizer)} diverged",
+                )
         batch_sizes = sorted({r["batch_size"] for r in rows if r["model"] == model})
         axes.set_xscale("log", base=2)
         axes.set_xticks(batch_sizes, [str(b) for b in batch_sizes], rotation=45)
@@ -171,7 +279,8 @@ def plot_accuracy_vs_batch_size(rows, path, title=None):
 
 
 def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
-    """Test accuracy per epoch: a panel per (model, batch size), a line per optimizer."""
+    """Test accuracy per epoch: a panel per (model, batch size), a line per
+    optimizer, labelled as diverged (up to the epoch it stopped in) where it did."""
     from matplotlib.figure import Figure
 
     models = _unique(row["model"] for row in rows)
@@ -187,7 +296,11 @@ def plot_accuracy_per_epoch(rows, output_dir, path, title=None):
         style = line_style(optimizers, row["optimizer"])
         if len(history["epoch"]) > 30:
             style["markevery"] = max(1, len(history["epoch"]) // 15)
-        _plot_test_accuracy(axes, history, display(row["optimizer"]), style)
+        label = display(row["optimizer"])
+        if row["diverged_at_step"] is not None:
+            label += " diverged"
+            style["marker"] = "x"
+        _plot_test_accuracy(axes, history, label, style)
     for i, model in enumerate(models):
         for j, batch_size in enumerate(batch_sizes):
             _label_epoch_axes(grid[i][j], title=f"{display(model)}, batch {batch_size}")

@@ -32,9 +32,12 @@ RESULT_FIELDS = (
     "train_examples",
     "test_examples",
     "seed",
+    "diverged_at_step",
     "run_id",
     "run_dir",
 )
+# The fields before diverged_at_step was added: such rows are read as not diverged.
+RESULT_FIELDS_WITHOUT_DIVERGED = tuple(f for f in RESULT_FIELDS if f != "diverged_at_step")
 EPOCH_FIELDS = (
     "epoch",
     "train_loss",
@@ -51,7 +54,9 @@ def read_results(path):
     A damaged line (such as one cut short when an earlier version was killed
     while appending it) is skipped with a warning naming the file and line:
     its run counts as not done, and the next `write_results` leaves it out.
-    Lines repeating the header are skipped too.
+    Lines repeating the header are skipped too. A diverged run's row has
+    `diverged_at_step` and `None` as test accuracy and loss; rows written
+    before that field existed are read as not diverged.
     """
     if not os.path.exists(path):
         return []
@@ -60,7 +65,7 @@ def read_results(path):
     rows = []
     for number, line in enumerate(lines, start=1):
         values = next(csv.reader([line]), [])
-        if values == list(RESULT_FIELDS):  # The header (or a repeated one).
+        if tuple(values) in (RESULT_FIELDS, RESULT_FIELDS_WITHOUT_DIVERGED):  # A header.
             continue
         try:
             rows.append(_result_row(values))
@@ -103,6 +108,7 @@ _INTEGER_RESULTS = (
     "test_examples",
     "seed",
 )
+_NONE_IF_DIVERGED = ("test_accuracy", "test_loss")
 _FLOAT_RESULTS = (
     "learning_rate",
     "test_accuracy",
@@ -115,15 +121,18 @@ _FLOAT_RESULTS = (
 
 def _result_row(values):
     """A `results.csv` line's values as a row, or `ValueError` saying what is damaged."""
-    if len(values) != len(RESULT_FIELDS):
+    if len(values) == len(RESULT_FIELDS_WITHOUT_DIVERGED):
+        row = dict(zip(RESULT_FIELDS_WITHOUT_DIVERGED, values), diverged_at_step="")
+    elif len(values) == len(RESULT_FIELDS):
+        row = dict(zip(RESULT_FIELDS, values))
+    else:
         raise ValueError(f"{len(values)} fields instead of {len(RESULT_FIELDS)}")
-    row = dict(zip(RESULT_FIELDS, values))
-    for fields, kind in ((_INTEGER_RESULTS, int), (_FLOAT_RESULTS, float)):
-        for field in fields:
-            try:
-                row[field] = kind(row[field])
-            except ValueError:
-                raise ValueError(f"{field}={row[field]!r} is not a number") from None
+    row["diverged_at_step"] = _number(row, "diverged_at_step", int, empty=True)
+    diverged = row["diverged_at_step"] is not None
+    for field in _INTEGER_RESULTS:
+        row[field] = _number(row, field, int)
+    for field in _FLOAT_RESULTS:
+        row[field] = _number(row, field, float, empty=diverged and field in _NONE_IF_DIVERGED)
     # The last field: a line cut short within it still has every field.
     run_dir = os.path.join(
         RUNS_DIR, folder_name(row["model"], row["optimizer"], row["batch_size"], row["run_id"])
@@ -131,3 +140,13 @@ def _result_row(values):
     if row["run_dir"] != run_dir:
         raise ValueError(f"run_dir={row['run_dir']!r} instead of {run_dir!r}")
     return row
+
+
+def _number(row, field, kind, empty=False):
+    """`row[field]` as a `kind`; `None` for an empty field where `empty` allows it."""
+    if empty and row[field] == "":
+        return None
+    try:
+        return kind(row[field])
+    except ValueError:
+        raise ValueError(f"{field}={row[field]!r} is not a number") from None

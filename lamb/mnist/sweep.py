@@ -5,10 +5,17 @@ import os
 import time
 
 from lamb import _files
-from lamb.mnist.plan import plan_runs, run_folder
+from lamb.mnist.plan import RUNS_DIR, plan_runs, run_folder
 from lamb.mnist.progress import Progress
 from lamb.mnist.reports import write_reports
-from lamb.mnist.results import RESULTS_CSV, read_results, write_results
+from lamb.mnist.results import (
+    ACCURACY_PER_EPOCH_PNG,
+    ACCURACY_VS_BATCH_SIZE_PNG,
+    RESULTS_CSV,
+    RESULTS_MD,
+    read_results,
+    write_results,
+)
 from lamb.mnist.training import load_data, train_and_evaluate
 
 
@@ -25,7 +32,9 @@ def run_sweep(config, verbose=0, log=functools.partial(print, flush=True)):
     a resumed run would end with other numbers than an uninterrupted one.
     A repeated sweep thus ends with the results of an uninterrupted one.
     One sweep at a time per `output_dir` (`run.lock`): a second one stops at
-    once, naming the first.
+    once, naming the first. A run whose loss diverges is stopped there and
+    marked diverged (`training.DivergenceGuard`); the sweep goes on. The
+    last lines logged say how many runs diverged and where the results are.
 
     Args:
         config: A `SweepConfig`.
@@ -54,7 +63,7 @@ def _run_sweep(config, verbose, log):
             rows.append(done[spec.run_id])
             continue
         if data is None:
-            data = load_data(config)
+            data = load_data(config, log)
         progress.starting(index, spec)
         if os.path.exists(run_folder(config, spec)):
             log(
@@ -62,12 +71,23 @@ def _run_sweep(config, verbose, log):
                 f"in {RESULTS_CSV}): deleted, the run starts again from scratch"
             )
         started = time.monotonic()
-        row = train_and_evaluate(spec, data, config, verbose=verbose)
-        progress.finished(spec, time.monotonic() - started)
+        row = train_and_evaluate(spec, data, config, verbose=verbose, log=log)
+        progress.finished(spec, time.monotonic() - started, row)
         recorded.append(row)
         write_results(results_path, recorded)
         rows.append(row)
         write_reports(config, rows)
     write_reports(config, rows)
-    progress.summary()
+    progress.summary(rows)
+    if rows:
+        log(_where_results_are(config.output_dir))
     return rows
+
+
+def _where_results_are(output_dir):
+    path = functools.partial(os.path.join, output_dir)
+    return (
+        f"Results: {path(RESULTS_MD)} (a table per batch size), {path(RESULTS_CSV)} (a row per "
+        f"run); plots: {path(ACCURACY_VS_BATCH_SIZE_PNG)}, {path(ACCURACY_PER_EPOCH_PNG)}; "
+        f"each run's logs: {path(RUNS_DIR)}{os.sep}."
+    )

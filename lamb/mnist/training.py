@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -23,11 +24,13 @@ from lamb.mnist.results import (
 from lamb.models import mnist as mnist_models
 
 
-def train_and_evaluate(spec, data, config, verbose=0):
+def train_and_evaluate(spec, data, config, verbose=0, log=print):
     """Trains one run from scratch in a fresh run folder and returns its result row.
 
     Whatever an earlier, interrupted attempt left in the folder (and in its
-    TensorBoard folder) is deleted first.
+    TensorBoard folder) is deleted first. A run whose loss diverges (see
+    `DivergenceGuard`) is stopped there; its row has `diverged_at_step` and
+    no test accuracy or loss, and `log` gets one line saying so.
     """
     run_dir = run_folder(config, spec)
     tensorboard_dir = (
@@ -49,7 +52,8 @@ def train_and_evaluate(spec, data, config, verbose=0):
         metrics=["accuracy"],
     )
     (train_images, train_labels), (test_images, test_labels) = data
-    callbacks = [EpochLog(os.path.join(run_dir, EPOCH_LOG))]
+    guard = DivergenceGuard()
+    callbacks = [guard, EpochLog(os.path.join(run_dir, EPOCH_LOG))]
     if tensorboard_dir:  # Loss and accuracy per epoch, in train/ and validation/.
         callbacks.append(
             keras.callbacks.TensorBoard(tensorboard_dir, write_graph=False, profile_batch=0)
@@ -86,18 +90,24 @@ def train_and_evaluate(spec, data, config, verbose=0):
         )
     epochs = read_epoch_log(os.path.join(run_dir, EPOCH_LOG))
     train_seconds = sum(epochs["train_seconds"])
+    diverged = guard.diverged_at_step is not None
+    if diverged:
+        log(
+            f"  diverged at step {guard.diverged_at_step} of {spec.epochs * spec.steps_per_epoch} "
+            f"(loss {guard.loss:.3g}; last normal loss {_text(guard.last_normal_loss)}): "
+            f"stopped and marked diverged; the sweep goes on. A lower --learning_rate (here "
+            f"{spec.learning_rate:.3g}) may help."
+        )
     return {
         "optimizer": spec.optimizer,
         "model": spec.model,
         "batch_size": spec.batch_size,
         "epochs": spec.epochs,
         "learning_rate": spec.learning_rate,
-        "test_accuracy": epochs["test_accuracy"][-1],
-        "test_loss": epochs["test_loss"][-1],
+        "test_accuracy": None if diverged else epochs["test_accuracy"][-1],
+        "test_loss": None if diverged else epochs["test_loss"][-1],
         "train_seconds": round(train_seconds, 3),
-        "examples_per_second": round(
-            spec.epochs * spec.steps_per_epoch * spec.batch_size / train_seconds, 1
-        ),
+        "examples_per_second": round(guard.steps * spec.batch_size / train_seconds, 1),
         "protocol": spec.protocol,
         "weight_decay": spec.weight_decay,
         "warmup_steps": spec.warmup_steps,
@@ -105,9 +115,55 @@ def train_and_evaluate(spec, data, config, verbose=0):
         "train_examples": spec.train_examples,
         "test_examples": spec.test_examples,
         "seed": spec.seed,
+        "diverged_at_step": guard.diverged_at_step,
         "run_id": spec.run_id,
         "run_dir": os.path.relpath(run_dir, config.output_dir),
     }
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops a run whose loss diverged: non-finite, or above `EXPLOSION` times
+    its first step's loss (at least 1), for `patience` steps in a row, or at
+    the run's last step.
+
+    `diverged_at_step` is then the first of those steps (1-based), else
+    `None`; `steps` counts the steps trained; `loss` and `last_normal_loss`
+    are the loss (Keras' running mean over the epoch) at that step and at the
+    step before.
+    """
+
+    EXPLOSION = 1000.0
+
+    def __init__(self, patience=3):
+        super().__init__()
+        self.patience = patience
+
+    def on_train_begin(self, logs=None):
+        self.steps = 0
+        self.limit = None
+        self.bad_steps = 0
+        self.diverged_at_step = None
+        self.loss = None
+        self.last_normal_loss = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        loss = float(logs["loss"])
+        if self.limit is None and math.isfinite(loss):
+            self.limit = self.EXPLOSION * max(loss, 1.0)
+        if math.isfinite(loss) and loss <= self.limit:
+            self.bad_steps = 0
+            self.last_normal_loss = loss
+            return
+        self.bad_steps += 1
+        if self.bad_steps == 1:
+            self.loss = loss
+        if self.bad_steps >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.bad_steps:
+            self.diverged_at_step = self.steps - self.bad_steps + 1
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -150,14 +206,20 @@ class EpochLog(keras.callbacks.Callback):
             writer.writerow({k: _plain(v) for k, v in row.items()})
 
 
-def load_data(config):
+def load_data(config, log=print):
     """The sweep's `((train images, labels), (test images, labels))`: the first
-    `train_examples` and `test_examples` of each split."""
+    `train_examples` and `test_examples` of each split; `log` gets a line
+    saying which data they come from."""
     kwargs = {"data_dir": config.data_dir, "manual_dir": config.mnist_manual_dir}
+    mnist_data.prepare_mnist(**kwargs, log=log)
     return (
         mnist_data.load_mnist("train", config.train_examples, **kwargs),
         mnist_data.load_mnist("test", config.test_examples, **kwargs),
     )
+
+
+def _text(number):
+    return "none" if number is None else f"{number:.3g}"
 
 
 def _plain(value):
