@@ -1,0 +1,150 @@
+"""The documentation site (`mkdocs.yml`, `docs/`): it builds with no warning,
+and its examples run.
+
+Markers, each an HTML comment on its own line just before a code block:
+
+- `<!-- docs-test: replace "OLD" "NEW" -->` runs a Python block with OLD
+  replaced by NEW (smaller sizes); several may precede one block.
+- `<!-- docs-test: run -->` runs a shell block (cheap commands only).
+- `<!-- docs-test: long-running: WHY -->` is not run; WHY says how long it
+  takes (as measured) or what it needs. Every shell block has this marker
+  or `run`.
+
+The Python blocks of a page run in order in one fresh process (a later block
+may use an earlier one's names).
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = os.path.join(REPO, "docs")
+# The site's own pages; docs/results/ holds committed experiment outputs.
+PAGE_FOLDERS = ("", "guides", "reports", "api")
+BLOCK = re.compile(r"((?:<!-- docs-test: [^\n]*-->\n)*)```(\w+)\n(.*?)\n```", re.S)
+MARKER = re.compile(r"<!-- docs-test: (.*?) -->")
+REPLACE = re.compile(r'replace "(.*?)" "(.*?)"$')
+SHELL = ("bash", "sh", "console")
+
+
+def pages():
+    found = []
+    for folder in PAGE_FOLDERS:
+        path = os.path.join(DOCS, folder)
+        found += sorted(
+            os.path.relpath(os.path.join(path, name), DOCS)
+            for name in os.listdir(path)
+            if name.endswith(".md")
+        )
+    return found
+
+
+def blocks(page):
+    """(language, code, markers) of each fenced block of `page`."""
+    with open(os.path.join(DOCS, page), encoding="utf-8") as file:
+        text = file.read()
+    return [
+        (language, code, MARKER.findall(markers))
+        for markers, language, code in BLOCK.findall(text)
+    ]
+
+
+def long_running(markers):
+    return any(marker.startswith("long-running:") for marker in markers)
+
+
+def python_program(page):
+    """The page's Python blocks with their replacements applied, or [] if none runs."""
+    program = []
+    for language, code, markers in blocks(page):
+        if language != "python" or long_running(markers):
+            continue
+        for marker in markers:
+            old_new = REPLACE.match(marker)
+            assert old_new or marker == "run", f"{page}: unknown marker {marker!r}"
+            if old_new:
+                old, new = old_new.groups()
+                assert old in code, f"{page}: replace marker {old!r} matches nothing"
+                code = code.replace(old, new)
+        program.append(code)
+    return program
+
+
+def shell_commands(page):
+    return [
+        code for language, code, markers in blocks(page) if language in SHELL and "run" in markers
+    ]
+
+
+def environment(tmp_path):
+    """The checkout first on the path, `python` being this interpreter."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python").symlink_to(sys.executable)
+    return dict(
+        os.environ,
+        PYTHONPATH=REPO,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+
+
+def test_the_site_builds_strictly_with_no_broken_link_or_reference(tmp_path):
+    if importlib.util.find_spec("mkdocs") is None:
+        pytest.skip('mkdocs is not installed: pip install ".[docs]"')
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "site" / "api" / "lamb" / "index.html").exists()
+
+
+@pytest.mark.parametrize("page", pages())
+def test_every_shell_block_is_run_or_marked_long_running(page):
+    for language, code, markers in blocks(page):
+        if language in SHELL:
+            assert "run" in markers or long_running(markers), (
+                f"{page}: a shell block is neither run nor marked long-running:\n{code}"
+            )
+
+
+@pytest.mark.parametrize("page", [page for page in pages() if python_program(page)])
+def test_the_python_blocks_of_a_page_run(page, tmp_path):
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("the examples need Keras and TensorFlow (pip install .)")
+    program = tmp_path / "blocks.json"
+    program.write_text(json.dumps(python_program(page)))
+    runner = (
+        "import json, sys\n"
+        "namespace = {'__name__': '__main__'}\n"
+        "for number, code in enumerate(json.load(open(sys.argv[1])), 1):\n"
+        f"    exec(compile(code, '{page}, python block ' + str(number), 'exec'), namespace)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", runner, str(program)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    "page,command",
+    [(page, command) for page in pages() for command in shell_commands(page)],
+)
+def test_the_shell_commands_marked_run_succeed(page, command, tmp_path):
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("the commands need the package's dependencies (pip install .)")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=environment(tmp_path),
+    )
+    assert result.returncode == 0, f"{page}: {command}\n{result.stdout}{result.stderr}"
