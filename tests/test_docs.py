@@ -5,7 +5,9 @@ Markers, each an HTML comment on its own line just before a code block:
 
 - `<!-- docs-test: replace "OLD" "NEW" -->` runs a Python block with OLD
   replaced by NEW (smaller sizes); several may precede one block.
-- `<!-- docs-test: run -->` runs a shell block (cheap commands only).
+- `<!-- docs-test: run -->` runs a shell block (cheap commands only), in an
+  empty folder; `<!-- docs-test: run-fails: TEXT -->` expects it to fail with
+  TEXT in its standard error.
 - `<!-- docs-test: long-running: WHY -->` is not run; WHY says how long it
   takes (as measured) or what it needs. Every shell block has this marker
   or `run`.
@@ -77,9 +79,20 @@ def python_program(page):
 
 
 def shell_commands(page):
-    return [
-        code for language, code, markers in blocks(page) if language in SHELL and "run" in markers
-    ]
+    """(command, the error text it must fail with, or None) of the blocks to run."""
+    commands = []
+    for language, code, markers in blocks(page):
+        if language in SHELL:
+            for marker in markers:
+                if marker == "run":
+                    commands.append((code, None))
+                elif marker.startswith("run-fails: "):
+                    commands.append((code, marker[len("run-fails: "):]))
+    return commands
+
+
+def run_markers(markers):
+    return [marker for marker in markers if marker == "run" or marker.startswith("run-fails: ")]
 
 
 def environment(tmp_path):
@@ -112,7 +125,7 @@ def test_the_site_builds_strictly_with_no_broken_link_or_reference(tmp_path):
 def test_every_shell_block_is_run_or_marked_long_running(page):
     for language, code, markers in blocks(page):
         if language in SHELL:
-            assert "run" in markers or long_running(markers), (
+            assert run_markers(markers) or long_running(markers), (
                 f"{page}: a shell block is neither run nor marked long-running:\n{code}"
             )
 
@@ -137,14 +150,20 @@ def test_the_python_blocks_of_a_page_run(page, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "page,command",
-    [(page, command) for page in pages() for command in shell_commands(page)],
+    "page,command,error",
+    [(page, *command) for page in pages() for command in shell_commands(page)],
 )
-def test_the_shell_commands_marked_run_succeed(page, command, tmp_path):
+def test_the_shell_commands_marked_run_do_what_the_page_says(page, command, error, tmp_path):
     if importlib.util.find_spec("keras") is None:
         pytest.skip("the commands need the package's dependencies (pip install .)")
+    folder = tmp_path / "cwd"
+    folder.mkdir()
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", command],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env=environment(tmp_path),
+        cwd=folder, capture_output=True, text=True, timeout=300, env=environment(tmp_path),
     )
-    assert result.returncode == 0, f"{page}: {command}\n{result.stdout}{result.stderr}"
+    output = f"{page}: {command}\n{result.stdout}{result.stderr}"
+    if error is None:
+        assert result.returncode == 0, output
+    else:
+        assert result.returncode != 0 and error in result.stderr, output
