@@ -12,8 +12,10 @@ Markers, each an HTML comment on its own line just before a code block:
   takes (as measured) or what it needs. Every shell block has this marker
   or `run`.
 
-The Python blocks of a page run in order in one fresh process (a later block
-may use an earlier one's names).
+The Python blocks of a page run in order in one namespace (a later block may
+use an earlier one's names); the pages share one fresh process, except a page
+whose first block is marked `<!-- docs-test: own-process -->` (e.g. one that
+configures TensorFlow's devices, which must come before TensorFlow starts).
 """
 
 import importlib.util
@@ -69,7 +71,7 @@ def python_program(page):
             continue
         for marker in markers:
             old_new = REPLACE.match(marker)
-            assert old_new or marker == "run", f"{page}: unknown marker {marker!r}"
+            assert old_new or marker == "own-process", f"{page}: unknown marker {marker!r}"
             if old_new:
                 old, new = old_new.groups()
                 assert old in code, f"{page}: replace marker {old!r} matches nothing"
@@ -132,17 +134,30 @@ def test_every_shell_block_is_run_or_marked_long_running(page):
             )
 
 
-@pytest.mark.parametrize("page", [page for page in pages() if python_program(page)])
-def test_the_python_blocks_of_a_page_run(page, tmp_path):
+def own_process(page):
+    python_blocks = [markers for language, _, markers in blocks(page) if language == "python"]
+    return bool(python_blocks) and "own-process" in python_blocks[0]
+
+
+def python_page_groups():
+    """Lists of pages whose examples run in one process."""
+    runnable = [page for page in pages() if python_program(page)]
+    shared = [page for page in runnable if not own_process(page)]
+    return [shared] + [[page] for page in runnable if own_process(page)]
+
+
+@pytest.mark.parametrize("group", python_page_groups(), ids=lambda group: ",".join(group))
+def test_the_python_blocks_of_the_pages_run(group, tmp_path):
     if importlib.util.find_spec("keras") is None:
         pytest.skip("the examples need Keras and TensorFlow (pip install .)")
     program = tmp_path / "blocks.json"
-    program.write_text(json.dumps(python_program(page)))
+    program.write_text(json.dumps({page: python_program(page) for page in group}))
     runner = (
         "import json, sys\n"
-        "namespace = {'__name__': '__main__'}\n"
-        "for number, code in enumerate(json.load(open(sys.argv[1])), 1):\n"
-        f"    exec(compile(code, '{page}, python block ' + str(number), 'exec'), namespace)\n"
+        "for page, codes in json.load(open(sys.argv[1])).items():\n"
+        "    namespace = {'__name__': '__main__'}\n"
+        "    for number, code in enumerate(codes, 1):\n"
+        "        exec(compile(code, f'{page}, python block {number}', 'exec'), namespace)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", runner, str(program)],
