@@ -18,6 +18,7 @@ whose first block is marked `<!-- docs-test: own-process -->` (e.g. one that
 configures TensorFlow's devices, which must come before TensorFlow starts).
 """
 
+import ast
 import importlib.util
 import json
 import os
@@ -123,6 +124,42 @@ def test_the_site_builds_strictly_with_no_broken_link_or_reference(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "api" / "lamb" / "index.html").exists()
+
+
+def public_names(module_file):
+    """`__all__` of a module, or its top-level public classes, functions and constants."""
+    with open(os.path.join(REPO, module_file), encoding="utf-8") as file:
+        tree = ast.parse(file.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            getattr(target, "id", None) == "__all__" for target in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    names = []
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef)):
+            names.append(node.name)
+        elif isinstance(node, ast.Assign):
+            names += [target.id for target in node.targets if isinstance(target, ast.Name)]
+    return [name for name in names if not name.startswith("_")]
+
+
+@pytest.mark.parametrize(
+    "module,module_file,api_page",
+    [("lamb", "lamb/__init__.py", "api/lamb.md"),
+     ("lamb.schedules", "lamb/schedules.py", "api/schedules.md"),
+     ("optimization", "optimization.py", "api/optimization.md")],
+)
+def test_every_public_name_is_on_its_api_page(module, module_file, api_page):
+    """Documented by a `::: module.name` directive, or named as `module.name`."""
+    with open(os.path.join(DOCS, api_page), encoding="utf-8") as file:
+        text = file.read()
+    missing = [
+        name
+        for name in public_names(module_file)
+        if f"::: {module}.{name}\n" not in text and f"`{module}.{name}`" not in text
+    ]
+    assert not missing, f"{api_page} does not mention {missing} (public in {module_file})"
 
 
 @pytest.mark.parametrize("page", pages())
