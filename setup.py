@@ -23,11 +23,14 @@ MNIST = ["tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7", "
 # keras-hub: the BERT model; tokenizers: create_pretraining_data's WordPiece.
 BERT = ["keras-hub>=0.32", "tokenizers>=0.20", "tensorboard>=2.16", "matplotlib>=3.7"]
 NOTEBOOK = MNIST + ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"]
+# The documentation site (mkdocs.yml): the API pages read the sources statically (griffe).
+DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings>=1.0", "mkdocstrings-python>=2.0"]
 EXTRAS = {
     "mnist": MNIST,
     "bert": BERT,
     "notebook": NOTEBOOK,
-    "test": sorted(set(MNIST + BERT + NOTEBOOK + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.4", "optax>=0.2"])),
+    "docs": DOCS,
+    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.4", "optax>=0.2"])),
 }
 
 setup(

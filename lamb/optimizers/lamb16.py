@@ -42,7 +42,7 @@ class LAMB16(LAMB):
     between Adam's (s = 0) and a learning-rate-independent
     `reference_learning_rate · φ(‖w‖)` (s = 1), capped at twice Adam's.
     This tempers atypically large or small learning rates. `layer_statistics()`
-    still reports LAMB's ratio r.
+    still reports LAMB's ratio r. The other arguments are `lamb.LAMB`'s.
 
     Args:
         min_8bit_size: Variables with fewer elements keep float moments.
@@ -54,7 +54,6 @@ class LAMB16(LAMB):
             `trust_exponent = 1`, the adaptive trust equals LAMB's ratio
             (below the cap), > 0.
         trust_exponent: The exponent s of the adaptive trust, ≥ 0.
-        (other arguments as in `lamb.LAMB`)
 
     References:
         - [You et al., 2019](https://arxiv.org/abs/1904.00962) (LAMB)
