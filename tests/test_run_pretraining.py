@@ -19,6 +19,8 @@ from absl.testing import flagsaver  # noqa: E402
 
 from lamb import _app, _files, run_pretraining  # noqa: E402
 from lamb.data import pretraining  # noqa: E402
+from lamb.models import bert  # noqa: E402
+from lamb.pretraining import checkpoints, train  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
 
 
@@ -129,14 +131,14 @@ def test_phase_two_starts_from_phase_one_weights_and_rewarms(data, phase1, long_
     # The weights phase 2 starts from are phase 1's last ones.
     with flagsaver.flagsaver():
         flags.FLAGS(["run_pretraining", *args[:-1], f"--output_dir={tmp_path / 'fresh'}"])
-        config = run_pretraining.bert.load_bert_config(flags.FLAGS.bert_config_file)
+        config = bert.load_bert_config(flags.FLAGS.bert_config_file)
         strategy = tf.distribute.get_strategy()
-        model = run_pretraining.build_model(config)
-        checkpoints = run_pretraining.Checkpoints(
+        model = train.build_model(config)
+        restored = checkpoints.Checkpoints(
             str(tmp_path / "fresh"), model, strategy, max_to_keep=5,
             model_description="the test's model",
         )
-        assert checkpoints.restore(phase1) == 0
+        assert restored.restore(phase1) == 0
         assert int(model.optimizer.iterations.numpy()) == 0
     saved = helpers.model_weights(os.path.join(phase1, "ckpt-8"))
     for index, variable in enumerate(model.variables):
