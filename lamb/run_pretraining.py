@@ -21,9 +21,14 @@ loads phase 1's weights (not its optimizer state) and trains with its own
 sequence length, batch size and schedule, which warms up again from zero.
 `--init_checkpoint` is ignored once `--output_dir` has a checkpoint of its own.
 
-The output folder: a run holds `<output_dir>/run.lock` (`fcntl.flock`, freed
-by the OS when the process ends, also by SIGKILL), so a second run on the
-folder stops at once naming the first (pid, host); folders on gs:// and other
+Evaluation (BERT's `--do_eval`): masked-LM and next-sentence loss and
+accuracy on `--eval_input_file` every `--eval_every_steps` and at the end;
+`--target_mlm_accuracy` stops training when reached; `--nodo_train --do_eval`
+evaluates a checkpoint. A diverging run stops (`--divergence_steps`).
+
+The output folder: a run holds an `fcntl.flock` on it (freed by the OS when
+the process ends, also by SIGKILL), its holder named in `run.lock`, so a
+second run on the folder stops at once naming the first (pid, host); folders on gs:// and other
 remote file systems cannot be locked (a log line says so). `flags.json` records
 the training flags (`TRAINING_FLAGS`), the BERT config and the input files; a
 resume with other values stops with the differences unless
@@ -38,7 +43,7 @@ import time
 
 from absl import logging
 
-from lamb import _app, _files, configs
+from lamb import _app, _files, _startup, configs
 from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
@@ -48,7 +53,7 @@ from lamb.pretraining.flags import validate_flags, warn_about_flags_without_effe
 
 
 def main(argv):
-    """Checks the flags, the data and the output folder, then trains."""
+    """Checks the flags, the data and the output folder, then trains and/or evaluates."""
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
     validate_flags()
@@ -62,7 +67,17 @@ def main(argv):
         FLAGS.gcp_project,
         FLAGS.num_cpu_devices,
     )
+    _startup.hide_onednn_int64_notice()
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
+    eval_files = []
+    if FLAGS.do_eval:
+        eval_files = data.expand_input_files(FLAGS.eval_input_file)
+        train.check_records(bert_config, eval_files, FLAGS.verify_input_files)
+        train.check_eval_batch_size(strategy, strategy_name)
+    if not FLAGS.do_train:
+        run_folder.check_output_dir(FLAGS.output_dir)
+        train.evaluate_checkpoint(strategy, bert_config, eval_files)
+        return
     files = data.expand_input_files(FLAGS.input_file)
     records = train.check_records(bert_config, files, every_record=False)
     batch_size = train.micro_batch_size(strategy, strategy_name)
@@ -84,8 +99,7 @@ def main(argv):
             len(files), records, strategy.num_replicas_in_sync,
             FLAGS.gradient_accumulation_steps, batch_size,
         )
-        train.train(strategy, bert_config, files)
-
+        train.train(strategy, bert_config, files, eval_files)
 
 
 def run():

@@ -97,26 +97,30 @@ class Checkpoints:
         self.manager = None  # Opened at the first save, once `restore` has mended the state file.
         self.saved_step = None
 
-    def restore(self, init_checkpoint):
+    def restore(self, init_checkpoint, weights_only=False):
         """Restores the newest readable checkpoint of the output folder (else
-        `init_checkpoint`'s weights); returns the step."""
+        `init_checkpoint`'s weights); returns the step: the restored one, or
+        0 for `init_checkpoint`. With `weights_only` (to evaluate), only the
+        weights and the step are read, the folder is left as it is, and an
+        `init_checkpoint`'s step is returned."""
+        weights = tf.train.Checkpoint(global_step=self.global_step, model=self.model_variables)
         steps = checkpoint_steps(self.output_dir)
         state_path = os.path.join(self.output_dir, CHECKPOINT_STATE)
         state_readable = self._state_readable(state_path)
         for step in reversed(steps):
             path = os.path.join(self.output_dir, f"ckpt-{step}")
-            damage = self._read(self.checkpoint, path)
+            damage = self._read(weights if weights_only else self.checkpoint, path)
             if damage:
                 logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
                                 path, damage)
                 continue
-            logging.info("Resuming from %s", path)
+            logging.info("%s %s", "Evaluating" if weights_only else "Resuming from", path)
             if init_checkpoint:
                 logging.warning(
                     "--init_checkpoint=%s has no effect: --output_dir=%s holds checkpoints "
                     "of its own, resumed instead.", init_checkpoint, self.output_dir,
                 )
-            if not state_readable and self.chief:
+            if not state_readable and self.chief and not weights_only:
                 self._write_state([s for s in steps if s <= step])
             self.saved_step = step
             return int(self.global_step.numpy())
@@ -130,9 +134,13 @@ class Checkpoints:
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)
-            damage = self._read(tf.train.Checkpoint(model=self.model_variables), path)
+            damage = self._read(
+                weights if weights_only else tf.train.Checkpoint(model=self.model_variables), path
+            )
             if damage:
                 raise ValueError(f"--init_checkpoint: {path} is missing or damaged ({damage}).")
+            if weights_only:
+                return int(self.global_step.numpy())
         return 0
 
     @staticmethod

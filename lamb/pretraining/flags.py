@@ -58,7 +58,20 @@ flags.DEFINE_integer(
     "iterations_per_loop",
     1000,
     "Log metrics every this many steps. Steps run on the device in loops that end at "
-    "every log and checkpoint step (Keras steps_per_execution).",
+    "every log, checkpoint and eval step (Keras steps_per_execution).",
+)
+flags.DEFINE_bool("do_train", True, "Whether to run training.")
+flags.DEFINE_bool("do_eval", False, "Whether to run eval on the dev set (--eval_input_file).")
+flags.DEFINE_string(
+    "eval_input_file", None,
+    "Held-out TF example files for --do_eval (a glob or comma separated): records "
+    "made from other documents than --input_file's.",
+)
+flags.DEFINE_integer("eval_batch_size", 8, "Total batch size for eval.")
+flags.DEFINE_integer(
+    "max_eval_steps", 100,
+    "Maximum number of eval steps: each eval reads the first max_eval_steps x "
+    "eval_batch_size records of --eval_input_file, in order.",
 )
 flags.DEFINE_bool("use_tpu", False, "Whether to use TPU (the same as --strategy=tpu).")
 flags.DEFINE_string(
@@ -112,6 +125,24 @@ flags.DEFINE_integer(
 )
 
 # Run control.
+flags.DEFINE_integer(
+    "eval_every_steps", 0,
+    "With --do_train --do_eval: evaluate every this many steps (and at the last "
+    "step); 0: at the last step only.",
+)
+flags.DEFINE_float(
+    "target_mlm_accuracy", None,
+    "With --do_train --do_eval: stop training at the first evaluation whose "
+    "masked-LM accuracy reaches this (MLPerf's BERT: 0.720); metrics.json records "
+    "the step and the examples seen.",
+)
+flags.DEFINE_integer(
+    "divergence_steps", 100,
+    "Stop the run (exit status 1, no checkpoint of the diverged weights) once the "
+    "training loss has been NaN or infinite, above 10 times its lowest logged value, "
+    "or every step skipped for a non-finite gradient, for this many steps in a row "
+    "(checked at each log, --iterations_per_loop). 0: never stop.",
+)
 flags.DEFINE_integer("seed", 12345, "Seed of the initial weights, dropout and input order.")
 flags.DEFINE_integer("keep_checkpoint_max", 5, "How many recent checkpoints to keep.")
 flags.DEFINE_bool(
@@ -151,7 +182,7 @@ TRAINING_FLAGS = (
     "beta_1", "beta_2", "epsilon", "end_learning_rate", "poly_power", "clip_norm",
     "mixed_precision", "gradient_accumulation_steps", "seed",
 )
-REQUIRED_FLAGS = ("bert_config_file", "input_file", "output_dir")
+REQUIRED_FLAGS = ("bert_config_file", "output_dir")
 
 
 def validate_flags():
@@ -161,17 +192,22 @@ def validate_flags():
         value = getattr(FLAGS, name)
         if not isinstance(value, str) or not value:
             raise ValueError(f"--{name} is required (a path); received {value!r}.")
-    for name in ("init_checkpoint", "tpu_name", "tpu_zone", "gcp_project"):
+    _check_modes()
+    for name in ("init_checkpoint", "tpu_name", "tpu_zone", "gcp_project", "eval_input_file"):
         value = getattr(FLAGS, name)
         if value is not None and not isinstance(value, str):
             raise ValueError(f"--{name} must be a string; received {value!r}.")
     for name in (
         "max_seq_length", "max_predictions_per_seq", "train_batch_size", "num_train_steps",
         "save_checkpoints_steps", "iterations_per_loop", "gradient_accumulation_steps",
-        "keep_checkpoint_max", "num_cpu_devices",
+        "keep_checkpoint_max", "num_cpu_devices", "eval_batch_size", "max_eval_steps",
     ):
         _checks.check_int(f"--{name}", getattr(FLAGS, name), low=1)
-    _checks.check_int("--num_warmup_steps", FLAGS.num_warmup_steps, low=0)
+    for name in ("num_warmup_steps", "eval_every_steps", "divergence_steps"):
+        _checks.check_int(f"--{name}", getattr(FLAGS, name), low=0)
+    if FLAGS.target_mlm_accuracy is not None:
+        _checks.check_float("--target_mlm_accuracy", FLAGS.target_mlm_accuracy, 0.0, 1.0,
+                            low_inclusive=False, high_inclusive=True)
     _checks.check_int("--seed", FLAGS.seed, low=0, high=MAX_SEED)
     _checks.check_learning_rate(FLAGS.learning_rate, "--learning_rate")
     for name in ("end_learning_rate", "poly_power"):
@@ -193,7 +229,7 @@ def validate_flags():
     if FLAGS.mixed_precision is not None:
         _checks.check_choice("--mixed_precision", FLAGS.mixed_precision, MIXED_PRECISION_POLICIES)
     for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios",
-                 "allow_flag_changes", "lamb16_row_scales"):
+                 "allow_flag_changes", "lamb16_row_scales", "do_train", "do_eval"):
         _checks.check_bool(f"--{name}", getattr(FLAGS, name))
     if FLAGS.num_warmup_steps > FLAGS.num_train_steps:
         raise ValueError(
@@ -211,10 +247,32 @@ def validate_flags():
         )
 
 
+def _check_modes():
+    """Raises unless --do_train or --do_eval is on, each with its input files."""
+    if not FLAGS.do_train and not FLAGS.do_eval:
+        raise ValueError(
+            "--nodo_train without --do_eval does nothing: add --do_train or --do_eval."
+        )
+    for mode, name in (("do_train", "input_file"), ("do_eval", "eval_input_file")):
+        value = getattr(FLAGS, name)
+        if getattr(FLAGS, mode) and (not isinstance(value, str) or not value):
+            raise ValueError(f"--{name} is required with --{mode} (a path); received {value!r}.")
+    if FLAGS.target_mlm_accuracy is not None and not (FLAGS.do_train and FLAGS.do_eval):
+        raise ValueError(
+            f"--target_mlm_accuracy={FLAGS.target_mlm_accuracy} stops training at an "
+            "evaluation: it needs --do_train and --do_eval."
+        )
+
+
 def warn_about_flags_without_effect(strategy_name):
     """A warning for each flag set (on the command line or in a flagfile)
     that changes nothing in this configuration."""
     optimizer = FLAGS.optimizer
+    if not (FLAGS.do_train and FLAGS.do_eval):
+        _app.warn_without_effect("eval_every_steps", "without both --do_train and --do_eval")
+    if not FLAGS.do_eval:
+        for name in ("eval_input_file", "eval_batch_size", "max_eval_steps"):
+            _app.warn_without_effect(name, "without --do_eval")
     if FLAGS.log_trust_ratios and not issubclass(
         registry.OPTIMIZERS[optimizer], base.LayerAdaptiveOptimizer
     ):

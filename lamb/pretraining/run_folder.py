@@ -2,6 +2,7 @@
 checks, and JSON files written whole."""
 
 import json
+import math
 import os
 import socket
 
@@ -104,9 +105,23 @@ def check_training_record(output_dir, record):
     )
 
 
+def strict_json_values(value):
+    """`value` with each NaN or infinite float replaced by None (JSON's null:
+    strict JSON has no NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_values(item) for item in value]
+    return value
+
+
 def write_json(path, value):
-    """Writes `value` to `path` as JSON, atomically (a temporary file renamed)."""
+    """Writes `value` to `path` as strict JSON (non-finite numbers as null),
+    atomically (a temporary file renamed)."""
+    text = json.dumps(strict_json_values(value), indent=2, sort_keys=True, allow_nan=False)
     with tf.io.gfile.GFile(path + ".tmp", "w") as f:
-        f.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+        f.write(text + "\n")
     tf.io.gfile.rename(path + ".tmp", path, overwrite=True)
 
