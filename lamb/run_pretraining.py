@@ -48,8 +48,10 @@ from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
 from lamb.pretraining import checkpoints, run_folder, train
-from lamb.pretraining.flags import FLAGS, OPTIMIZERS, REQUIRED_FLAGS  # noqa: F401 (OPTIMIZERS: the choices)
-from lamb.pretraining.flags import validate_flags, warn_about_flags_without_effect
+from lamb.pretraining.flags import OPTIMIZERS  # noqa: F401 (the --optimizer choices)
+from lamb.pretraining.flags import (
+    FLAGS, REQUIRED_FLAGS, validate_flags, warn_about_flags_without_effect,
+)
 
 
 def main(argv):

@@ -719,10 +719,11 @@ def test_binary_flagfile_is_a_one_line_error(tmp_path):
     ([], "--input_file is required with --do_train (a path); received None."),
     (["--nodo_train"], "--nodo_train without --do_eval does nothing: add --do_train or --do_eval."),
     (["--nodo_train", "--do_eval"], "--eval_input_file is required with --do_eval"),
-    (["--input_file=x", "--target_mlm_accuracy=0.7"], "--target_mlm_accuracy=0.7 stops training at "
-                                                      "an evaluation: it needs --do_train and --do_eval."),
+    (["--input_file=x", "--target_mlm_accuracy=0.7"],
+     "--target_mlm_accuracy=0.7 stops training at an evaluation: it needs --do_train and --do_eval."),
 ])
 def test_modes_need_their_input_files(tmp_path, extra, message):
     with pytest.raises(ValueError, match=re.escape(message)):
-        run_in_process([f"--bert_config_file={tmp_path}/c.json", f"--output_dir={tmp_path}/o", *extra])
+        run_in_process([f"--bert_config_file={tmp_path}/c.json", f"--output_dir={tmp_path}/o",
+                        *extra])
     assert not (tmp_path / "o").exists()
