@@ -5,7 +5,10 @@
 
 Makes pre-training records of the text (`lamb.create_pretraining_data`,
 sequence 32, 5 predictions, dupe factor 1; or takes --input_file), writes
-their first --num_records to `<work_dir>/records-<N>.tfrecord`, and trains
+their first --num_records to `<work_dir>/train-<seq>-<N>.tfrecord`; the last
+--num_eval_texts files of --text_dir (different plays) are held out and made
+into evaluation records, after a check that no document of theirs is also in
+the training files. Then it trains
 tiny BERT on them for --epochs with each optimizer of --base_learning_rates at
 each of --batch_sizes: one `lamb.run_pretraining` process per run, in
 `<work_dir>/<optimizer>-b<batch>-lr<peak lr>`. Every run sees the same
@@ -70,6 +73,16 @@ flags.DEFINE_string("vocab_file", None, "The WordPiece vocabulary for --text_dir
 flags.DEFINE_string(
     "input_file", None, "Existing pre-training records (glob or comma-separated), not --text_dir."
 )
+flags.DEFINE_integer(
+    "num_eval_texts", 2,
+    "Hold out the last this many .txt files of --text_dir (by name) for held-out "
+    "evaluation records; 0: no evaluation.",
+)
+flags.DEFINE_string(
+    "eval_input_file", None, "With --input_file: held-out records to evaluate on (optional)."
+)
+flags.DEFINE_integer("eval_batch_size", 256, "Examples per evaluation batch.")
+flags.DEFINE_integer("max_eval_steps", 8, "Batches per evaluation (the first records).")
 flags.DEFINE_string("bert_config_file", "bert_config_tiny.json", "The model.")
 flags.DEFINE_integer("max_seq_length", 32, "Sequence length of the records.")
 flags.DEFINE_integer("max_predictions_per_seq", 5, "Masked-LM predictions per record.")
@@ -94,7 +107,7 @@ flags.DEFINE_integer("final_points", 5, "Table: the mean of each run's last this
 flags.DEFINE_string("output", "docs/bert_large_batch.png", "The PNG to write.")
 
 
-def plan_runs(input_file, bert_config_file):
+def plan_runs(input_file, eval_input_file, bert_config_file):
     """The runs: `(label, run_pretraining flags)` for each optimizer and batch."""
     batches = sorted(int(b) for b in FLAGS.batch_sizes)
     examples = FLAGS.epochs * FLAGS.num_records
@@ -130,6 +143,11 @@ def plan_runs(input_file, bert_config_file):
                 "keep_checkpoint_max": 2,
                 "jit_compile": FLAGS.jit_compile,
             }))
+            if eval_input_file:
+                runs[-1][1].update(do_eval=True, eval_input_file=eval_input_file,
+                                   eval_batch_size=FLAGS.eval_batch_size,
+                                   max_eval_steps=FLAGS.max_eval_steps,
+                                   eval_every_steps=save_steps)
     return runs
 
 
@@ -148,23 +166,63 @@ def base_learning_rates():
     return rates
 
 
+def split_texts():
+    """The .txt files of --text_dir for training and the last --num_eval_texts
+    (by name) for evaluation; raises UsageError if a document (a block between
+    blank lines) of an evaluation file is also in a training file."""
+    texts = sorted(tf.io.gfile.glob(os.path.join(FLAGS.text_dir, "*.txt")))
+    if len(texts) <= FLAGS.num_eval_texts:
+        raise app.UsageError(f"--text_dir holds {len(texts)} .txt files; --num_eval_texts="
+                             f"{FLAGS.num_eval_texts} leaves none to train on.")
+    split = len(texts) - FLAGS.num_eval_texts
+    train_documents = {d for path in texts[:split] for d in documents(path)}
+    for path in texts[split:]:
+        for document in documents(path):
+            if document in train_documents:
+                raise app.UsageError(
+                    f"{path}: the document starting {document[:60]!r} is also in a training "
+                    "file; held-out records must come from other documents."
+                )
+    return texts[:split], texts[split:]
+
+
+def documents(path):
+    """The documents of a text file (blocks between blank lines), whitespace normalized."""
+    with open(path, encoding="utf-8") as f:
+        blocks = f.read().split("\n\n")
+    return [" ".join(block.split()) for block in blocks if block.strip()]
+
+
+def create_records(texts, name):
+    """`<work_dir>/<name>` made from `texts` by lamb.create_pretraining_data (once)."""
+    path = os.path.abspath(os.path.join(FLAGS.work_dir, name))
+    if not os.path.exists(path):
+        with atomic_path(path) as temporary:
+            run([sys.executable, "-m", "lamb.create_pretraining_data",
+                 f"--input_file={','.join(texts)}",
+                 f"--vocab_file={FLAGS.vocab_file}", f"--output_file={temporary}",
+                 f"--max_seq_length={FLAGS.max_seq_length}",
+                 f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq}",
+                 "--dupe_factor=1"], "lamb.create_pretraining_data")
+    return path
+
+
 def make_records():
-    """The path of the first --num_records records (written once)."""
-    subset = os.path.abspath(os.path.join(FLAGS.work_dir, f"records-{FLAGS.num_records}.tfrecord"))
-    if os.path.exists(subset):
-        return subset
+    """The paths of the first --num_records training records (written once)
+    and of the held-out records (None without)."""
     os.makedirs(FLAGS.work_dir, exist_ok=True)
-    source = FLAGS.input_file
+    source, eval_records = FLAGS.input_file, FLAGS.eval_input_file
     if FLAGS.text_dir:
-        source = os.path.join(FLAGS.work_dir, f"all-{FLAGS.max_seq_length}.tfrecord")
-        if not os.path.exists(source):
-            with atomic_path(source) as temporary:
-                run([sys.executable, "-m", "lamb.create_pretraining_data",
-                     f"--input_file={os.path.join(FLAGS.text_dir, '*.txt')}",
-                     f"--vocab_file={FLAGS.vocab_file}", f"--output_file={temporary}",
-                     f"--max_seq_length={FLAGS.max_seq_length}",
-                     f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq}",
-                     "--dupe_factor=1"], "lamb.create_pretraining_data")
+        train_texts, eval_texts = split_texts() if FLAGS.num_eval_texts else (
+            sorted(tf.io.gfile.glob(os.path.join(FLAGS.text_dir, "*.txt"))), [])
+        source = create_records(train_texts, f"train-{FLAGS.max_seq_length}.tfrecord")
+        if eval_texts:
+            eval_records = create_records(eval_texts, f"eval-{FLAGS.max_seq_length}.tfrecord")
+    # Named after its source: records of all the texts are never taken for the training ones.
+    stem = "records" if FLAGS.input_file else os.path.splitext(os.path.basename(source))[0]
+    subset = os.path.abspath(os.path.join(FLAGS.work_dir, f"{stem}-{FLAGS.num_records}.tfrecord"))
+    if os.path.exists(subset):
+        return subset, eval_records
     files = sorted(f for glob in source.split(",") for f in tf.io.gfile.glob(glob))
     count = 0
     with atomic_path(subset) as temporary, tf.io.TFRecordWriter(temporary) as writer:
@@ -173,7 +231,7 @@ def make_records():
             count += 1
         if count < FLAGS.num_records:
             raise app.UsageError(f"--num_records={FLAGS.num_records}, but {source} holds {count}.")
-    return subset
+    return subset, eval_records
 
 
 def run(command, name):
@@ -201,6 +259,12 @@ def train(args):
         for k, v in args.items()
     ]
     run(command, f"lamb.run_pretraining --output_dir={args['output_dir']}")
+
+
+def held_out_accuracy(output_dir):
+    """The last evaluation's masked-LM accuracy in the run's metrics.json, or None."""
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return json.load(f).get("eval_masked_lm_accuracy")
 
 
 def train_minutes(scalars, batch):
@@ -241,7 +305,7 @@ def main(argv):
     )
     with open(bert_config_file) as f:
         bert_config = json.load(f)
-    runs = plan_runs(make_records(), bert_config_file)
+    runs = plan_runs(*make_records(), bert_config_file)
     for label, args in runs:
         if finished(args, bert_config):
             print(f"{label}: finished in {args['output_dir']}, nothing to do.")
@@ -258,10 +322,12 @@ def main(argv):
         loss, accuracy = (
             statistics.fmean(v for _, v in scalars[t][-k:]) for t in bert_demo_curves.TAGS
         )
+        held_out = held_out_accuracy(args["output_dir"])
         rows.append(
             f"| {label} | {batch} ({args['gradient_accumulation_steps']} x "
             f"{batch // args['gradient_accumulation_steps']}) | {args['num_train_steps']} | "
             f"{args['learning_rate']:.3g} | {loss:.3f} | {accuracy:.4f} | "
+            f"{'-' if held_out is None else f'{held_out:.4f}'} | "
             f"{train_minutes(scalars, batch):.1f} |"
         )
     title = figure_title(bert_config_file, bert_config, runs)
@@ -269,8 +335,8 @@ def main(argv):
     largest = max(args["train_batch_size"] for _, args in runs)
     print(f"wrote {FLAGS.output}\n\n{title}\n")
     print("| run | global batch (micro-batches) | steps | peak lr | masked-LM loss | "
-          "masked-LM accuracy | train time (min) |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+          "masked-LM accuracy | held-out masked-LM accuracy | train time (min) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
     print(f"\nLoss and accuracy: the mean of the last {k} logs, each the mean over "
           f"{largest:,} examples. Train time: the training loop's, from the logged examples/s.")

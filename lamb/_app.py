@@ -72,10 +72,31 @@ def resolve_flagfiles(argv):
 
 def parse_flags(argv):
     """absl's flag parsing, with installed flagfile names and one-line errors."""
+    argv = resolve_flagfiles(argv)
     try:
-        return FLAGS(resolve_flagfiles(argv))
+        return FLAGS(argv)
     except flags.Error as error:
         fail(error)
+    except UnicodeDecodeError as error:  # absl reads a --flagfile as UTF-8 text.
+        fail(f"--flagfile={_undecodable_flagfile(argv) or '?'} is not UTF-8 text (byte "
+             f"{error.start}: {error.reason}); a flagfile holds one --flag=value per line.")
+
+
+def _undecodable_flagfile(argv):
+    """The first `--flagfile=PATH` of `argv` whose file is not UTF-8, or None."""
+    for previous, argument in zip([None, *argv], argv):
+        name = argument if previous in ("--flagfile", "-flagfile") else None
+        if argument.startswith(("--flagfile=", "-flagfile=")):
+            name = argument.split("=", 1)[1]
+        if name:
+            try:
+                with open(name, encoding="utf-8") as file:
+                    file.read()
+            except UnicodeDecodeError:
+                return name
+            except OSError:
+                continue
+    return None
 
 
 def run(main, required=()):

@@ -12,11 +12,13 @@ LOCK_FILE = "run.lock"
 
 @contextlib.contextmanager
 def folder_lock(folder, name="--output_dir"):
-    """Holds `<folder>/run.lock` while the block runs; raises RuntimeError
-    naming the holder (pid, host) if another process holds it.
+    """Holds a lock on `folder` while the block runs, its holder (pid, host)
+    written in `<folder>/run.lock`; raises RuntimeError naming the holder if
+    another process holds it.
 
-    `fcntl.flock` locks go with the process: the OS frees them when it ends,
-    however it ends, so a killed run leaves no stale lock. Remote folders
+    The lock is an `fcntl.flock` on the folder itself, so removing run.lock
+    does not free it; such locks go with the process: the OS frees them when
+    it ends, however it ends, so a killed run leaves no stale lock. Remote folders
     (gs://, ...) and file systems without locks cannot be locked: a log line
     says so and the block runs.
     """
@@ -27,14 +29,17 @@ def folder_lock(folder, name="--output_dir"):
         )
         yield
         return
-    with open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8") as lock:
+    with open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8") as lock, \
+            _opened(folder) as folder_descriptor:
         try:
             import fcntl  # POSIX only: on Windows, the ImportError below.
 
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(folder_descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.seek(0)
-            holder = lock.read().strip() or "a process that has not yet written its pid"
+            holder = lock.read().strip() or (
+                "its pid unknown: it has not written it yet, or run.lock was removed"
+            )
             raise RuntimeError(
                 f"{name}={folder} is in use by another run ({holder}, per "
                 f"{lock.name}); wait for it to end or use another {name}."
@@ -49,6 +54,16 @@ def folder_lock(folder, name="--output_dir"):
             lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
             lock.flush()
         yield
+
+
+@contextlib.contextmanager
+def _opened(folder):
+    """A read-only file descriptor of `folder` (to lock), closed after the block."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        yield descriptor
+    finally:
+        os.close(descriptor)
 
 
 @contextlib.contextmanager

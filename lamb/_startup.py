@@ -18,6 +18,7 @@ environment has `LAMB_QUIET_START=1` (the notebook sets it in its kernel
 before importing lamb). Nothing here imports TensorFlow otherwise.
 """
 
+import contextlib
 import logging
 import os
 import sys
@@ -71,22 +72,45 @@ def requested_log_level(argv=None, environ=None):
     return DEFAULT_LOG_LEVEL
 
 
-def import_tensorflow_quietly():
-    """Imports TensorFlow (and lists its devices, which logs CUDA's state)
-    with file descriptor 2 on /dev/null; an error is raised once it is back."""
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    """File descriptor 2 on /dev/null in the block; an error is raised once it is back."""
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
+        yield
     finally:
         sys.stderr.flush()
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
+
+
+def import_tensorflow_quietly():
+    """Imports TensorFlow (and lists its devices, which logs CUDA's state)
+    with file descriptor 2 on /dev/null."""
+    with _stderr_to_devnull():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+def hide_onednn_int64_notice():
+    """In a quiet app process: runs an int64 transpose with file descriptor 2
+    on /dev/null, so that oneDNN's once-per-process error line "oneDNN
+    supports DT_INT64 only on platforms with AVX-512 ..." (a harmless
+    fallback, at the first int64 transpose: Keras's `take_along_axis` in
+    BERT's masked-LM head) goes there. Call it once the devices are
+    configured: running an op fixes them."""
+    quiet = started_app() is not None or os.environ.get(QUIET_START) == "1"
+    if not quiet or requested_log_level() == 0:
+        return
+    import tensorflow as tf
+
+    with _stderr_to_devnull():
+        tf.transpose(tf.zeros([2, 3], tf.int64))
 
 
 def before_tensorflow():

@@ -52,9 +52,8 @@ def test_missing_required_flags_are_one_line_not_a_traceback():
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "run_pretraining: error: flag --bert_config_file=None: Flag --bert_config_file must "
-        "have a value other than None. flag --input_file=None: Flag --input_file must have a "
-        "value other than None. flag --output_dir=None: Flag --output_dir must have a value "
-        "other than None."
+        "have a value other than None. flag --output_dir=None: Flag --output_dir must have a "
+        "value other than None."
     ]
 
 

@@ -3,11 +3,13 @@
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -19,6 +21,8 @@ from absl.testing import flagsaver  # noqa: E402
 
 from lamb import _app, _files, run_pretraining  # noqa: E402
 from lamb.data import pretraining  # noqa: E402
+from lamb.models import bert  # noqa: E402
+from lamb.pretraining import checkpoints, evaluation, run_folder, train  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
 
 
@@ -129,14 +133,14 @@ def test_phase_two_starts_from_phase_one_weights_and_rewarms(data, phase1, long_
     # The weights phase 2 starts from are phase 1's last ones.
     with flagsaver.flagsaver():
         flags.FLAGS(["run_pretraining", *args[:-1], f"--output_dir={tmp_path / 'fresh'}"])
-        config = run_pretraining.bert.load_bert_config(flags.FLAGS.bert_config_file)
+        config = bert.load_bert_config(flags.FLAGS.bert_config_file)
         strategy = tf.distribute.get_strategy()
-        model = run_pretraining.build_model(config)
-        checkpoints = run_pretraining.Checkpoints(
+        model = train.build_model(config)
+        restored = checkpoints.Checkpoints(
             str(tmp_path / "fresh"), model, strategy, max_to_keep=5,
             model_description="the test's model",
         )
-        assert checkpoints.restore(phase1) == 0
+        assert restored.restore(phase1) == 0
         assert int(model.optimizer.iterations.numpy()) == 0
     saved = helpers.model_weights(os.path.join(phase1, "ckpt-8"))
     for index, variable in enumerate(model.variables):
@@ -364,6 +368,11 @@ def test_second_run_on_the_output_dir_stops_at_once_and_sigkill_frees_the_lock(d
         with pytest.raises(RuntimeError, match=rf"--output_dir={output_dir} is in use by another "
                                                rf"run \(pid {first.pid} on host {socket.gethostname()}"):
             run_in_process(helpers.app_args(data, output_dir, num_train_steps=4))
+        # Removing run.lock does not free the folder: the lock is on the folder.
+        lock_file.unlink()
+        with pytest.raises(RuntimeError, match=rf"--output_dir={output_dir} is in use by another "
+                                               r"run \(its pid unknown"):
+            run_in_process(helpers.app_args(data, output_dir, num_train_steps=4))
         assert first.poll() is None
     finally:
         first.send_signal(signal.SIGKILL)
@@ -513,3 +522,208 @@ def test_flags_without_effect_are_warned_about(data, phase1, caplog, overrides, 
 def test_positional_arguments_are_refused():
     with pytest.raises(ValueError, match=r"unexpected arguments \['train'\]: every setting is a --flag"):
         run_pretraining.main(["run_pretraining", "train"])
+
+
+def strict_json(path):
+    """The JSON file at `path`, read by a parser that refuses NaN and Infinity."""
+    def refuse(constant):
+        raise ValueError(f"{path}: {constant} is not JSON")
+    with open(path) as f:
+        return json.loads(f.read(), parse_constant=refuse)
+
+
+def test_json_files_are_strict_non_finite_values_written_as_null(tmp_path):
+    path = str(tmp_path / "metrics.json")
+    run_folder.write_json(path, {"loss": float("nan"), "norms": [1.5, float("inf")], "step": 3})
+    assert strict_json(path) == {"loss": None, "norms": [1.5, None], "step": 3}
+
+
+def test_eval_metrics_match_numpy_on_a_fixed_batch(data):
+    """Masked-LM and next-sentence loss and accuracy of two fixed batches,
+    against the same means computed in NumPy from the model's logits."""
+    config = bert.load_bert_config(os.path.join(data["dir"], "bert_config.json"))
+    keras.utils.set_random_seed(3)
+    model = bert.BertPretrainer(config)
+    model.compile(optimizer="sgd")
+    dataset = evaluation.make_eval_dataset(
+        data["records"][1], 4, helpers.SEQ_LENGTH, helpers.PREDICTIONS, max_steps=2
+    )
+    assert evaluation.count_batches(dataset) == 2
+    names = ("mlm_losses", "mlm_hits", "mlm_weights", "ns_losses", "ns_hits")
+    expected = {name: [] for name in names}
+    for inputs, labels in dataset:
+        outputs = {name: np.asarray(value, np.float64) for name, value in model(inputs).items()}
+        heads = (("mlm", labels["masked_lm_ids"], outputs["masked_lm_logits"]),
+                 ("ns", labels["next_sentence_labels"], outputs["next_sentence_logits"]))
+        for kind, ids, logits in heads:
+            log_probs = logits - logits.max(-1, keepdims=True)
+            log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+            ids = np.asarray(ids)[..., None]
+            expected[f"{kind}_losses"].append(-np.take_along_axis(log_probs, ids, -1)[..., 0])
+            expected[f"{kind}_hits"].append(logits.argmax(-1) == ids[..., 0])
+        expected["mlm_weights"].append(np.asarray(labels["masked_lm_weights"]))
+    weights = np.concatenate(expected["mlm_weights"])
+    assert 0 < weights.sum() < weights.size  # Padding predictions are left out.
+    results = evaluation.evaluate(model, dataset, steps=2)
+
+    def weighted_mean(values):
+        return (np.concatenate(values) * weights).sum() / weights.sum()
+
+    assert results == pytest.approx({
+        "masked_lm_loss": weighted_mean(expected["mlm_losses"]),
+        "masked_lm_accuracy": weighted_mean(expected["mlm_hits"]),
+        "next_sentence_loss": np.concatenate(expected["ns_losses"]).mean(),
+        "next_sentence_accuracy": np.concatenate(expected["ns_hits"]).mean(),
+    }, rel=1e-5)
+
+
+EVAL_RUN = dict(input_file=None, eval_input_file=None, num_train_steps=8, save_checkpoints_steps=4,
+                iterations_per_loop=2, eval_every_steps=4, eval_batch_size=8, max_eval_steps=3)
+
+
+def eval_args(data, output_dir, **overrides):
+    """A run that trains on data-0 and evaluates on data-1 (other records)."""
+    values = dict(EVAL_RUN, input_file=data["records"][0], eval_input_file=data["records"][1])
+    values.update(overrides)
+    return helpers.app_args(data, output_dir, **values) + ["--do_eval"]
+
+
+@pytest.fixture(scope="module")
+def eval_run(data, tmp_path_factory):
+    output_dir = str(tmp_path_factory.mktemp("eval_run"))
+    run_in_process(eval_args(data, output_dir))
+    return output_dir
+
+
+def eval_scalars(output_dir):
+    return helpers.tensorboard_scalars(os.path.join(output_dir, "eval"))
+
+
+def test_periodic_eval_in_tensorboard_log_and_strict_metrics_json(eval_run):
+    metrics = strict_json(os.path.join(eval_run, "metrics.json"))
+    logged = eval_scalars(eval_run)
+    assert sorted(logged) == sorted(evaluation.METRICS)
+    for name in evaluation.METRICS:
+        assert sorted(logged[name]) == [4, 8]
+        assert metrics[f"eval_{name}"] == pytest.approx(logged[name][8])
+    assert 0 <= metrics["eval_masked_lm_accuracy"] <= 1 and metrics["eval_masked_lm_loss"] > 0
+    assert "target_mlm_accuracy_reached_at_step" not in metrics
+
+
+def test_eval_only_on_a_checkpoint_matches_the_eval_in_training(data, eval_run, tmp_path):
+    """--nodo_train --do_eval: of the output_dir's newest checkpoint, or of
+    --init_checkpoint in a fresh folder; the same numbers as in training."""
+    at_step_8 = {name: values[8] for name, values in eval_scalars(eval_run).items()}
+    folder = str(tmp_path / "copy")
+    shutil.copytree(eval_run, folder)
+    fresh = str(tmp_path / "fresh")
+    for output_dir, extra in ((folder, []), (fresh, [f"--init_checkpoint={eval_run}"])):
+        run_in_process(eval_args(data, output_dir) + ["--nodo_train"] + extra)
+        results = strict_json(os.path.join(output_dir, "eval_results.json"))
+        assert results.pop("global_step") == 8
+        assert results == pytest.approx(at_step_8, rel=1e-6)
+    assert tf.train.latest_checkpoint(folder).endswith("ckpt-8")
+    assert not tf.train.latest_checkpoint(fresh)
+    with pytest.raises(ValueError, match="--nodo_train --do_eval evaluates a checkpoint"):
+        run_in_process(eval_args(data, str(tmp_path / "empty")) + ["--nodo_train"])
+
+
+def test_target_accuracy_stops_training_and_a_resume_evaluates_as_uninterrupted(
+    data, eval_run, tmp_path, caplog
+):
+    """The target: the accuracy the uninterrupted run had at step 4 (reached
+    there). Rerun with the target: nothing to do; without: it resumes at
+    step 4 and ends with the uninterrupted run's weights and evaluation."""
+    reference = eval_scalars(eval_run)
+    target = reference["masked_lm_accuracy"][4]
+    output_dir = str(tmp_path / "target")
+    run_in_process(eval_args(data, output_dir, target_mlm_accuracy=target))
+    metrics = strict_json(os.path.join(output_dir, "metrics.json"))
+    assert metrics["global_step"] == 4
+    assert metrics["target_mlm_accuracy_reached_at_step"] == 4
+    assert metrics["target_mlm_accuracy_reached_at_examples"] == 4 * 16
+    assert metrics["eval_masked_lm_accuracy"] == pytest.approx(target)
+    assert tf.train.latest_checkpoint(output_dir).endswith("ckpt-4")
+    with caplog.at_level("INFO"):
+        run_in_process(eval_args(data, output_dir, target_mlm_accuracy=target))
+    assert any("--target_mlm_accuracy reached" in message for message in caplog.messages)
+
+    run_in_process(eval_args(data, output_dir))
+    resumed = eval_scalars(output_dir)
+    for name in evaluation.METRICS:
+        assert resumed[name][8] == reference[name][8], name
+    helpers.assert_same_weights(helpers.model_weights(os.path.join(eval_run, "ckpt-8")),
+                                helpers.model_weights(os.path.join(output_dir, "ckpt-8")))
+
+
+def test_eval_under_mirrored_strategy_over_two_devices(data, eval_run, tmp_path):
+    output_dir = str(tmp_path / "mirrored")
+    result = helpers.run_app(eval_args(
+        data, output_dir, num_train_steps=4, save_checkpoints_steps=2, eval_every_steps=2,
+        strategy="mirrored", num_cpu_devices=2,
+    ))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "oneDNN supports DT_INT64" not in result.stderr  # Hidden with the start-up noise.
+    logged = eval_scalars(output_dir)
+    assert sorted(logged["masked_lm_accuracy"]) == [2, 4]
+    assert all(np.isfinite(value) for values in logged.values() for value in values.values())
+
+
+def test_diverging_run_stops_naming_step_loss_and_flag_and_keeps_the_last_good_checkpoint(
+    data, tmp_path
+):
+    output_dir = str(tmp_path / "out")
+    result = helpers.run_app(helpers.app_args(
+        data, output_dir, learning_rate=1e6, save_checkpoints_steps=2, iterations_per_loop=1,
+        divergence_steps=2,
+    ))
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"run_pretraining: error: training diverged at step (\d+): .* for 2 steps \(last finite "
+        r"loss [\d.]+ at step \d+\); lower --learning_rate=1e\+06, or raise --divergence_steps=2 "
+        r"\(0: never stop\)\. Newest checkpoint kept: step \d+\.", last), last
+    assert not os.path.exists(os.path.join(output_dir, "metrics.json"))
+    kept = tf.train.latest_checkpoint(output_dir)
+    assert kept.endswith(f"ckpt-{last.split('step ')[-1].rstrip('.')}")
+    # Saved before the loss went bad (later checkpoint steps were refused).
+    assert "No checkpoint at step" in result.stderr
+    assert all(np.isfinite(value).all() for value in helpers.model_weights(kept).values())
+
+
+def test_bad_record_met_in_training_without_verification_is_named(data, tmp_path):
+    """--noverify_input_files checks only the first record: a token id past
+    the vocabulary in record 5 stops training with the file and record."""
+    vocab_size = len(open(data["vocab"]).read().split())
+    path = tmp_path / "bad.tfrecord"
+    _records_with_bad_record_5(data, path, "input_ids", vocab_size + 3)
+    expected = (rf"training stopped at a bad input record: .*bad\.tfrecord, record 5 \(counting "
+                rf"from 0\): input_ids holds {vocab_size + 3}")
+    with pytest.raises(ValueError, match=expected):
+        run_in_process(helpers.app_args(data, str(tmp_path / "out"), input_file=str(path),
+                                        train_batch_size=4, num_train_steps=4, num_warmup_steps=1)
+                       + ["--noverify_input_files"])
+
+
+def test_binary_flagfile_is_a_one_line_error(tmp_path):
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_bytes(b"\x00\xff\xfe\x01--output_dir=x\n")
+    result = helpers.run_app([f"--flagfile={flagfile}"], timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"run_pretraining: error: --flagfile={flagfile} is not UTF-8 text (byte 1: invalid start "
+        "byte); a flagfile holds one --flag=value per line.")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "--input_file is required with --do_train (a path); received None."),
+    (["--nodo_train"], "--nodo_train without --do_eval does nothing: add --do_train or --do_eval."),
+    (["--nodo_train", "--do_eval"], "--eval_input_file is required with --do_eval"),
+    (["--input_file=x", "--target_mlm_accuracy=0.7"],
+     "--target_mlm_accuracy=0.7 stops training at an evaluation: it needs --do_train and --do_eval."),
+])
+def test_modes_need_their_input_files(tmp_path, extra, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run_in_process([f"--bert_config_file={tmp_path}/c.json", f"--output_dir={tmp_path}/o",
+                        *extra])
+    assert not (tmp_path / "o").exists()
