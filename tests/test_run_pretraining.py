@@ -545,7 +545,7 @@ def test_eval_metrics_match_numpy_on_a_fixed_batch(data):
     keras.utils.set_random_seed(3)
     model = bert.BertPretrainer(config)
     model.compile(optimizer="sgd")
-    dataset = evaluation.make_eval_dataset(
+    dataset = pretraining.make_eval_dataset(
         data["records"][1], 4, helpers.SEQ_LENGTH, helpers.PREDICTIONS, max_steps=2
     )
     assert evaluation.count_batches(dataset) == 2

@@ -9,19 +9,6 @@ from lamb.data import pretraining as data
 METRICS = ("masked_lm_loss", "masked_lm_accuracy", "next_sentence_loss", "next_sentence_accuracy")
 
 
-def make_eval_dataset(files, batch_size, max_seq_length, max_predictions_per_seq, max_steps):
-    """The first `max_steps` whole batches of the records of `files`, read in
-    order, once (the same records at every evaluation)."""
-    dataset = tf.data.TFRecordDataset(files)
-    dataset = dataset.batch(batch_size, drop_remainder=True).take(max_steps)
-    dataset = dataset.map(
-        lambda serialized: data._parse_batch(serialized, max_seq_length, max_predictions_per_seq)
-    )
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
 def count_batches(dataset):
     return int(dataset.reduce(0, lambda count, _: count + 1))
 

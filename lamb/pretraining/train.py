@@ -142,7 +142,7 @@ def build(strategy, bert_config):
 
 def make_evaluator(model, eval_files, summary_dir):
     """The evaluator of `model` on the first --max_eval_steps batches of `eval_files`."""
-    dataset = evaluation.make_eval_dataset(
+    dataset = data.make_eval_dataset(
         eval_files, FLAGS.eval_batch_size, FLAGS.max_seq_length, FLAGS.max_predictions_per_seq,
         FLAGS.max_eval_steps,
     )

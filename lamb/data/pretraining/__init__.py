@@ -16,7 +16,7 @@ The modules, in the order the data flows through them:
 - `records`: instances written as BERT's records; record files checked.
 - `output_files`: outputs checked before any work, locked, renamed into place.
 - `create`: the whole of BERT's tool in one call, over the four above.
-- `pipeline`: record files -> batches for training.
+- `pipeline`: record files -> batches for training and for evaluation.
 - `progress`: the progress lines of the long steps.
 """
 
@@ -36,7 +36,12 @@ from lamb.data.pretraining.output_files import (
     is_partial_file,
     written_whole,
 )
-from lamb.data.pretraining.pipeline import INPUT_FEATURES, LABEL_FEATURES, make_dataset
+from lamb.data.pretraining.pipeline import (
+    INPUT_FEATURES,
+    LABEL_FEATURES,
+    make_dataset,
+    make_eval_dataset,
+)
 from lamb.data.pretraining.progress import Progress
 from lamb.data.pretraining.reading import (
     CHUNK_BYTES,
@@ -67,7 +72,8 @@ __all__ = [
     "check_input_files", "check_output_files", "check_utf8", "check_values",
     "create_instances_from_document", "create_masked_lm_predictions", "create_pretraining_files",
     "create_training_instances", "expand_input_files", "feature_spec", "instance_to_example",
-    "is_partial_file", "load_vocab", "make_dataset", "MaskedLmInstance", "parse_spec", "Progress",
+    "is_partial_file", "load_vocab", "make_dataset", "make_eval_dataset", "MaskedLmInstance",
+    "parse_spec", "Progress",
     "read_chunks", "read_documents", "tokenize_chunk", "TrainingInstance", "truncate_seq_pair",
     "vocab_words", "warn_if_case_mismatch", "write_instance_to_example_files", "written_whole",
 ]

@@ -1,5 +1,6 @@
 """The input pipeline: record files -> endless, seeded batches of
-`(inputs, labels)` for training."""
+`(inputs, labels)` for training, and the same held-out batches at every
+evaluation."""
 
 import tensorflow as tf
 
@@ -50,5 +51,18 @@ def make_dataset(files, batch_size, max_seq_length, max_predictions_per_seq, see
     )
     options = tf.data.Options()
     options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+def make_eval_dataset(files, batch_size, max_seq_length, max_predictions_per_seq, max_steps):
+    """The first `max_steps` whole batches of the records of `files`, read in
+    order, once (the same records at every evaluation)."""
+    dataset = tf.data.TFRecordDataset(files)
+    dataset = dataset.batch(batch_size, drop_remainder=True).take(max_steps)
+    dataset = dataset.map(
+        lambda serialized: _parse_batch(serialized, max_seq_length, max_predictions_per_seq)
+    )
+    options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
