@@ -12,7 +12,7 @@ from keras import ops
 
 from lamb._checks import check_bool, check_float, check_learning_rate
 from lamb.optimizers import xla_cpu
-from lamb.optimizers.norms import clip_by_global_norm, global_norm
+from lamb.optimizers.norms import clip_by_global_norm, scaled_global_norm
 
 
 def compile_patterns(name, patterns):
@@ -144,8 +144,8 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         these gradients (one replica, no Keras accumulation), from their
         global norm, kept for the clipping: one pass over them, not two."""
         if self.global_clipnorm and not self.gradient_accumulation_steps and xla_cpu.one_replica():
-            self._step_global_norm = global_norm(grads)
-            return ops.isfinite(self._step_global_norm)
+            self._step_global_norm = scaled_global_norm(grads)
+            return ops.isfinite(self._step_global_norm[1])
         return all_finite(grads)
 
     def _skip_step(self):

@@ -99,16 +99,17 @@ def test_by_default_a_nan_gradient_element_poisons_its_weight(name):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_huge_finite_gradients_are_clipped_to_the_same_step(name, mode):
     """Clipped to global norm 1, gradients x·1e20 (whose squares overflow)
+    and x·5e37 (near float32's largest value, so that 1 / norm is subnormal)
     give the step of x (whose norm is above 1 as well): the same to float32
     rounding, which can move a float8 moment to the neighbouring code."""
     steps = {}
-    for scale in (1.0, 1e20):
+    for scale in (1.0, 1e20, 5e37):
         problem = Problem(OPTIMIZERS[name], mode, global_clipnorm=1.0)
         for seed in (1, 2):
             problem.step(scale=scale, seed=seed)
         steps[scale] = problem.state()
-    assert all(np.isfinite(x).all() for x in steps[1e20])
-    for x, y in zip(steps[1e20], steps[1.0]):
+    for x, y in zip(steps[1e20] + steps[5e37], steps[1.0] * 2):
+        assert np.isfinite(x).all()
         if x.dtype == np.uint8:  # codes: at most one in 1,000 one code apart
             code_steps = np.abs(x.astype(np.int32) - y.astype(np.int32))
             assert code_steps.max() <= 1 and (code_steps > 0).mean() < 1e-3
@@ -140,6 +141,19 @@ def test_the_global_norm_does_not_overflow():
     assert float(norms.global_norm([np.zeros(4, "float32")])) == 0.0
     for bad in (np.inf, np.nan):
         assert not np.isfinite(float(norms.global_norm([big, np.float32([1.0, bad])])))
+        clipped = norms.clip_by_global_norm([big, np.float32([1.0, bad])], 1.0)
+        assert np.isnan(keras.ops.convert_to_numpy(clipped[0])).all()
+
+
+def test_clipping_gradients_near_the_float32_maximum():
+    """1e38 per element: a global norm beyond float32's range, and a factor
+    1 / norm that would be subnormal; the clipped gradients are exact."""
+    huge = [np.full((100,), 1e38, "float32"), np.float32([-1e38, 0.0, 3e30])]
+    clipped = [keras.ops.convert_to_numpy(t) for t in norms.clip_by_global_norm(huge, 2.0)]
+    expected_element = 2.0 / np.sqrt(101.0)
+    np.testing.assert_allclose(clipped[0], np.full((100,), expected_element), rtol=1e-6)
+    np.testing.assert_allclose(clipped[1], [-expected_element, 0.0, 3e-8 * expected_element],
+                               rtol=1e-6)
 
 
 class NegativeAfter(keras.optimizers.schedules.LearningRateSchedule):
