@@ -8,6 +8,7 @@ from lamb import schedules  # noqa: E402
 from lamb._version import __version__  # noqa: E402
 from lamb.factory import OPTIMIZER_TYPES, create_optimizer  # noqa: E402
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay  # noqa: E402
+from lamb.optimizers.base import fewer_than_2_dimensions  # noqa: E402
 from lamb.optimizers.lamb import LAMB  # noqa: E402
 from lamb.optimizers.lamb16 import LAMB16  # noqa: E402
 from lamb.optimizers.lars import LARS  # noqa: E402
@@ -24,6 +25,7 @@ __all__ = [
     "KERAS_ALIASES",
     "OPTIMIZER_TYPES",
     "create_optimizer",
+    "fewer_than_2_dimensions",
     "schedules",
     "__version__",
 ]

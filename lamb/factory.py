@@ -50,6 +50,9 @@ def create_optimizer(
         A `keras.optimizers.Optimizer` with a `WarmupPolynomialDecay` schedule.
     """
     registry.check_name(optimizer_type, "optimizer_type")
+    _checks.check_float("init_lr", init_lr, low=0.0)
+    _checks.check_int("num_train_steps", num_train_steps, low=1)
+    _checks.check_int("num_warmup_steps", num_warmup_steps, low=0, high=num_train_steps)
     if weight_decay is None:
         weight_decay = 0.0 if optimizer_type in registry.WITHOUT_WEIGHT_DECAY else 0.01
     if optimizer_type not in registry.WITHOUT_EPSILON:

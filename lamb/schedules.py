@@ -25,12 +25,13 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         decayed = (peak − end) · (1 − min(s, decay_steps) / decay_steps)^power + end
         lr      = peak · s / warmup_steps   if s < warmup_steps   else decayed
 
-    The decay is counted from step 0, not from the end of the warmup.
+    The decay is counted from step 0, not from the end of the warmup. A
+    step below 0 counts as step 0.
 
     Args:
         initial_learning_rate: The peak learning rate, ≥ 0.
         decay_steps: Steps over which the rate decays to `end_learning_rate`, ≥ 1.
-        warmup_steps: Steps of linear warmup from 0, ≥ 0.
+        warmup_steps: Steps of linear warmup from 0, in [0, decay_steps].
         end_learning_rate: The rate after `decay_steps`, ≥ 0.
         power: The polynomial's power, ≥ 0 (1 is linear decay).
     """
@@ -47,12 +48,12 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
             "initial_learning_rate", initial_learning_rate, low=0.0
         )
         self.decay_steps = check_int("decay_steps", decay_steps, low=1)
-        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=0, high=self.decay_steps)
         self.end_learning_rate = check_float("end_learning_rate", end_learning_rate, low=0.0)
         self.power = check_float("power", power, low=0.0)
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
+        step = ops.maximum(ops.cast(step, "float32"), 0.0)
         # (decay_steps - step) / decay_steps rather than 1 - step / decay_steps:
         # exact in float32 for integer steps, also near the end of the decay.
         remaining = (self.decay_steps - ops.minimum(step, float(self.decay_steps))) / self.decay_steps
@@ -91,6 +92,12 @@ class MultiPhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, phases):
+        if not isinstance(phases, (list, tuple)) or not all(
+            isinstance(phase, dict) for phase in phases
+        ):
+            raise ValueError(
+                f"`phases` must be a list of dicts, one per phase; received phases={phases!r}."
+            )
         if not phases:
             raise ValueError("`phases` must hold at least one phase; received [].")
         self.phases = [_check_phase(i, dict(phase)) for i, phase in enumerate(phases)]
@@ -112,7 +119,7 @@ class MultiPhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = start
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
+        step = ops.maximum(ops.cast(step, "float32"), 0.0)
         learning_rate = self._schedules[0](step)
         for start, schedule in zip(self.phase_starts[1:], self._schedules[1:]):
             learning_rate = ops.where(
@@ -138,8 +145,10 @@ def _check_phase(index, phase):
         )
     phase.setdefault("end_learning_rate", 0.0)
     phase.setdefault("power", 1.0)
-    for key in ("steps", "warmup_steps"):
-        phase[key] = check_int(f"phases[{index}]['{key}']", phase[key], low=0)
+    phase["steps"] = check_int(f"phases[{index}]['steps']", phase["steps"], low=1)
+    phase["warmup_steps"] = check_int(
+        f"phases[{index}]['warmup_steps']", phase["warmup_steps"], low=0, high=phase["steps"]
+    )
     return phase
 
 

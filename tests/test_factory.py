@@ -59,7 +59,7 @@ def test_optimization_module_keeps_bert_names():
     assert optimization.create_optimizer is lamb.create_optimizer
 
 
-@pytest.mark.parametrize("optimizer_type", ["lamb", "adamw", "lars", "lamb16"])
+@pytest.mark.parametrize("optimizer_type", lamb.OPTIMIZER_TYPES[1:])  # all but adam (no decay)
 def test_a_single_exclusion_string_is_an_error_not_a_list_of_letters(optimizer_type):
     """`"bias"` as `["b", "i", "a", "s"]` would exclude every variable: LAMB
     without decay or trust ratios, silently."""
@@ -71,16 +71,27 @@ def test_a_single_exclusion_string_is_an_error_not_a_list_of_letters(optimizer_t
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(init_lr=float("nan")), r"`initial_learning_rate` must be a finite number"),
-        (dict(init_lr=float("inf")), r"`initial_learning_rate` must be a finite number"),
+        (dict(init_lr=float("nan")), r"`init_lr` must be a finite number"),
+        (dict(init_lr=float("inf")), r"`init_lr` must be a finite number"),
+        # The argument the user passed, not the schedule's name for it.
+        (dict(init_lr=-1e-4), r"`init_lr` must be a finite number in \[0.0, inf\); received init_lr=-0.0001"),
+        (dict(num_warmup_steps=101), r"`num_warmup_steps` must be an integer in \[0, 100\]; received num_warmup_steps=101"),
         (dict(end_learning_rate=float("nan")), r"`end_learning_rate` must be a finite number"),
         (dict(power=float("nan")), r"`power` must be a finite number"),
-        (dict(num_train_steps=100.5), r"`decay_steps` must be an integer"),
+        (dict(num_train_steps=100.5), r"`num_train_steps` must be an integer"),
         (dict(weight_decay=float("nan")), r"`weight_decay` must be a finite number"),
         (dict(epsilon=float("nan")), r"`epsilon` must be a finite number"),
         (dict(global_clipnorm=-1.0), r"`global_clipnorm` must be a finite number in \(0.0, inf\)"),
         (dict(optimizer_type="adam", beta_1=float("nan")), r"`beta_1` must be a finite number"),
         (dict(optimizer_type="adam", epsilon=float("inf")), r"`epsilon` must be a finite number"),
+        # Keras's own optimizers get the package's checks too.
+        (dict(optimizer_type="keras_adamw", weight_decay=-1.0), r"`weight_decay` must be a finite number in \[0.0, inf\)"),
+        (dict(optimizer_type="keras_lamb", epsilon=0.0), r"`epsilon` must be a finite number in \(0.0, inf\)"),
+        (dict(optimizer_type="keras_adamw", exclude_from_weight_decay=5), r"`exclude_from_weight_decay` must be None, a callable"),
+        (dict(optimizer_type="keras_adamw", exclude_from_weight_decay=[lamb.fewer_than_2_dimensions]), r"regular expressions only"),
+        (dict(optimizer_type="keras_lamb", gradient_accumulation_steps=2.5), r"`gradient_accumulation_steps` must be an integer"),
+        (dict(optimizer_type="adam", ema_momentum=float("nan"), use_ema=True), r"`ema_momentum` must be a finite number in \[0.0, 1.0\]"),
+        (dict(optimizer_type="keras_adamw", global_clipnorm=0.0), r"`global_clipnorm` must be a finite number in \(0.0, inf\)"),
     ],
 )
 def test_bad_factory_arguments_are_named(arguments, message):

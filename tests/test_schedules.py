@@ -132,3 +132,31 @@ def test_warmup_steps_from_epochs():
 def test_bad_schedule_arguments_are_named(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: schedules.WarmupPolynomialDecay(1e-3, decay_steps=10, warmup_steps=20),
+         r"`warmup_steps` must be an integer in \[0, 10\]; received warmup_steps=20"),
+        (lambda: schedules.MultiPhaseSchedule([{"steps": 10, "learning_rate": 1e-3, "warmup_steps": 20}]),
+         r"`phases\[0\]\['warmup_steps'\]` must be an integer in \[0, 10\]"),
+        (lambda: schedules.MultiPhaseSchedule([{"steps": 0, "learning_rate": 1e-3, "warmup_steps": 0}]),
+         r"`phases\[0\]\['steps'\]` must be an integer in \[1, inf\)"),
+        (lambda: schedules.MultiPhaseSchedule({"steps": 10, "learning_rate": 1e-3, "warmup_steps": 2}),
+         r"`phases` must be a list of dicts, one per phase; received phases=\{"),
+    ],
+)
+def test_schedules_refuse_inconsistent_lengths_with_one_line(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_negative_step_counts_as_step_zero():
+    """Not a negative rate (warmup) or a rate above the peak (decay)."""
+    warmup = schedules.WarmupPolynomialDecay(1e-3, decay_steps=10, warmup_steps=2)
+    no_warmup = schedules.WarmupPolynomialDecay(1e-3, decay_steps=10)
+    phases = schedules.MultiPhaseSchedule([{"steps": 10, "learning_rate": 1e-3, "warmup_steps": 2}])
+    np.testing.assert_allclose(_values(warmup, [-5, 0]), [0.0, 0.0])
+    np.testing.assert_allclose(_values(no_warmup, [-5, 0]), [1e-3, 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(_values(phases, [-5, 0]), [0.0, 0.0])

@@ -10,37 +10,81 @@ import re
 import keras
 from keras import ops
 
-from lamb._checks import check_bool, check_float, check_learning_rate
+from lamb._checks import check_bool, check_bounds, check_float, check_int, check_learning_rate
 from lamb.optimizers import xla_cpu
 from lamb.optimizers.norms import clip_by_global_norm, scaled_global_norm
 
 
-def compile_patterns(name, patterns):
-    """Compiles a list of regular expressions, naming `name` and the bad pattern."""
-    if patterns is None:
+@keras.saving.register_keras_serializable(package="lamb")
+def fewer_than_2_dimensions(variable):
+    """A ready exclusion rule: true for variables of fewer than 2 dimensions
+    (biases, LayerNorm and BatchNorm scales and offsets), whatever their names."""
+    return len(variable.shape) < 2
+
+
+def variable_path(variable):
+    """`variable.path`, or the name of a variable without one (a raw `tf.Variable`)."""
+    return getattr(variable, "path", None) or variable.name
+
+
+def compile_rules(name, rules):
+    """Rules selecting variables: `None`, a callable `variable -> bool`, or a
+    list of regular expressions (matched by `re.search` against
+    `variable.path`) and callables; serialized callables (from a config)
+    are deserialized. Raises `ValueError` naming `name` and the bad entry."""
+    if rules is None:
         return None
-    if isinstance(patterns, str):
+    if callable(rules) or isinstance(rules, dict):
+        rules = [rules]
+    if isinstance(rules, str):
         raise ValueError(
             f"`{name}` must be a list of regular expressions, not a single "
-            f"string; received {name}={patterns!r}. Did you mean [{patterns!r}]?"
+            f"string; received {name}={rules!r}. Did you mean [{rules!r}]?"
         )
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except (re.error, TypeError) as error:
-            raise ValueError(
-                f"`{name}` holds an invalid regular expression {pattern!r}: {error}"
-            ) from None
-    return tuple(compiled)
+    try:
+        rules = list(rules)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be None, a callable `variable -> bool` or a list of "
+            f"regular expressions and callables; received {name}={rules!r}."
+        ) from None
+    return tuple(_compile_rule(name, rule) for rule in rules)
 
 
-def matches_any(patterns, path):
-    return any(pattern.search(path) for pattern in patterns or ())
+def _compile_rule(name, rule):
+    if isinstance(rule, dict):
+        rule = keras.saving.deserialize_keras_object(rule)
+    if callable(rule):
+        return rule
+    try:
+        return re.compile(rule)
+    except (re.error, TypeError) as error:
+        raise ValueError(
+            f"`{name}` holds an invalid regular expression {rule!r}: {error}"
+        ) from None
 
 
-def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None):
-    """`numerator / denominator` (defaults: `weight_norm / update_norm`).
+def matches_any(rules, variable):
+    """Whether one of `rules` (`compile_rules`) selects `variable`."""
+    return any(
+        rule.search(variable_path(variable)) if isinstance(rule, re.Pattern) else rule(variable)
+        for rule in rules or ()
+    )
+
+
+def rules_config(rules):
+    """`rules` for `get_config`: patterns as strings, callables serialized."""
+    if rules is None:
+        return None
+    return [
+        rule.pattern if isinstance(rule, re.Pattern) else keras.saving.serialize_keras_object(rule)
+        for rule in rules
+    ]
+
+
+def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None, bounds=None):
+    """`numerator / denominator` (defaults: `weight_norm / update_norm`),
+    clipped to `bounds` (`(lower, upper)`) if given.
 
     Returns 1 where `weight_norm` or `update_norm` is zero, so that freshly
     zero-initialized variables (biases, LayerNorm betas) still move.
@@ -49,7 +93,10 @@ def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None):
     denominator = update_norm if denominator is None else denominator
     both_positive = ops.minimum(weight_norm, update_norm) > 0.0
     safe_denominator = ops.where(both_positive, denominator, 1.0)
-    return ops.where(both_positive, numerator / safe_denominator, 1.0)
+    ratio = numerator / safe_denominator
+    if bounds is not None:
+        ratio = ops.clip(ratio, bounds[0], bounds[1])
+    return ops.where(both_positive, ratio, 1.0)
 
 
 def dense_gradient(gradient, variable):
@@ -57,13 +104,15 @@ def dense_gradient(gradient, variable):
 
     Adam-type and layer-wise optimizers update every row of a variable even
     when its gradient is sparse (moments decay, norms span the whole
-    variable), so sparse gradients (`tf.IndexedSlices` from embeddings) are
-    summed into their dense equivalent.
+    variable), so sparse gradients (`tf.IndexedSlices` from embeddings,
+    `tf.SparseTensor`, JAX's `BCOO`) are summed into their dense equivalent.
     """
     if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
         gradient = ops.scatter(
             ops.expand_dims(gradient.indices, -1), gradient.values, variable.shape
         )
+    else:  # JAX's `BCOO` and `tf.SparseTensor` densified, as Keras's own ops do
+        gradient = ops.convert_to_tensor(gradient, sparse=False)
     return ops.cast(gradient, variable.dtype)
 
 
@@ -73,8 +122,13 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
     Args:
         learning_rate: A float, a `LearningRateSchedule`, or a callable.
         weight_decay: The decay rate λ added as `λ * w` to the update direction.
-        exclude_from_weight_decay: Regular expressions; variables whose
-            `variable.path` matches one (`re.search`) get no weight decay.
+        exclude_from_weight_decay: Variables that get no weight decay: a list
+            of regular expressions (a variable whose `variable.path` matches
+            one, by `re.search`) and callables `variable -> bool` (such as
+            `lamb.fewer_than_2_dimensions`), or one callable.
+        include_in_weight_decay: Variables that get weight decay even where
+            `exclude_from_weight_decay` selects them (HuggingFace's
+            allow-list), in the same form.
         skip_nonfinite_gradients: Skip every step whose gradient holds an
             inf or NaN: weights, optimizer state and `iterations` stay as
             they were, and `skipped_steps` counts it (like optax's
@@ -95,12 +149,21 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         learning_rate,
         weight_decay=0.0,
         exclude_from_weight_decay=None,
+        include_in_weight_decay=None,
         skip_nonfinite_gradients=False,
         **kwargs,
     ):
         for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
             if kwargs.get(name) is not None:
                 kwargs[name] = check_float(name, kwargs[name], low=0.0, low_inclusive=False)
+        if "ema_momentum" in kwargs:
+            kwargs["ema_momentum"] = check_float(
+                "ema_momentum", kwargs["ema_momentum"], 0.0, 1.0, high_inclusive=True
+            )
+        if kwargs.get("gradient_accumulation_steps") is not None:
+            kwargs["gradient_accumulation_steps"] = check_int(
+                "gradient_accumulation_steps", kwargs["gradient_accumulation_steps"], low=2
+            )
         super().__init__(
             learning_rate=check_learning_rate(learning_rate),
             weight_decay=check_float(
@@ -108,8 +171,11 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             ),
             **kwargs,
         )
-        self._weight_decay_patterns = compile_patterns(
+        self._weight_decay_exclusions = compile_rules(
             "exclude_from_weight_decay", exclude_from_weight_decay
+        )
+        self._weight_decay_inclusions = compile_rules(
+            "include_in_weight_decay", include_in_weight_decay
         )
         self.skip_nonfinite_gradients = check_bool(
             "skip_nonfinite_gradients", skip_nonfinite_gradients
@@ -199,6 +265,21 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         self._skipped_steps.assign_add(1 - ops.cast(finite, "int64"))
         self._iterations.assign_sub(1 - ops.cast(finite, self._iterations.dtype))
 
+    def apply(self, grads, trainable_variables=None):
+        """Keras's `apply`, refusing a gradient whose shape is not its
+        variable's (which would broadcast into it)."""
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+        variables = self._trainable_variables if trainable_variables is None else trainable_variables
+        for gradient, variable in zip(grads, variables):
+            if gradient is not None and not _same_shape(gradient.shape, variable.shape):
+                raise ValueError(
+                    f"The gradient of variable '{variable_path(variable)}' has shape "
+                    f"{tuple(gradient.shape)}; it must have the variable's shape "
+                    f"{tuple(variable.shape)}."
+                )
+        return super().apply(grads, trainable_variables)
+
     def _apply_weight_decay(self, variables):
         """Disabled: the decay is part of `update_step`, applied exactly once."""
 
@@ -217,6 +298,8 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         if self.built:
             return
+        for variable in var_list:
+            self._check_dtype(variable)
         super().build(var_list)
         self._decays_weight = [self._decays(variable) for variable in var_list]
         if self.skip_nonfinite_gradients:
@@ -224,11 +307,21 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
                 shape=(), dtype="int64", initializer="zeros", name="skipped_steps"
             )
 
+    def _check_dtype(self, variable):
+        """`ValueError` for a variable the optimizer cannot train."""
+        if "float" not in str(variable.dtype):
+            raise ValueError(
+                f"{type(self).__name__} trains floating-point variables only; received "
+                f"variable '{variable_path(variable)}' of dtype {variable.dtype}."
+            )
+
     def _decays(self, variable):
-        return (
-            self.weight_decay > 0.0
-            and self._use_weight_decay(variable)
-            and not matches_any(self._weight_decay_patterns, variable.path)
+        return self.weight_decay > 0.0 and (
+            matches_any(self._weight_decay_inclusions, variable)
+            or (
+                self._use_weight_decay(variable)
+                and not matches_any(self._weight_decay_exclusions, variable)
+            )
         )
 
     def _add_weight_decay(self, update, variable, index):
@@ -239,9 +332,8 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config["exclude_from_weight_decay"] = _pattern_strings(
-            self._weight_decay_patterns
-        )
+        config["exclude_from_weight_decay"] = rules_config(self._weight_decay_exclusions)
+        config["include_in_weight_decay"] = rules_config(self._weight_decay_inclusions)
         config["skip_nonfinite_gradients"] = self.skip_nonfinite_gradients
         return config
 
@@ -250,9 +342,14 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
     """Base for optimizers that rescale each variable's step by a trust ratio.
 
     Args:
-        exclude_from_layer_adaptation: Regular expressions; variables whose
-            `variable.path` matches one get trust ratio 1. `None` means the
-            same list as `exclude_from_weight_decay`.
+        exclude_from_layer_adaptation: Variables that get trust ratio 1, in
+            the form of `exclude_from_weight_decay`. `None` means the same
+            rules as `exclude_from_weight_decay`.
+        trust_ratio_bounds: `(lower, upper)`, `0 <= lower <= upper`,
+            `upper > 0`: the trust ratio computed from the norms is clipped
+            to it (DeepSpeed's `min_coeff`, `max_coeff`; `(0, 1)` is timm's
+            `trust_clip`); the ratio 1 of a zero norm or an excluded
+            variable stays 1. `None`: no clipping.
         (other arguments as in `WeightDecayOptimizer`)
 
     After each step, `layer_statistics()` reports per variable the weight
@@ -265,6 +362,7 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         weight_decay=0.0,
         exclude_from_weight_decay=None,
         exclude_from_layer_adaptation=None,
+        trust_ratio_bounds=None,
         **kwargs,
     ):
         super().__init__(
@@ -273,7 +371,8 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             exclude_from_weight_decay=exclude_from_weight_decay,
             **kwargs,
         )
-        self._layer_adaptation_patterns = compile_patterns(
+        self.trust_ratio_bounds = check_bounds("trust_ratio_bounds", trust_ratio_bounds)
+        self._layer_adaptation_exclusions = compile_rules(
             "exclude_from_layer_adaptation", exclude_from_layer_adaptation
         )
 
@@ -281,14 +380,12 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         if self.built:
             return
         super().build(var_list)
-        patterns = self._layer_adaptation_patterns
-        if patterns is None:
-            patterns = self._weight_decay_patterns
-        self._adapts_layer = [
-            not matches_any(patterns, variable.path) for variable in var_list
-        ]
+        exclusions = self._layer_adaptation_exclusions
+        if exclusions is None:
+            exclusions = self._weight_decay_exclusions
+        self._adapts_layer = [not matches_any(exclusions, variable) for variable in var_list]
         self._schedule = xla_cpu.StepSchedule(var_list)
-        self._statistics_paths = [variable.path for variable in var_list]
+        self._statistics_paths = [variable_path(variable) for variable in var_list]
         # One row per variable: a single variable is much cheaper to create
         # inside a traced function (and to read back) than one per variable.
         self._layer_statistics = self.add_variable(
@@ -327,7 +424,9 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         if self._adapts_layer[index]:
             numerator = None if weight_norm_scale is None else weight_norm_scale(weight_norm)
             divisor = None if denominator is None else denominator(weight_norm, update_norm)
-            ratio = trust_ratio(weight_norm, update_norm, numerator, divisor)
+            ratio = trust_ratio(
+                weight_norm, update_norm, numerator, divisor, self.trust_ratio_bounds
+            )
         else:
             ratio = ops.ones_like(weight_norm)
         row = ops.cast(ops.stack([weight_norm, update_norm, ratio]), "float32")
@@ -350,8 +449,11 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        config["exclude_from_layer_adaptation"] = _pattern_strings(
-            self._layer_adaptation_patterns
+        config["exclude_from_layer_adaptation"] = rules_config(
+            self._layer_adaptation_exclusions
+        )
+        config["trust_ratio_bounds"] = (
+            None if self.trust_ratio_bounds is None else list(self.trust_ratio_bounds)
         )
         return config
 
@@ -383,5 +485,6 @@ def _checked_rate(rate):
         return tf.identity(rate)
 
 
-def _pattern_strings(patterns):
-    return None if patterns is None else [pattern.pattern for pattern in patterns]
+def _same_shape(a, b):
+    """Whether shapes `a` and `b` agree (an unknown dimension agrees with any)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
