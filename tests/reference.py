@@ -78,3 +78,23 @@ def bert_learning_rate(step, init_lr, num_train_steps, num_warmup_steps,
     if num_warmup_steps and step < num_warmup_steps:
         lr = init_lr * step / num_warmup_steps
     return lr
+
+
+def warmup_decay_learning_rate(step, peak, decay_steps, warmup_steps, decay="polynomial",
+                               end_learning_rate=0.0, power=1.0, alpha=0.0, warmup_power=1.0,
+                               decay_after_warmup=False, start_warmup_step=0):
+    """Warmup then polynomial (BERT, HuggingFace's `power` warmup) or cosine
+    (HuggingFace's `get_cosine_schedule_with_warmup`, Keras's `alpha` floor)
+    decay, with the decay counted from step 0 or from the warmup's end."""
+    t = max(step - start_warmup_step, 0)
+    if t < warmup_steps:
+        return peak * (t / warmup_steps) ** warmup_power
+    if not decay_after_warmup:
+        progress = min(t / decay_steps, 1.0)
+    elif decay_steps == warmup_steps:
+        progress = 1.0
+    else:
+        progress = min((t - warmup_steps) / (decay_steps - warmup_steps), 1.0)
+    if decay == "cosine":
+        return peak * (alpha + (1 - alpha) * 0.5 * (1 + np.cos(np.pi * progress)))
+    return (peak - end_learning_rate) * (1 - progress) ** power + end_learning_rate

@@ -120,3 +120,34 @@ def test_a_weight_decay_for_adam_is_an_error_and_a_typo_gets_a_suggestion():
         lamb.create_optimizer(1e-3, 100, 10, "adam", weight_decay=0.01)
     with pytest.raises(ValueError, match=r"received optimizer_type='lasr'\. Did you mean 'lars'\?"):
         lamb.create_optimizer(1e-3, 100, 10, "lasr")
+
+
+def test_create_optimizer_exposes_the_schedule_options():
+    optimizer = lamb.create_optimizer(
+        2e-3, 100, 20, "lamb", decay_schedule="cosine", alpha=0.1, warmup_power=2.0,
+        decay_after_warmup=True, start_warmup_step=7)
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, schedules.WarmupCosineDecay)
+    for step in (0, 10, 27, 50, 127, 200):
+        np.testing.assert_allclose(
+            float(ops.convert_to_numpy(schedule(step))),
+            reference.warmup_decay_learning_rate(
+                step, 2e-3, 100, 20, "cosine", alpha=0.1, warmup_power=2.0,
+                decay_after_warmup=True, start_warmup_step=7),
+            rtol=2e-5)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert restored.get_config()["learning_rate"] == optimizer.get_config()["learning_rate"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(decay_schedule="cosin"), r"`decay_schedule` must be one of \['cosine', 'polynomial'\]; received decay_schedule='cosin'\. Did you mean 'cosine'\?"),
+        (dict(decay_schedule="cosine", end_learning_rate=1e-5), r"the cosine decay's floor is `alpha`"),
+        (dict(alpha=0.1), r"`alpha` is the cosine decay's floor"),
+        (dict(start_warmup_step=-1), r"`start_warmup_step` must be an integer in \[0, inf\)"),
+    ],
+)
+def test_bad_schedule_options_of_create_optimizer_are_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        lamb.create_optimizer(1e-3, 100, 10, **arguments)
