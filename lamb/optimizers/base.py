@@ -135,6 +135,13 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             `apply_if_finite`). Off by default: then, as with Keras's own
             optimizers, one non-finite gradient element makes its weight
             and moments NaN for good.
+        max_consecutive_skipped_steps: With `skip_nonfinite_gradients`, how
+            many consecutive steps may be skipped (optax's
+            `max_consecutive_errors`); the next non-finite one stops training
+            with an `InvalidArgumentError` naming this argument under
+            TensorFlow outside XLA, and under XLA and JAX is applied as optax
+            applies it (the weights become NaN, which a loss check stops).
+            `None`: no limit.
         **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
 
     Global-norm clipping (`global_clipnorm`) computes the norm without
@@ -151,6 +158,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         exclude_from_weight_decay=None,
         include_in_weight_decay=None,
         skip_nonfinite_gradients=False,
+        max_consecutive_skipped_steps=None,
         **kwargs,
     ):
         for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
@@ -180,7 +188,18 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         self.skip_nonfinite_gradients = check_bool(
             "skip_nonfinite_gradients", skip_nonfinite_gradients
         )
+        self.max_consecutive_skipped_steps = None
+        if max_consecutive_skipped_steps is not None:
+            if not self.skip_nonfinite_gradients:
+                raise ValueError(
+                    "`max_consecutive_skipped_steps` needs skip_nonfinite_gradients=True; "
+                    f"received max_consecutive_skipped_steps={max_consecutive_skipped_steps!r}."
+                )
+            self.max_consecutive_skipped_steps = check_int(
+                "max_consecutive_skipped_steps", max_consecutive_skipped_steps, low=0
+            )
         self._skipped_steps = None
+        self._consecutive_skipped_steps = None
         self._step_global_norm = None
 
     @property
@@ -218,6 +237,29 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         self._skipped_steps.assign_add(1)
         self._iterations.assign_sub(1)  # `apply` adds it back.
 
+    def _applies(self, finite):
+        """Whether this step is applied: `finite`, or the
+        `max_consecutive_skipped_steps` limit is spent (an error under
+        TensorFlow outside XLA); counts the consecutive non-finite steps."""
+        if self.max_consecutive_skipped_steps is None:
+            return finite
+        counter = self._consecutive_skipped_steps
+        given_up = ops.logical_and(
+            ops.logical_not(finite), counter >= self.max_consecutive_skipped_steps
+        )
+        counter.assign((counter + 1) * (1 - ops.cast(finite, counter.dtype)))
+        if keras.backend.backend() == "tensorflow" and not xla_cpu.compiling_with_xla():
+            import tensorflow as tf
+
+            tf.debugging.assert_equal(
+                given_up, False,
+                message="The gradients were not finite for more than "
+                f"max_consecutive_skipped_steps={self.max_consecutive_skipped_steps} "
+                "consecutive steps (skip_nonfinite_gradients): training stops. Lower "
+                "the learning rate or check the data",
+            )
+        return ops.logical_or(finite, given_up)
+
     def _apply_if_finite_tensorflow(self, grads, trainable_variables):
         """A `cond` around the step; in the cross-replica context, with every
         replica's verdict combined, where the strategy needs merge calls
@@ -227,7 +269,9 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         apply = super()._backend_apply_gradients
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
             ops.cond(
-                self._all_finite(grads), lambda: apply(grads, trainable_variables), self._skip_step
+                self._applies(self._all_finite(grads)),
+                lambda: apply(grads, trainable_variables),
+                self._skip_step,
             )
             return
 
@@ -235,7 +279,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             # The same sum on every replica: take the first.
             nonfinite_replicas = strategy.experimental_local_results(nonfinite_replicas)[0]
             ops.cond(
-                nonfinite_replicas == 0,
+                self._applies(nonfinite_replicas == 0),
                 lambda: strategy.extended.call_for_each_replica(
                     apply, args=(grads, trainable_variables)
                 ),
@@ -254,16 +298,18 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         """The step, then every variable it changed set back where the
         gradient was not finite (JAX's stateless steps cannot assign inside
         a `cond`; XLA fuses the selection into the step)."""
-        finite = self._all_finite(grads)
+        applies = self._applies(self._all_finite(grads))
         changed = list(trainable_variables) + [
-            variable for variable in self.variables if variable is not self._iterations
+            variable
+            for variable in self.variables
+            if variable is not self._iterations and variable is not self._consecutive_skipped_steps
         ]
         before = [ops.copy(variable.value) for variable in changed]
         super()._backend_apply_gradients(grads, trainable_variables)
         for variable, old in zip(changed, before):
-            variable.assign(ops.where(finite, variable.value, old))
-        self._skipped_steps.assign_add(1 - ops.cast(finite, "int64"))
-        self._iterations.assign_sub(1 - ops.cast(finite, self._iterations.dtype))
+            variable.assign(ops.where(applies, variable.value, old))
+        self._skipped_steps.assign_add(1 - ops.cast(applies, "int64"))
+        self._iterations.assign_sub(1 - ops.cast(applies, self._iterations.dtype))
 
     def apply(self, grads, trainable_variables=None):
         """Keras's `apply`, refusing a gradient whose shape is not its
@@ -306,6 +352,10 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             self._skipped_steps = self.add_variable(
                 shape=(), dtype="int64", initializer="zeros", name="skipped_steps"
             )
+        if self.max_consecutive_skipped_steps is not None:
+            self._consecutive_skipped_steps = self.add_variable(
+                shape=(), dtype="int64", initializer="zeros", name="consecutive_skipped_steps"
+            )
 
     def _check_dtype(self, variable):
         """`ValueError` for a variable the optimizer cannot train."""
@@ -335,6 +385,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         config["exclude_from_weight_decay"] = rules_config(self._weight_decay_exclusions)
         config["include_in_weight_decay"] = rules_config(self._weight_decay_inclusions)
         config["skip_nonfinite_gradients"] = self.skip_nonfinite_gradients
+        config["max_consecutive_skipped_steps"] = self.max_consecutive_skipped_steps
         return config
 
 

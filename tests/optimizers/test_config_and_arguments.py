@@ -31,7 +31,7 @@ NON_DEFAULT_ARGUMENTS = {
 BASE_ARGUMENTS = dict(
     global_clipnorm=1.5, use_ema=True, ema_momentum=0.9, ema_overwrite_frequency=3,
     loss_scale_factor=128.0, gradient_accumulation_steps=2, name="custom",
-    skip_nonfinite_gradients=True,
+    skip_nonfinite_gradients=True, max_consecutive_skipped_steps=5,
 )
 
 

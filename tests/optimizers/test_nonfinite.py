@@ -218,3 +218,76 @@ def test_skipping_under_the_jax_backend():
         timeout=300,
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["lamb", "lars"])
+def test_skipping_gives_up_after_max_consecutive_skipped_steps(name, mode):
+    """optax's `apply_if_finite(max_consecutive_errors=2)`: two consecutive
+    bad steps are skipped (a good step in between restarts the count); the
+    third stops training (TensorFlow outside XLA) or is applied (XLA)."""
+    import tensorflow as tf
+
+    problem = Problem(OPTIMIZERS[name], mode, skip_nonfinite_gradients=True,
+                      max_consecutive_skipped_steps=2)
+    problem.step(seed=1)
+    for seed in (2, 3):
+        problem.step(seed=seed, poison=np.nan)
+    problem.step(seed=4)
+    for seed in (5, 6):
+        problem.step(seed=seed, poison=np.inf)
+    assert problem.optimizer.skipped_steps == 4
+    assert np.isfinite(problem.kernel.numpy()).all()
+    if mode == "xla":
+        problem.step(seed=7, poison=np.nan)
+        assert np.isnan(problem.kernel.numpy()).any()
+        return
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"not finite for more than max_consecutive_skipped_steps=2 consecutive steps"):
+        problem.step(seed=7, poison=np.nan)
+
+
+def test_max_consecutive_skipped_steps_needs_skipping_and_round_trips():
+    with pytest.raises(ValueError, match=r"`max_consecutive_skipped_steps` needs skip_nonfinite_gradients=True"):
+        lamb.LAMB(max_consecutive_skipped_steps=3)
+    with pytest.raises(ValueError, match=r"`max_consecutive_skipped_steps` must be an integer"):
+        lamb.LARS(skip_nonfinite_gradients=True, max_consecutive_skipped_steps=2.5)
+    optimizer = lamb.AdamWeightDecay(skip_nonfinite_gradients=True, max_consecutive_skipped_steps=3)
+    restored = lamb.AdamWeightDecay.from_config(optimizer.get_config())
+    assert restored.max_consecutive_skipped_steps == 3
+
+
+def test_giving_up_under_the_jax_backend():
+    """Two consecutive NaN batches skipped, the third applied (NaN weights)."""
+    script = textwrap.dedent(
+        """
+        import keras, numpy as np, lamb
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(80, 8)).astype("float32")
+        y = rng.normal(size=(80, 1)).astype("float32")
+        x[[16, 32], 0] = np.nan  # batches 2 and 3 of 5
+
+        def fit(x, limit):
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+            model.compile(lamb.LAMB(1e-2, skip_nonfinite_gradients=True,
+                                    max_consecutive_skipped_steps=limit), "mse")
+            model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+            return model
+
+        skipping = fit(x, 2)
+        assert skipping.optimizer.skipped_steps == 2, skipping.optimizer.skipped_steps
+        assert all(np.isfinite(w).all() for w in skipping.get_weights())
+        x[48, 0] = np.nan  # three consecutive bad batches
+        assert any(np.isnan(w).any() for w in fit(x, 2).get_weights())
+        print("ok")
+        """
+    )
+    pytest.importorskip("jax")
+    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        timeout=300,
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
