@@ -65,6 +65,7 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        learning_rate = self._layer_learning_rate(learning_rate, index)
         gradient = base.dense_gradient(gradient, variable)
         m, v = self._moments.step(index, gradient, xla_cpu.PlainPlan()).times(1.0)
         update = self._add_weight_decay(m / (ops.sqrt(v) + self.epsilon), variable, index)

@@ -5,12 +5,13 @@ LARS all define it that way), so the Keras base class's own decoupled decay
 step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
 """
 
+import numbers
 import re
 
 import keras
 from keras import ops
 
-from lamb._checks import check_bool, check_bounds, check_float, check_int, check_learning_rate
+from lamb._checks import _is_bool, check_bool, check_bounds, check_float, check_int, check_learning_rate
 from lamb.optimizers import xla_cpu
 from lamb.optimizers.norms import clip_by_global_norm, scaled_global_norm
 
@@ -20,6 +21,18 @@ def fewer_than_2_dimensions(variable):
     """A ready exclusion rule: true for variables of fewer than 2 dimensions
     (biases, LayerNorm and BatchNorm scales and offsets), whatever their names."""
     return len(variable.shape) < 2
+
+
+@keras.saving.register_keras_serializable(package="lamb")
+def bert_layer_index(variable):
+    """A ready `layer_index` rule for keras-hub's BERT (and this package's
+    `lamb.models.bert`): 0 for the embeddings and their LayerNorm, i + 1 for
+    `transformer_layer_i`, `None` (the top) for the pooler and the heads."""
+    path = variable_path(variable)
+    layer = re.search(r"transformer_layer_(\d+)/", path)
+    if layer:
+        return int(layer.group(1)) + 1
+    return 0 if "embedding" in path else None
 
 
 def variable_path(variable):
@@ -135,6 +148,12 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             `apply_if_finite`). Off by default: then, as with Keras's own
             optimizers, one non-finite gradient element makes its weight
             and moments NaN for good.
+        layer_decay: Layer-wise learning-rate decay (ELECTRA, TF Model
+            Garden, timm): each variable's rate is the learning rate times
+            `layer_decay ** (top - layer_index(variable))`, with `top` the
+            largest index of the variables; in (0, 1], or `None` (off).
+        layer_index: With `layer_decay`, a callable `variable -> int ≥ 0 or
+            None` (None: the top), e.g. `lamb.bert_layer_index`.
         max_consecutive_skipped_steps: With `skip_nonfinite_gradients`, how
             many consecutive steps may be skipped (optax's
             `max_consecutive_errors`); the next non-finite one stops training
@@ -159,6 +178,8 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         include_in_weight_decay=None,
         skip_nonfinite_gradients=False,
         max_consecutive_skipped_steps=None,
+        layer_decay=None,
+        layer_index=None,
         **kwargs,
     ):
         for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
@@ -198,6 +219,21 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             self.max_consecutive_skipped_steps = check_int(
                 "max_consecutive_skipped_steps", max_consecutive_skipped_steps, low=0
             )
+        self.layer_decay = None
+        self.layer_index = None
+        if layer_decay is not None or layer_index is not None:
+            self.layer_decay = check_float(
+                "layer_decay", 1.0 if layer_decay is None else layer_decay, 0.0, 1.0,
+                low_inclusive=False, high_inclusive=True,
+            )
+            if isinstance(layer_index, dict):
+                layer_index = keras.saving.deserialize_keras_object(layer_index)
+            if not callable(layer_index):
+                raise ValueError(
+                    "`layer_index` must be a callable `variable -> int or None` (e.g. "
+                    f"lamb.bert_layer_index) with layer_decay; received layer_index={layer_index!r}."
+                )
+            self.layer_index = layer_index
         self._skipped_steps = None
         self._consecutive_skipped_steps = None
         self._step_global_norm = None
@@ -348,6 +384,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             self._check_dtype(variable)
         super().build(var_list)
         self._decays_weight = [self._decays(variable) for variable in var_list]
+        self._rate_multipliers = self._layer_rate_multipliers(var_list)
         if self.skip_nonfinite_gradients:
             self._skipped_steps = self.add_variable(
                 shape=(), dtype="int64", initializer="zeros", name="skipped_steps"
@@ -356,6 +393,30 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             self._consecutive_skipped_steps = self.add_variable(
                 shape=(), dtype="int64", initializer="zeros", name="consecutive_skipped_steps"
             )
+
+    def _layer_rate_multipliers(self, var_list):
+        """Per variable, `layer_decay ** (top − layer index)`, or None (off)."""
+        if self.layer_decay is None:
+            return None
+        indices = []
+        for variable in var_list:
+            index = self.layer_index(variable)
+            if index is not None and (_is_bool(index) or not isinstance(index, numbers.Integral) or index < 0):
+                raise ValueError(
+                    f"`layer_index` must give an integer >= 0 or None; it gave {index!r} for "
+                    f"variable '{variable_path(variable)}'."
+                )
+            indices.append(index)
+        top = max((index for index in indices if index is not None), default=0)
+        return [
+            self.layer_decay ** (top - (top if index is None else index)) for index in indices
+        ]
+
+    def _layer_learning_rate(self, learning_rate, index):
+        """The learning rate of variable `index` (`layer_decay`)."""
+        if self._rate_multipliers is None:
+            return learning_rate
+        return learning_rate * self._rate_multipliers[index]
 
     def _check_dtype(self, variable):
         """`ValueError` for a variable the optimizer cannot train."""
@@ -386,6 +447,10 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         config["include_in_weight_decay"] = rules_config(self._weight_decay_inclusions)
         config["skip_nonfinite_gradients"] = self.skip_nonfinite_gradients
         config["max_consecutive_skipped_steps"] = self.max_consecutive_skipped_steps
+        config["layer_decay"] = self.layer_decay
+        config["layer_index"] = (
+            None if self.layer_index is None else keras.saving.serialize_keras_object(self.layer_index)
+        )
         return config
 
 

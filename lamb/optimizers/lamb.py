@@ -100,6 +100,7 @@ class LAMB(base.LayerAdaptiveOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        learning_rate = self._layer_learning_rate(learning_rate, index)
         plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
         gradient = base.dense_gradient(gradient, variable)
         new_moments = self._moments.step(index, gradient, plan)  # this step's m, v

@@ -87,6 +87,7 @@ class LARS(base.LayerAdaptiveOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        learning_rate = self._layer_learning_rate(learning_rate, index)
         plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
         dtype = variable.dtype
         gradient = base.dense_gradient(gradient, variable)

@@ -264,3 +264,60 @@ def test_the_trust_ratio_bounds_clip_both_ways(cls, kwargs):
     ratios = [ratio for _, _, ratio in optimizer.layer_statistics().values() if ratio != 1.0]
     lower, upper = kwargs["trust_ratio_bounds"]
     assert min(ratios) < lower and max(ratios) > upper, ratios
+
+
+BERT_LIKE_SPECS = [
+    ("bert/token_embedding/embeddings", (10, 4), "normal"),
+    ("bert/embeddings_layer_norm/gamma", (4,), "ones"),
+    ("bert/transformer_layer_0/dense/kernel", (4, 4), "normal"),
+    ("bert/transformer_layer_1/dense/kernel", (4, 4), "normal"),
+    ("bert/transformer_layer_1/dense/bias", (4,), "zeros"),
+    ("next_sentence_head/kernel", (4, 2), "normal"),
+]
+BERT_LIKE_DEPTHS = [2, 2, 1, 0, 0, 0]  # from the top: bert_layer_index's 0, 0, 1, 2, 2, None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["lamb", "adam_weight_decay", "lars"])
+def test_layer_decay_scales_each_layers_rate_as_the_reference(name, mode):
+    """ELECTRA's layer-wise rate decay: rate · 0.5^(depth from the top)."""
+    kwargs = dict(learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["bias", "gamma"])
+    cls = {"lamb": lamb.LAMB, "adam_weight_decay": lamb.AdamWeightDecay, "lars": lamb.LARS}[name]
+    optimizer = cls(**kwargs, layer_decay=0.5, layer_index=lamb.bert_layer_index)
+    restored = cls.from_config(optimizer.get_config())
+    assert restored.layer_index is lamb.bert_layer_index and restored.layer_decay == 0.5
+    values = initial_values(specs=BERT_LIKE_SPECS)
+    gradients = gradient_sequence(num_steps=4, specs=BERT_LIKE_SPECS)
+    actual = run_optimizer(restored, values, gradients, mode, specs=BERT_LIKE_SPECS)
+
+    weights = [v.astype("float64") for v in values]
+    state = [[np.zeros_like(w), np.zeros_like(w)] for w in weights]
+    for t, grads in enumerate(gradients, start=1):
+        for i, (path, _, _) in enumerate(BERT_LIKE_SPECS):
+            lr = 0.01 * 0.5 ** BERT_LIKE_DEPTHS[i]
+            decays = not matches(["bias", "gamma"], path)
+            g = grads[i].astype("float64")
+            if name == "lamb":
+                weights[i], *state[i] = reference.lamb_step(
+                    weights[i], g, *state[i], t, lr=lr, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                    weight_decay=0.01, decays=decays, adapts=decays)
+            elif name == "adam_weight_decay":
+                weights[i], *state[i] = reference.adam_weight_decay_step(
+                    weights[i], g, *state[i], lr=lr, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                    weight_decay=0.01, decays=decays)
+            else:
+                weights[i], state[i][0] = reference.lars_step(
+                    weights[i], g, state[i][0], lr=lr, momentum=0.9, weight_decay=0.01, eeta=0.001,
+                    nesterov=False, decays=decays, adapts=decays)
+    for (path, _, _), a, e in zip(BERT_LIKE_SPECS, actual, weights):
+        np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-6, err_msg=path)
+
+
+def test_layer_decay_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"`layer_decay` must be a finite number in \(0.0, 1.0\]"):
+        lamb.LAMB(layer_decay=0.0, layer_index=lamb.bert_layer_index)
+    with pytest.raises(ValueError, match=r"`layer_index` must be a callable"):
+        lamb.LAMB(layer_decay=0.8)
+    optimizer = lamb.LARS(layer_decay=0.8, layer_index=lambda variable: "top")
+    with pytest.raises(ValueError, match=r"`layer_index` must give an integer >= 0 or None; it gave 'top'"):
+        run_optimizer(optimizer, initial_values(), gradient_sequence(num_steps=1), "eager")
