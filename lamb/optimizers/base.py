@@ -354,10 +354,11 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             trainable_variables = list(trainable_variables)
         variables = self._trainable_variables if trainable_variables is None else trainable_variables
         for gradient, variable in zip(grads, variables):
-            if gradient is not None and not _same_shape(gradient.shape, variable.shape):
+            shape = getattr(gradient, "shape", None)
+            if shape is not None and not _same_shape(shape, variable.shape):
                 raise ValueError(
                     f"The gradient of variable '{variable_path(variable)}' has shape "
-                    f"{tuple(gradient.shape)}; it must have the variable's shape "
+                    f"{tuple(shape)}; it must have the variable's shape "
                     f"{tuple(variable.shape)}."
                 )
         return super().apply(grads, trainable_variables)

@@ -75,3 +75,15 @@ def test_sparse_bcoo_gradients_give_the_dense_result(name):
         results.append(np.array(variable.numpy()))
     assert not np.array_equal(results[0], value)
     np.testing.assert_array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_a_nested_list_gradient_trains_as_an_array(name):
+    """Keras's own optimizers take one (it has no `shape` to check)."""
+    gradient = [[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]
+    results = []
+    for value in (gradient, np.array(gradient, "float32")):
+        variable = keras.Variable(np.ones((2, 3), "float32"))
+        OPTIMIZERS[name]().apply_gradients([(value, variable)])
+        results.append(np.array(keras.ops.convert_to_numpy(variable)))
+    np.testing.assert_array_equal(results[0], results[1])
