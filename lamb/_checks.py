@@ -66,6 +66,26 @@ def check_bool(name, value):
     return bool(value)
 
 
+def check_bounds(name, bounds):
+    """`None`, or `bounds` as a `(lower, upper)` pair of floats with
+    `0 <= lower <= upper` and `upper > 0`, else `ValueError` naming `name`."""
+    if bounds is None:
+        return None
+    if isinstance(bounds, (str, bytes)) or not hasattr(bounds, "__len__") or len(bounds) != 2:
+        raise ValueError(
+            f"`{name}` must be None or a pair (lower, upper); received {name}={bounds!r}."
+        )
+    lower, upper = bounds
+    lower = check_float(f"{name}[0]", lower, low=0.0)
+    upper = check_float(f"{name}[1]", upper, low=0.0, low_inclusive=False)
+    if lower > upper:
+        raise ValueError(
+            f"`{name}` must satisfy 0 <= lower <= upper with upper > 0; "
+            f"received {name}={bounds!r}."
+        )
+    return (lower, upper)
+
+
 def closest(value, choices):
     """The choice closest to `value` (compared in lower case), or None if none is close."""
     by_lower = {str(choice).lower(): choice for choice in choices}

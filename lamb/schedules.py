@@ -1,6 +1,7 @@
 """Learning-rate schedules for large-batch training.
 
 - `WarmupPolynomialDecay`: BERT's linear warmup + polynomial decay.
+- `WarmupCosineDecay`: warmup + cosine decay to a floor.
 - `MultiPhaseSchedule`: the LAMB paper's mixed-batch training; each phase
   re-warms from zero to its own peak, then decays.
 - `scale_learning_rate`, `warmup_steps_from_epochs`: batch-size rules.
@@ -11,28 +12,98 @@ import math
 import keras
 from keras import ops
 
-from lamb._checks import check_float, check_int, check_range
+from lamb._checks import check_bool, check_float, check_int, check_range
 
 SCALING_RULES = ("sqrt", "linear")
 
 
+class _WarmupThenDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Warmup from 0 to the peak, then a decay (`_decayed`) over the progress
+    `p` in [0, 1] of the decay; the options shared by the schedules below.
+
+    At step `s`, with `t = max(s − start_warmup_step, 0)`:
+
+        lr = peak · (t / warmup_steps)^warmup_power   if t < warmup_steps
+        lr = decayed(p)                               otherwise, with
+        p  = min(t, decay_steps) / decay_steps                    (BERT, default)
+        p  = min(t − warmup_steps, D) / D, D = decay_steps − warmup_steps
+                                                       (decay_after_warmup)
+    """
+
+    def __init__(self, initial_learning_rate, decay_steps, warmup_steps, warmup_power,
+                 decay_after_warmup, start_warmup_step):
+        self.initial_learning_rate = check_float(
+            "initial_learning_rate", initial_learning_rate, low=0.0
+        )
+        self.decay_steps = check_int("decay_steps", decay_steps, low=1)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=0, high=self.decay_steps)
+        self.warmup_power = check_float("warmup_power", warmup_power, low=0.0, low_inclusive=False)
+        self.decay_after_warmup = check_bool("decay_after_warmup", decay_after_warmup)
+        self.start_warmup_step = check_int("start_warmup_step", start_warmup_step, low=0)
+
+    def _decayed(self, remaining):
+        """The rate where a fraction `remaining` = 1 − p of the decay is left."""
+        raise NotImplementedError
+
+    def __call__(self, step):
+        step = ops.maximum(ops.cast(step, "float32") - self.start_warmup_step, 0.0)
+        decay_start = self.warmup_steps if self.decay_after_warmup else 0
+        length = self.decay_steps - decay_start
+        # (length - t) / length rather than 1 - t / length: exact in float32
+        # for integer steps, also near the end of the decay.
+        if length:
+            since = ops.maximum(step - decay_start, 0.0)
+            remaining = (length - ops.minimum(since, float(length))) / length
+        else:  # the warmup takes all of `decay_steps`
+            remaining = ops.zeros_like(step)
+        decayed = self._decayed(remaining)
+        if not self.warmup_steps:
+            return decayed
+        if self.warmup_power == 1.0:
+            warmup = self.initial_learning_rate * step / self.warmup_steps
+        else:
+            warmup = self.initial_learning_rate * ops.power(
+                step / self.warmup_steps, self.warmup_power
+            )
+        return ops.where(step < self.warmup_steps, warmup, decayed)
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps,
+            "warmup_steps": self.warmup_steps,
+            "warmup_power": self.warmup_power,
+            "decay_after_warmup": self.decay_after_warmup,
+            "start_warmup_step": self.start_warmup_step,
+        }
+
+
 @keras.saving.register_keras_serializable(package="lamb")
-class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
+class WarmupPolynomialDecay(_WarmupThenDecay):
     """Linear warmup, then polynomial decay, exactly as BERT's `create_optimizer`.
 
-    At step `s` (the optimizer's iteration count, starting at 0):
+    At step `s` (the optimizer's iteration count, starting at 0), by default:
 
         decayed = (peak − end) · (1 − min(s, decay_steps) / decay_steps)^power + end
         lr      = peak · s / warmup_steps   if s < warmup_steps   else decayed
 
-    The decay is counted from step 0, not from the end of the warmup.
+    The decay is counted from step 0, not from the end of the warmup. A
+    step below 0 counts as step 0.
 
     Args:
         initial_learning_rate: The peak learning rate, ≥ 0.
-        decay_steps: Steps over which the rate decays to `end_learning_rate`, ≥ 1.
-        warmup_steps: Steps of linear warmup from 0, ≥ 0.
+        decay_steps: The step at which the rate reaches `end_learning_rate`, ≥ 1.
+        warmup_steps: Steps of warmup from 0, in [0, decay_steps].
         end_learning_rate: The rate after `decay_steps`, ≥ 0.
         power: The polynomial's power, ≥ 0 (1 is linear decay).
+        warmup_power: The warmup's power, > 0 (HuggingFace's `power`;
+            1: linear).
+        decay_after_warmup: Whether the decay starts at the end of the
+            warmup and lasts `decay_steps − warmup_steps` (HuggingFace),
+            instead of being counted from step 0 (BERT).
+        start_warmup_step: The step at which the schedule starts (MLPerf
+            BERT's, for a run resumed from a checkpoint whose step count
+            began earlier); steps before it count as 0.
     """
 
     def __init__(
@@ -42,36 +113,68 @@ class WarmupPolynomialDecay(keras.optimizers.schedules.LearningRateSchedule):
         warmup_steps=0,
         end_learning_rate=0.0,
         power=1.0,
+        warmup_power=1.0,
+        decay_after_warmup=False,
+        start_warmup_step=0,
     ):
-        self.initial_learning_rate = check_float(
-            "initial_learning_rate", initial_learning_rate, low=0.0
-        )
-        self.decay_steps = check_int("decay_steps", decay_steps, low=1)
-        self.warmup_steps = check_int("warmup_steps", warmup_steps, low=0)
+        super().__init__(initial_learning_rate, decay_steps, warmup_steps, warmup_power,
+                         decay_after_warmup, start_warmup_step)
         self.end_learning_rate = check_float("end_learning_rate", end_learning_rate, low=0.0)
         self.power = check_float("power", power, low=0.0)
 
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        # (decay_steps - step) / decay_steps rather than 1 - step / decay_steps:
-        # exact in float32 for integer steps, also near the end of the decay.
-        remaining = (self.decay_steps - ops.minimum(step, float(self.decay_steps))) / self.decay_steps
-        decayed = (
+    def _decayed(self, remaining):
+        return (
             self.initial_learning_rate - self.end_learning_rate
         ) * ops.power(remaining, self.power) + self.end_learning_rate
-        if not self.warmup_steps:
-            return decayed
-        warmup = self.initial_learning_rate * step / self.warmup_steps
-        return ops.where(step < self.warmup_steps, warmup, decayed)
 
     def get_config(self):
-        return {
-            "initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "warmup_steps": self.warmup_steps,
-            "end_learning_rate": self.end_learning_rate,
-            "power": self.power,
-        }
+        config = super().get_config()
+        config.update(end_learning_rate=self.end_learning_rate, power=self.power)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lamb")
+class WarmupCosineDecay(_WarmupThenDecay):
+    """Warmup, then cosine decay to a floor (Keras's `CosineDecay` after a
+    warmup; HuggingFace's `get_cosine_schedule_with_warmup` with
+    `decay_after_warmup=True`):
+
+        decayed = peak · ((1 − alpha) · (1 + cos(π · p)) / 2 + alpha)
+
+    with `p` the progress of the decay (see `WarmupPolynomialDecay`, whose
+    warmup and options this schedule shares).
+
+    Args:
+        initial_learning_rate: The peak learning rate, ≥ 0.
+        decay_steps: The step at which the rate reaches `alpha · peak`, ≥ 1.
+        warmup_steps: Steps of warmup from 0, in [0, decay_steps].
+        alpha: The floor, as a fraction of the peak, in [0, 1].
+        warmup_power, decay_after_warmup, start_warmup_step: As in
+            `WarmupPolynomialDecay`.
+    """
+
+    def __init__(
+        self,
+        initial_learning_rate,
+        decay_steps,
+        warmup_steps=0,
+        alpha=0.0,
+        warmup_power=1.0,
+        decay_after_warmup=False,
+        start_warmup_step=0,
+    ):
+        super().__init__(initial_learning_rate, decay_steps, warmup_steps, warmup_power,
+                         decay_after_warmup, start_warmup_step)
+        self.alpha = check_float("alpha", alpha, 0.0, 1.0, high_inclusive=True)
+
+    def _decayed(self, remaining):
+        cosine = 0.5 * (1.0 + ops.cos(math.pi * (1.0 - remaining)))
+        return self.initial_learning_rate * ((1.0 - self.alpha) * cosine + self.alpha)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha)
+        return config
 
 
 @keras.saving.register_keras_serializable(package="lamb")
@@ -91,6 +194,12 @@ class MultiPhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, phases):
+        if not isinstance(phases, (list, tuple)) or not all(
+            isinstance(phase, dict) for phase in phases
+        ):
+            raise ValueError(
+                f"`phases` must be a list of dicts, one per phase; received phases={phases!r}."
+            )
         if not phases:
             raise ValueError("`phases` must hold at least one phase; received [].")
         self.phases = [_check_phase(i, dict(phase)) for i, phase in enumerate(phases)]
@@ -112,7 +221,7 @@ class MultiPhaseSchedule(keras.optimizers.schedules.LearningRateSchedule):
         self.total_steps = start
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
+        step = ops.maximum(ops.cast(step, "float32"), 0.0)
         learning_rate = self._schedules[0](step)
         for start, schedule in zip(self.phase_starts[1:], self._schedules[1:]):
             learning_rate = ops.where(
@@ -138,8 +247,10 @@ def _check_phase(index, phase):
         )
     phase.setdefault("end_learning_rate", 0.0)
     phase.setdefault("power", 1.0)
-    for key in ("steps", "warmup_steps"):
-        phase[key] = check_int(f"phases[{index}]['{key}']", phase[key], low=0)
+    phase["steps"] = check_int(f"phases[{index}]['steps']", phase["steps"], low=1)
+    phase["warmup_steps"] = check_int(
+        f"phases[{index}]['warmup_steps']", phase["warmup_steps"], low=0, high=phase["steps"]
+    )
     return phase
 
 

@@ -59,7 +59,7 @@ def test_optimization_module_keeps_bert_names():
     assert optimization.create_optimizer is lamb.create_optimizer
 
 
-@pytest.mark.parametrize("optimizer_type", ["lamb", "adamw", "lars", "lamb16"])
+@pytest.mark.parametrize("optimizer_type", lamb.OPTIMIZER_TYPES[1:])  # all but adam (no decay)
 def test_a_single_exclusion_string_is_an_error_not_a_list_of_letters(optimizer_type):
     """`"bias"` as `["b", "i", "a", "s"]` would exclude every variable: LAMB
     without decay or trust ratios, silently."""
@@ -71,16 +71,27 @@ def test_a_single_exclusion_string_is_an_error_not_a_list_of_letters(optimizer_t
 @pytest.mark.parametrize(
     "arguments, message",
     [
-        (dict(init_lr=float("nan")), r"`initial_learning_rate` must be a finite number"),
-        (dict(init_lr=float("inf")), r"`initial_learning_rate` must be a finite number"),
+        (dict(init_lr=float("nan")), r"`init_lr` must be a finite number"),
+        (dict(init_lr=float("inf")), r"`init_lr` must be a finite number"),
+        # The argument the user passed, not the schedule's name for it.
+        (dict(init_lr=-1e-4), r"`init_lr` must be a finite number in \[0.0, inf\); received init_lr=-0.0001"),
+        (dict(num_warmup_steps=101), r"`num_warmup_steps` must be an integer in \[0, 100\]; received num_warmup_steps=101"),
         (dict(end_learning_rate=float("nan")), r"`end_learning_rate` must be a finite number"),
         (dict(power=float("nan")), r"`power` must be a finite number"),
-        (dict(num_train_steps=100.5), r"`decay_steps` must be an integer"),
+        (dict(num_train_steps=100.5), r"`num_train_steps` must be an integer"),
         (dict(weight_decay=float("nan")), r"`weight_decay` must be a finite number"),
         (dict(epsilon=float("nan")), r"`epsilon` must be a finite number"),
         (dict(global_clipnorm=-1.0), r"`global_clipnorm` must be a finite number in \(0.0, inf\)"),
         (dict(optimizer_type="adam", beta_1=float("nan")), r"`beta_1` must be a finite number"),
         (dict(optimizer_type="adam", epsilon=float("inf")), r"`epsilon` must be a finite number"),
+        # Keras's own optimizers get the package's checks too.
+        (dict(optimizer_type="keras_adamw", weight_decay=-1.0), r"`weight_decay` must be a finite number in \[0.0, inf\)"),
+        (dict(optimizer_type="keras_lamb", epsilon=0.0), r"`epsilon` must be a finite number in \(0.0, inf\)"),
+        (dict(optimizer_type="keras_adamw", exclude_from_weight_decay=5), r"`exclude_from_weight_decay` must be None, a callable"),
+        (dict(optimizer_type="keras_adamw", exclude_from_weight_decay=[lamb.fewer_than_2_dimensions]), r"regular expressions only"),
+        (dict(optimizer_type="keras_lamb", gradient_accumulation_steps=2.5), r"`gradient_accumulation_steps` must be an integer"),
+        (dict(optimizer_type="adam", ema_momentum=float("nan"), use_ema=True), r"`ema_momentum` must be a finite number in \[0.0, 1.0\]"),
+        (dict(optimizer_type="keras_adamw", global_clipnorm=0.0), r"`global_clipnorm` must be a finite number in \(0.0, inf\)"),
     ],
 )
 def test_bad_factory_arguments_are_named(arguments, message):
@@ -109,3 +120,34 @@ def test_a_weight_decay_for_adam_is_an_error_and_a_typo_gets_a_suggestion():
         lamb.create_optimizer(1e-3, 100, 10, "adam", weight_decay=0.01)
     with pytest.raises(ValueError, match=r"received optimizer_type='lasr'\. Did you mean 'lars'\?"):
         lamb.create_optimizer(1e-3, 100, 10, "lasr")
+
+
+def test_create_optimizer_exposes_the_schedule_options():
+    optimizer = lamb.create_optimizer(
+        2e-3, 100, 20, "lamb", decay_schedule="cosine", alpha=0.1, warmup_power=2.0,
+        decay_after_warmup=True, start_warmup_step=7)
+    schedule = optimizer._learning_rate
+    assert isinstance(schedule, schedules.WarmupCosineDecay)
+    for step in (0, 10, 27, 50, 127, 200):
+        np.testing.assert_allclose(
+            float(ops.convert_to_numpy(schedule(step))),
+            reference.warmup_decay_learning_rate(
+                step, 2e-3, 100, 20, "cosine", alpha=0.1, warmup_power=2.0,
+                decay_after_warmup=True, start_warmup_step=7),
+            rtol=2e-5)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert restored.get_config()["learning_rate"] == optimizer.get_config()["learning_rate"]
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (dict(decay_schedule="cosin"), r"`decay_schedule` must be one of \['cosine', 'polynomial'\]; received decay_schedule='cosin'\. Did you mean 'cosine'\?"),
+        (dict(decay_schedule="cosine", end_learning_rate=1e-5), r"the cosine decay's floor is `alpha`"),
+        (dict(alpha=0.1), r"`alpha` is the cosine decay's floor"),
+        (dict(start_warmup_step=-1), r"`start_warmup_step` must be an integer in \[0, inf\)"),
+    ],
+)
+def test_bad_schedule_options_of_create_optimizer_are_named(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        lamb.create_optimizer(1e-3, 100, 10, **arguments)

@@ -132,3 +132,78 @@ def test_warmup_steps_from_epochs():
 def test_bad_schedule_arguments_are_named(make, argument):
     with pytest.raises(ValueError, match=argument):
         make()
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: schedules.WarmupPolynomialDecay(1e-3, decay_steps=10, warmup_steps=20),
+         r"`warmup_steps` must be an integer in \[0, 10\]; received warmup_steps=20"),
+        (lambda: schedules.MultiPhaseSchedule([{"steps": 10, "learning_rate": 1e-3, "warmup_steps": 20}]),
+         r"`phases\[0\]\['warmup_steps'\]` must be an integer in \[0, 10\]"),
+        (lambda: schedules.MultiPhaseSchedule([{"steps": 0, "learning_rate": 1e-3, "warmup_steps": 0}]),
+         r"`phases\[0\]\['steps'\]` must be an integer in \[1, inf\)"),
+        (lambda: schedules.MultiPhaseSchedule({"steps": 10, "learning_rate": 1e-3, "warmup_steps": 2}),
+         r"`phases` must be a list of dicts, one per phase; received phases=\{"),
+    ],
+)
+def test_schedules_refuse_inconsistent_lengths_with_one_line(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_a_negative_step_counts_as_step_zero():
+    """Not a negative rate (warmup) or a rate above the peak (decay)."""
+    warmup = schedules.WarmupPolynomialDecay(1e-3, decay_steps=10, warmup_steps=2)
+    no_warmup = schedules.WarmupPolynomialDecay(1e-3, decay_steps=10)
+    phases = schedules.MultiPhaseSchedule([{"steps": 10, "learning_rate": 1e-3, "warmup_steps": 2}])
+    np.testing.assert_allclose(_values(warmup, [-5, 0]), [0.0, 0.0])
+    np.testing.assert_allclose(_values(no_warmup, [-5, 0]), [1e-3, 1e-3], rtol=1e-6)
+    np.testing.assert_allclose(_values(phases, [-5, 0]), [0.0, 0.0])
+
+
+SCHEDULE_OPTIONS = [
+    dict(warmup_power=2.0),
+    dict(decay_after_warmup=True, power=2.0, end_learning_rate=1e-5),
+    dict(start_warmup_step=30, warmup_power=0.5),
+    dict(decay_after_warmup=True, start_warmup_step=7, warmup_power=1.5),
+]
+
+
+@pytest.mark.parametrize("decay", ["polynomial", "cosine"])
+@pytest.mark.parametrize("options", SCHEDULE_OPTIONS + [{}, dict(alpha=0.1)],
+                         ids=lambda options: ",".join(options) or "defaults")
+def test_warmup_options_and_cosine_decay_match_the_reference(decay, options):
+    if decay == "polynomial" and "alpha" in options or decay == "cosine" and "power" in options:
+        pytest.skip("an option of the other decay")
+    peak, decay_steps, warmup_steps = 2e-3, 100, 20
+    if decay == "cosine":
+        schedule = schedules.WarmupCosineDecay(peak, decay_steps, warmup_steps, **options)
+    else:
+        schedule = schedules.WarmupPolynomialDecay(peak, decay_steps, warmup_steps, **options)
+    steps = [-3, 0, 1, 5, 19, 20, 21, 27, 36, 50, 77, 99, 100, 101, 106, 119, 120, 130, 500]
+    expected = [reference.warmup_decay_learning_rate(s, peak, decay_steps, warmup_steps, decay, **options)
+                for s in steps]
+    np.testing.assert_allclose(_values(schedule, steps), expected, rtol=2e-5, atol=1e-10)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert type(restored) is type(schedule) and restored.get_config() == schedule.get_config()
+    np.testing.assert_array_equal(_values(restored, steps), _values(schedule, steps))
+
+
+def test_a_warmup_as_long_as_the_decay_ends_at_the_floor():
+    schedule = schedules.WarmupCosineDecay(1.0, 10, 10, alpha=0.25, decay_after_warmup=True)
+    np.testing.assert_allclose(_values(schedule, [5, 10, 11]), [0.5, 0.25, 0.25], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: schedules.WarmupCosineDecay(1e-3, 10, alpha=1.5), r"`alpha` must be a finite number in \[0.0, 1.0\]"),
+        (lambda: schedules.WarmupCosineDecay(1e-3, 10, warmup_power=0.0), r"`warmup_power` must be a finite number in \(0.0, inf\)"),
+        (lambda: schedules.WarmupPolynomialDecay(1e-3, 10, decay_after_warmup="yes"), r"`decay_after_warmup` must be True or False"),
+        (lambda: schedules.WarmupPolynomialDecay(1e-3, 10, start_warmup_step=-1), r"`start_warmup_step` must be an integer in \[0, inf\)"),
+    ],
+)
+def test_bad_schedule_options_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -21,11 +21,15 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
         learning_rate: A float, a `LearningRateSchedule`, or a callable.
         beta_1: Decay rate of the first moment, in [0, 1).
         beta_2: Decay rate of the second moment, in [0, 1).
-        epsilon: Added to √v, ≥ 0.
+        epsilon: Added to √v, > 0 (with 0, a variable whose gradient is all
+            zero, such as an unused embedding row, would become NaN).
         weight_decay: λ, ≥ 0.
         exclude_from_weight_decay: Regular expressions matched (`re.search`)
-            against `variable.path`; matching variables get no weight decay.
-        **kwargs: `skip_nonfinite_gradients` (see `WeightDecayOptimizer`) and
+            against `variable.path` and callables `variable -> bool` (e.g.
+            `lamb.fewer_than_2_dimensions`); selected variables get no
+            weight decay.
+        **kwargs: `include_in_weight_decay`, `skip_nonfinite_gradients` (see
+            `WeightDecayOptimizer`), and
             the keyword arguments of `keras.optimizers.Optimizer`.
 
     References:
@@ -51,7 +55,7 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
         )
         self.beta_1 = _checks.check_float("beta_1", beta_1, 0.0, 1.0)
         self.beta_2 = _checks.check_float("beta_2", beta_2, 0.0, 1.0)
-        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0)
+        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
 
     def build(self, var_list):
         if self.built:
@@ -61,6 +65,7 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        learning_rate = self._layer_learning_rate(learning_rate, index)
         gradient = base.dense_gradient(gradient, variable)
         m, v = self._moments.step(index, gradient, xla_cpu.PlainPlan()).times(1.0)
         update = self._add_weight_decay(m / (ops.sqrt(v) + self.epsilon), variable, index)

@@ -5,42 +5,99 @@ LARS all define it that way), so the Keras base class's own decoupled decay
 step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
 """
 
+import numbers
 import re
 
 import keras
 from keras import ops
 
-from lamb._checks import check_bool, check_float, check_learning_rate
+from lamb._checks import _is_bool, check_bool, check_bounds, check_float, check_int, check_learning_rate
 from lamb.optimizers import xla_cpu
-from lamb.optimizers.norms import clip_by_global_norm, global_norm
+from lamb.optimizers.norms import clip_by_global_norm, scaled_global_norm
 
 
-def compile_patterns(name, patterns):
-    """Compiles a list of regular expressions, naming `name` and the bad pattern."""
-    if patterns is None:
+@keras.saving.register_keras_serializable(package="lamb")
+def fewer_than_2_dimensions(variable):
+    """A ready exclusion rule: true for variables of fewer than 2 dimensions
+    (biases, LayerNorm and BatchNorm scales and offsets), whatever their names."""
+    return len(variable.shape) < 2
+
+
+@keras.saving.register_keras_serializable(package="lamb")
+def bert_layer_index(variable):
+    """A ready `layer_index` rule for keras-hub's BERT (and this package's
+    `lamb.models.bert`): 0 for the embeddings and their LayerNorm, i + 1 for
+    `transformer_layer_i`, `None` (the top) for the pooler and the heads."""
+    path = variable_path(variable)
+    layer = re.search(r"transformer_layer_(\d+)/", path)
+    if layer:
+        return int(layer.group(1)) + 1
+    return 0 if "embedding" in path else None
+
+
+def variable_path(variable):
+    """`variable.path`, or the name of a variable without one (a raw `tf.Variable`)."""
+    return getattr(variable, "path", None) or variable.name
+
+
+def compile_rules(name, rules):
+    """Rules selecting variables: `None`, a callable `variable -> bool`, or a
+    list of regular expressions (matched by `re.search` against
+    `variable.path`) and callables; serialized callables (from a config)
+    are deserialized. Raises `ValueError` naming `name` and the bad entry."""
+    if rules is None:
         return None
-    if isinstance(patterns, str):
+    if callable(rules) or isinstance(rules, dict):
+        rules = [rules]
+    if isinstance(rules, str):
         raise ValueError(
             f"`{name}` must be a list of regular expressions, not a single "
-            f"string; received {name}={patterns!r}. Did you mean [{patterns!r}]?"
+            f"string; received {name}={rules!r}. Did you mean [{rules!r}]?"
         )
-    compiled = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except (re.error, TypeError) as error:
-            raise ValueError(
-                f"`{name}` holds an invalid regular expression {pattern!r}: {error}"
-            ) from None
-    return tuple(compiled)
+    try:
+        rules = list(rules)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be None, a callable `variable -> bool` or a list of "
+            f"regular expressions and callables; received {name}={rules!r}."
+        ) from None
+    return tuple(_compile_rule(name, rule) for rule in rules)
 
 
-def matches_any(patterns, path):
-    return any(pattern.search(path) for pattern in patterns or ())
+def _compile_rule(name, rule):
+    if isinstance(rule, dict):
+        rule = keras.saving.deserialize_keras_object(rule)
+    if callable(rule):
+        return rule
+    try:
+        return re.compile(rule)
+    except (re.error, TypeError) as error:
+        raise ValueError(
+            f"`{name}` holds an invalid regular expression {rule!r}: {error}"
+        ) from None
 
 
-def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None):
-    """`numerator / denominator` (defaults: `weight_norm / update_norm`).
+def matches_any(rules, variable):
+    """Whether one of `rules` (`compile_rules`) selects `variable`."""
+    return any(
+        rule.search(variable_path(variable)) if isinstance(rule, re.Pattern) else rule(variable)
+        for rule in rules or ()
+    )
+
+
+def rules_config(rules):
+    """`rules` for `get_config`: patterns as strings, callables serialized."""
+    if rules is None:
+        return None
+    return [
+        rule.pattern if isinstance(rule, re.Pattern) else keras.saving.serialize_keras_object(rule)
+        for rule in rules
+    ]
+
+
+def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None, bounds=None):
+    """`numerator / denominator` (defaults: `weight_norm / update_norm`),
+    clipped to `bounds` (`(lower, upper)`) if given.
 
     Returns 1 where `weight_norm` or `update_norm` is zero, so that freshly
     zero-initialized variables (biases, LayerNorm betas) still move.
@@ -49,7 +106,10 @@ def trust_ratio(weight_norm, update_norm, numerator=None, denominator=None):
     denominator = update_norm if denominator is None else denominator
     both_positive = ops.minimum(weight_norm, update_norm) > 0.0
     safe_denominator = ops.where(both_positive, denominator, 1.0)
-    return ops.where(both_positive, numerator / safe_denominator, 1.0)
+    ratio = numerator / safe_denominator
+    if bounds is not None:
+        ratio = ops.clip(ratio, bounds[0], bounds[1])
+    return ops.where(both_positive, ratio, 1.0)
 
 
 def dense_gradient(gradient, variable):
@@ -57,13 +117,15 @@ def dense_gradient(gradient, variable):
 
     Adam-type and layer-wise optimizers update every row of a variable even
     when its gradient is sparse (moments decay, norms span the whole
-    variable), so sparse gradients (`tf.IndexedSlices` from embeddings) are
-    summed into their dense equivalent.
+    variable), so sparse gradients (`tf.IndexedSlices` from embeddings,
+    `tf.SparseTensor`, JAX's `BCOO`) are summed into their dense equivalent.
     """
     if hasattr(gradient, "indices") and hasattr(gradient, "dense_shape"):
         gradient = ops.scatter(
             ops.expand_dims(gradient.indices, -1), gradient.values, variable.shape
         )
+    else:  # JAX's `BCOO` and `tf.SparseTensor` densified, as Keras's own ops do
+        gradient = ops.convert_to_tensor(gradient, sparse=False)
     return ops.cast(gradient, variable.dtype)
 
 
@@ -73,14 +135,32 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
     Args:
         learning_rate: A float, a `LearningRateSchedule`, or a callable.
         weight_decay: The decay rate λ added as `λ * w` to the update direction.
-        exclude_from_weight_decay: Regular expressions; variables whose
-            `variable.path` matches one (`re.search`) get no weight decay.
+        exclude_from_weight_decay: Variables that get no weight decay: a list
+            of regular expressions (a variable whose `variable.path` matches
+            one, by `re.search`) and callables `variable -> bool` (such as
+            `lamb.fewer_than_2_dimensions`), or one callable.
+        include_in_weight_decay: Variables that get weight decay even where
+            `exclude_from_weight_decay` selects them (HuggingFace's
+            allow-list), in the same form.
         skip_nonfinite_gradients: Skip every step whose gradient holds an
             inf or NaN: weights, optimizer state and `iterations` stay as
             they were, and `skipped_steps` counts it (like optax's
             `apply_if_finite`). Off by default: then, as with Keras's own
             optimizers, one non-finite gradient element makes its weight
             and moments NaN for good.
+        layer_decay: Layer-wise learning-rate decay (ELECTRA, TF Model
+            Garden, timm): each variable's rate is the learning rate times
+            `layer_decay ** (top - layer_index(variable))`, with `top` the
+            largest index of the variables; in (0, 1], or `None` (off).
+        layer_index: With `layer_decay`, a callable `variable -> int ≥ 0 or
+            None` (None: the top), e.g. `lamb.bert_layer_index`.
+        max_consecutive_skipped_steps: With `skip_nonfinite_gradients`, how
+            many consecutive steps may be skipped (optax's
+            `max_consecutive_errors`); the next non-finite one stops training
+            with an `InvalidArgumentError` naming this argument under
+            TensorFlow outside XLA, and under XLA and JAX is applied as optax
+            applies it (the weights become NaN, which a loss check stops).
+            `None`: no limit.
         **kwargs: Keyword arguments of `keras.optimizers.Optimizer`.
 
     Global-norm clipping (`global_clipnorm`) computes the norm without
@@ -95,12 +175,24 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         learning_rate,
         weight_decay=0.0,
         exclude_from_weight_decay=None,
+        include_in_weight_decay=None,
         skip_nonfinite_gradients=False,
+        max_consecutive_skipped_steps=None,
+        layer_decay=None,
+        layer_index=None,
         **kwargs,
     ):
         for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
             if kwargs.get(name) is not None:
                 kwargs[name] = check_float(name, kwargs[name], low=0.0, low_inclusive=False)
+        if "ema_momentum" in kwargs:
+            kwargs["ema_momentum"] = check_float(
+                "ema_momentum", kwargs["ema_momentum"], 0.0, 1.0, high_inclusive=True
+            )
+        if kwargs.get("gradient_accumulation_steps") is not None:
+            kwargs["gradient_accumulation_steps"] = check_int(
+                "gradient_accumulation_steps", kwargs["gradient_accumulation_steps"], low=2
+            )
         super().__init__(
             learning_rate=check_learning_rate(learning_rate),
             weight_decay=check_float(
@@ -108,13 +200,42 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             ),
             **kwargs,
         )
-        self._weight_decay_patterns = compile_patterns(
+        self._weight_decay_exclusions = compile_rules(
             "exclude_from_weight_decay", exclude_from_weight_decay
+        )
+        self._weight_decay_inclusions = compile_rules(
+            "include_in_weight_decay", include_in_weight_decay
         )
         self.skip_nonfinite_gradients = check_bool(
             "skip_nonfinite_gradients", skip_nonfinite_gradients
         )
+        self.max_consecutive_skipped_steps = None
+        if max_consecutive_skipped_steps is not None:
+            if not self.skip_nonfinite_gradients:
+                raise ValueError(
+                    "`max_consecutive_skipped_steps` needs skip_nonfinite_gradients=True; "
+                    f"received max_consecutive_skipped_steps={max_consecutive_skipped_steps!r}."
+                )
+            self.max_consecutive_skipped_steps = check_int(
+                "max_consecutive_skipped_steps", max_consecutive_skipped_steps, low=0
+            )
+        self.layer_decay = None
+        self.layer_index = None
+        if layer_decay is not None or layer_index is not None:
+            self.layer_decay = check_float(
+                "layer_decay", 1.0 if layer_decay is None else layer_decay, 0.0, 1.0,
+                low_inclusive=False, high_inclusive=True,
+            )
+            if isinstance(layer_index, dict):
+                layer_index = keras.saving.deserialize_keras_object(layer_index)
+            if not callable(layer_index):
+                raise ValueError(
+                    "`layer_index` must be a callable `variable -> int or None` (e.g. "
+                    f"lamb.bert_layer_index) with layer_decay; received layer_index={layer_index!r}."
+                )
+            self.layer_index = layer_index
         self._skipped_steps = None
+        self._consecutive_skipped_steps = None
         self._step_global_norm = None
 
     @property
@@ -144,13 +265,36 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         these gradients (one replica, no Keras accumulation), from their
         global norm, kept for the clipping: one pass over them, not two."""
         if self.global_clipnorm and not self.gradient_accumulation_steps and xla_cpu.one_replica():
-            self._step_global_norm = global_norm(grads)
-            return ops.isfinite(self._step_global_norm)
+            self._step_global_norm = scaled_global_norm(grads)
+            return ops.isfinite(self._step_global_norm[1])
         return all_finite(grads)
 
     def _skip_step(self):
         self._skipped_steps.assign_add(1)
         self._iterations.assign_sub(1)  # `apply` adds it back.
+
+    def _applies(self, finite):
+        """Whether this step is applied: `finite`, or the
+        `max_consecutive_skipped_steps` limit is spent (an error under
+        TensorFlow outside XLA); counts the consecutive non-finite steps."""
+        if self.max_consecutive_skipped_steps is None:
+            return finite
+        counter = self._consecutive_skipped_steps
+        given_up = ops.logical_and(
+            ops.logical_not(finite), counter >= self.max_consecutive_skipped_steps
+        )
+        counter.assign((counter + 1) * (1 - ops.cast(finite, counter.dtype)))
+        if keras.backend.backend() == "tensorflow" and not xla_cpu.compiling_with_xla():
+            import tensorflow as tf
+
+            tf.debugging.assert_equal(
+                given_up, False,
+                message="The gradients were not finite for more than "
+                f"max_consecutive_skipped_steps={self.max_consecutive_skipped_steps} "
+                "consecutive steps (skip_nonfinite_gradients): training stops. Lower "
+                "the learning rate or check the data",
+            )
+        return ops.logical_or(finite, given_up)
 
     def _apply_if_finite_tensorflow(self, grads, trainable_variables):
         """A `cond` around the step; in the cross-replica context, with every
@@ -161,7 +305,9 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         apply = super()._backend_apply_gradients
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
             ops.cond(
-                self._all_finite(grads), lambda: apply(grads, trainable_variables), self._skip_step
+                self._applies(self._all_finite(grads)),
+                lambda: apply(grads, trainable_variables),
+                self._skip_step,
             )
             return
 
@@ -169,7 +315,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             # The same sum on every replica: take the first.
             nonfinite_replicas = strategy.experimental_local_results(nonfinite_replicas)[0]
             ops.cond(
-                nonfinite_replicas == 0,
+                self._applies(nonfinite_replicas == 0),
                 lambda: strategy.extended.call_for_each_replica(
                     apply, args=(grads, trainable_variables)
                 ),
@@ -188,16 +334,34 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         """The step, then every variable it changed set back where the
         gradient was not finite (JAX's stateless steps cannot assign inside
         a `cond`; XLA fuses the selection into the step)."""
-        finite = self._all_finite(grads)
+        applies = self._applies(self._all_finite(grads))
         changed = list(trainable_variables) + [
-            variable for variable in self.variables if variable is not self._iterations
+            variable
+            for variable in self.variables
+            if variable is not self._iterations and variable is not self._consecutive_skipped_steps
         ]
         before = [ops.copy(variable.value) for variable in changed]
         super()._backend_apply_gradients(grads, trainable_variables)
         for variable, old in zip(changed, before):
-            variable.assign(ops.where(finite, variable.value, old))
-        self._skipped_steps.assign_add(1 - ops.cast(finite, "int64"))
-        self._iterations.assign_sub(1 - ops.cast(finite, self._iterations.dtype))
+            variable.assign(ops.where(applies, variable.value, old))
+        self._skipped_steps.assign_add(1 - ops.cast(applies, "int64"))
+        self._iterations.assign_sub(1 - ops.cast(applies, self._iterations.dtype))
+
+    def apply(self, grads, trainable_variables=None):
+        """Keras's `apply`, refusing a gradient whose shape is not its
+        variable's (which would broadcast into it)."""
+        if trainable_variables is not None:
+            trainable_variables = list(trainable_variables)
+        variables = self._trainable_variables if trainable_variables is None else trainable_variables
+        for gradient, variable in zip(grads, variables):
+            shape = getattr(gradient, "shape", None)
+            if shape is not None and not _same_shape(shape, variable.shape):
+                raise ValueError(
+                    f"The gradient of variable '{variable_path(variable)}' has shape "
+                    f"{tuple(shape)}; it must have the variable's shape "
+                    f"{tuple(variable.shape)}."
+                )
+        return super().apply(grads, trainable_variables)
 
     def _apply_weight_decay(self, variables):
         """Disabled: the decay is part of `update_step`, applied exactly once."""
@@ -217,18 +381,59 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
     def build(self, var_list):
         if self.built:
             return
+        for variable in var_list:
+            self._check_dtype(variable)
         super().build(var_list)
         self._decays_weight = [self._decays(variable) for variable in var_list]
+        self._rate_multipliers = self._layer_rate_multipliers(var_list)
         if self.skip_nonfinite_gradients:
             self._skipped_steps = self.add_variable(
                 shape=(), dtype="int64", initializer="zeros", name="skipped_steps"
             )
+        if self.max_consecutive_skipped_steps is not None:
+            self._consecutive_skipped_steps = self.add_variable(
+                shape=(), dtype="int64", initializer="zeros", name="consecutive_skipped_steps"
+            )
+
+    def _layer_rate_multipliers(self, var_list):
+        """Per variable, `layer_decay ** (top − layer index)`, or None (off)."""
+        if self.layer_decay is None:
+            return None
+        indices = []
+        for variable in var_list:
+            index = self.layer_index(variable)
+            if index is not None and (_is_bool(index) or not isinstance(index, numbers.Integral) or index < 0):
+                raise ValueError(
+                    f"`layer_index` must give an integer >= 0 or None; it gave {index!r} for "
+                    f"variable '{variable_path(variable)}'."
+                )
+            indices.append(index)
+        top = max((index for index in indices if index is not None), default=0)
+        return [
+            self.layer_decay ** (top - (top if index is None else index)) for index in indices
+        ]
+
+    def _layer_learning_rate(self, learning_rate, index):
+        """The learning rate of variable `index` (`layer_decay`)."""
+        if self._rate_multipliers is None:
+            return learning_rate
+        return learning_rate * self._rate_multipliers[index]
+
+    def _check_dtype(self, variable):
+        """`ValueError` for a variable the optimizer cannot train."""
+        if "float" not in str(variable.dtype):
+            raise ValueError(
+                f"{type(self).__name__} trains floating-point variables only; received "
+                f"variable '{variable_path(variable)}' of dtype {variable.dtype}."
+            )
 
     def _decays(self, variable):
-        return (
-            self.weight_decay > 0.0
-            and self._use_weight_decay(variable)
-            and not matches_any(self._weight_decay_patterns, variable.path)
+        return self.weight_decay > 0.0 and (
+            matches_any(self._weight_decay_inclusions, variable)
+            or (
+                self._use_weight_decay(variable)
+                and not matches_any(self._weight_decay_exclusions, variable)
+            )
         )
 
     def _add_weight_decay(self, update, variable, index):
@@ -239,10 +444,14 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
 
     def get_config(self):
         config = super().get_config()
-        config["exclude_from_weight_decay"] = _pattern_strings(
-            self._weight_decay_patterns
-        )
+        config["exclude_from_weight_decay"] = rules_config(self._weight_decay_exclusions)
+        config["include_in_weight_decay"] = rules_config(self._weight_decay_inclusions)
         config["skip_nonfinite_gradients"] = self.skip_nonfinite_gradients
+        config["max_consecutive_skipped_steps"] = self.max_consecutive_skipped_steps
+        config["layer_decay"] = self.layer_decay
+        config["layer_index"] = (
+            None if self.layer_index is None else keras.saving.serialize_keras_object(self.layer_index)
+        )
         return config
 
 
@@ -250,9 +459,14 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
     """Base for optimizers that rescale each variable's step by a trust ratio.
 
     Args:
-        exclude_from_layer_adaptation: Regular expressions; variables whose
-            `variable.path` matches one get trust ratio 1. `None` means the
-            same list as `exclude_from_weight_decay`.
+        exclude_from_layer_adaptation: Variables that get trust ratio 1, in
+            the form of `exclude_from_weight_decay`. `None` means the same
+            rules as `exclude_from_weight_decay`.
+        trust_ratio_bounds: `(lower, upper)`, `0 <= lower <= upper`,
+            `upper > 0`: the trust ratio computed from the norms is clipped
+            to it (DeepSpeed's `min_coeff`, `max_coeff`; `(0, 1)` is timm's
+            `trust_clip`); the ratio 1 of a zero norm or an excluded
+            variable stays 1. `None`: no clipping.
         (other arguments as in `WeightDecayOptimizer`)
 
     After each step, `layer_statistics()` reports per variable the weight
@@ -265,6 +479,7 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         weight_decay=0.0,
         exclude_from_weight_decay=None,
         exclude_from_layer_adaptation=None,
+        trust_ratio_bounds=None,
         **kwargs,
     ):
         super().__init__(
@@ -273,7 +488,8 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
             exclude_from_weight_decay=exclude_from_weight_decay,
             **kwargs,
         )
-        self._layer_adaptation_patterns = compile_patterns(
+        self.trust_ratio_bounds = check_bounds("trust_ratio_bounds", trust_ratio_bounds)
+        self._layer_adaptation_exclusions = compile_rules(
             "exclude_from_layer_adaptation", exclude_from_layer_adaptation
         )
 
@@ -281,14 +497,12 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         if self.built:
             return
         super().build(var_list)
-        patterns = self._layer_adaptation_patterns
-        if patterns is None:
-            patterns = self._weight_decay_patterns
-        self._adapts_layer = [
-            not matches_any(patterns, variable.path) for variable in var_list
-        ]
+        exclusions = self._layer_adaptation_exclusions
+        if exclusions is None:
+            exclusions = self._weight_decay_exclusions
+        self._adapts_layer = [not matches_any(exclusions, variable) for variable in var_list]
         self._schedule = xla_cpu.StepSchedule(var_list)
-        self._statistics_paths = [variable.path for variable in var_list]
+        self._statistics_paths = [variable_path(variable) for variable in var_list]
         # One row per variable: a single variable is much cheaper to create
         # inside a traced function (and to read back) than one per variable.
         self._layer_statistics = self.add_variable(
@@ -327,7 +541,9 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         if self._adapts_layer[index]:
             numerator = None if weight_norm_scale is None else weight_norm_scale(weight_norm)
             divisor = None if denominator is None else denominator(weight_norm, update_norm)
-            ratio = trust_ratio(weight_norm, update_norm, numerator, divisor)
+            ratio = trust_ratio(
+                weight_norm, update_norm, numerator, divisor, self.trust_ratio_bounds
+            )
         else:
             ratio = ops.ones_like(weight_norm)
         row = ops.cast(ops.stack([weight_norm, update_norm, ratio]), "float32")
@@ -350,8 +566,11 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
 
     def get_config(self):
         config = super().get_config()
-        config["exclude_from_layer_adaptation"] = _pattern_strings(
-            self._layer_adaptation_patterns
+        config["exclude_from_layer_adaptation"] = rules_config(
+            self._layer_adaptation_exclusions
+        )
+        config["trust_ratio_bounds"] = (
+            None if self.trust_ratio_bounds is None else list(self.trust_ratio_bounds)
         )
         return config
 
@@ -383,5 +602,6 @@ def _checked_rate(rate):
         return tf.identity(rate)
 
 
-def _pattern_strings(patterns):
-    return None if patterns is None else [pattern.pattern for pattern in patterns]
+def _same_shape(a, b):
+    """Whether shapes `a` and `b` agree (an unknown dimension agrees with any)."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))

@@ -26,16 +26,23 @@ class LAMB(base.LayerAdaptiveOptimizer):
         learning_rate: A float, a `LearningRateSchedule`, or a callable.
         beta_1: Decay rate of the first moment, in [0, 1).
         beta_2: Decay rate of the second moment, in [0, 1).
-        epsilon: Added to √v̂, ≥ 0.
+        epsilon: Added to √v̂, > 0 (with 0, a variable whose gradient is
+            all zero, such as an unused embedding row, would become NaN).
         weight_decay: λ, ≥ 0.
         exclude_from_weight_decay: Regular expressions matched (`re.search`)
-            against `variable.path`; matching variables get no weight decay.
-        exclude_from_layer_adaptation: Regular expressions; matching variables
-            get trust ratio 1. `None` means the weight-decay list.
+            against `variable.path` and callables `variable -> bool` (e.g.
+            `lamb.fewer_than_2_dimensions`); selected variables get no
+            weight decay.
+        exclude_from_layer_adaptation: The same kind of rules; selected
+            variables get trust ratio 1. `None` means the weight-decay rules.
         bias_correction: Whether to divide the moments by `1 − β^t`.
         weight_norm_bounds: `(lower, upper)` to clip ‖w‖ to (the paper's φ),
-            or `None` for φ = identity.
-        **kwargs: `skip_nonfinite_gradients` (see `WeightDecayOptimizer`) and
+            `0 <= lower <= upper`, `upper > 0`, or `None` for φ = identity.
+        trust_ratio_bounds: `(lower, upper)` to clip the trust ratio to
+            (DeepSpeed's `min_coeff`, `max_coeff`; `(0, 1)` is timm's
+            `trust_clip`), or `None` (see `LayerAdaptiveOptimizer`).
+        **kwargs: `include_in_weight_decay`, `skip_nonfinite_gradients` (see
+            `WeightDecayOptimizer`), and
             the keyword arguments of `keras.optimizers.Optimizer`
             (`clipnorm`, `global_clipnorm`, `gradient_accumulation_steps`,
             `use_ema`, `loss_scale_factor`, `name`, ...).
@@ -66,9 +73,9 @@ class LAMB(base.LayerAdaptiveOptimizer):
         )
         self.beta_1 = _checks.check_float("beta_1", beta_1, 0.0, 1.0)
         self.beta_2 = _checks.check_float("beta_2", beta_2, 0.0, 1.0)
-        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0)
+        self.epsilon = _checks.check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
         self.bias_correction = _checks.check_bool("bias_correction", bias_correction)
-        self.weight_norm_bounds = check_weight_norm_bounds(weight_norm_bounds)
+        self.weight_norm_bounds = _checks.check_bounds("weight_norm_bounds", weight_norm_bounds)
 
     def build(self, var_list):
         if self.built:
@@ -76,12 +83,24 @@ class LAMB(base.LayerAdaptiveOptimizer):
         super().build(var_list)
         self._moments = self._build_moments(var_list)
 
+    def _check_dtype(self, variable):
+        super()._check_dtype(variable)
+        if variable.dtype == "bfloat16":
+            raise ValueError(
+                f"{type(self).__name__} cannot train bfloat16 variable "
+                f"'{base.variable_path(variable)}': its moments and bias correction "
+                "would be bfloat16, where beta_2 = 0.999 rounds to 1.0 and the step "
+                "to 0. Keep the variable in float32 (the 'mixed_bfloat16' policy "
+                "computes in bfloat16 with float32 variables)."
+            )
+
     def _build_moments(self, var_list):
         """Where m and v are kept (LAMB16 keeps them in 8 bits)."""
         return moments.FloatMoments(self, var_list, self.beta_1, self.beta_2)
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        learning_rate = self._layer_learning_rate(learning_rate, index)
         plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
         gradient = base.dense_gradient(gradient, variable)
         new_moments = self._moments.step(index, gradient, plan)  # this step's m, v
@@ -149,21 +168,3 @@ class LAMB(base.LayerAdaptiveOptimizer):
         )
         return config
 
-
-def check_weight_norm_bounds(bounds):
-    """`None`, or `(lower, upper)` floats with `0 <= lower <= upper`."""
-    if bounds is None:
-        return None
-    try:
-        lower, upper = (float(bound) for bound in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(
-            "`weight_norm_bounds` must be None or a pair (lower, upper); "
-            f"received weight_norm_bounds={bounds!r}."
-        ) from None
-    if not 0.0 <= lower <= upper:
-        raise ValueError(
-            "`weight_norm_bounds` must satisfy 0 <= lower <= upper; "
-            f"received weight_norm_bounds={bounds!r}."
-        )
-    return (lower, upper)

@@ -37,10 +37,14 @@ class LARS(base.LayerAdaptiveOptimizer):
         trust_ratio_formula: `"decayed"` or `"separate"` (above).
         epsilon: ε of the "separate" formula, ≥ 0 (TF-contrib's default 0).
         exclude_from_weight_decay: Regular expressions matched (`re.search`)
-            against `variable.path`; matching variables get no weight decay.
-        exclude_from_layer_adaptation: Regular expressions; matching variables
-            get trust ratio 1. `None` means the weight-decay list.
-        **kwargs: `skip_nonfinite_gradients` (see `WeightDecayOptimizer`) and
+            against `variable.path` and callables `variable -> bool` (e.g.
+            `lamb.fewer_than_2_dimensions`); selected variables get no
+            weight decay.
+        exclude_from_layer_adaptation: The same kind of rules; selected
+            variables get trust ratio 1. `None` means the weight-decay rules.
+        **kwargs: `include_in_weight_decay`, `skip_nonfinite_gradients` (see
+            `WeightDecayOptimizer`), `trust_ratio_bounds` (see
+            `LayerAdaptiveOptimizer`) and
             the keyword arguments of `keras.optimizers.Optimizer`.
 
     References:
@@ -83,6 +87,7 @@ class LARS(base.LayerAdaptiveOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
+        learning_rate = self._layer_learning_rate(learning_rate, index)
         plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
         dtype = variable.dtype
         gradient = base.dense_gradient(gradient, variable)

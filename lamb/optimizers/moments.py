@@ -120,7 +120,7 @@ class Float8Moments(_Moments):
                 scales = optimizer.add_variable(
                     shape=(2,) + scaling.shape,
                     dtype="float32",
-                    name=variable.path.replace("/", "_") + "_moment_scales",
+                    name=_variable_name(variable) + "_moment_scales",
                 )
             else:
                 momentum = optimizer.add_variable_from_reference(variable, "momentum")
@@ -134,7 +134,7 @@ class Float8Moments(_Moments):
         return self._optimizer.add_variable(
             shape=variable.shape,
             dtype="uint8",
-            name=f"{variable.path.replace('/', '_')}_{name}",
+            name=f"{_variable_name(variable)}_{name}",
             layout=getattr(variable, "_layout", None),
         )
 
@@ -200,3 +200,8 @@ class Float8Moments(_Moments):
             return after_update
 
         return StepMoments(times, finish)
+
+
+def _variable_name(variable):
+    """`variable`'s path as one name (a raw `tf.Variable` has only a name)."""
+    return (getattr(variable, "path", None) or variable.name).replace("/", "_").replace(":", "_")

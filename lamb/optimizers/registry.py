@@ -4,6 +4,7 @@ benchmarks, with one way to build each from the same arguments."""
 import keras
 
 from lamb import _checks
+from lamb.optimizers.base import compile_rules
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay
 from lamb.optimizers.lamb import LAMB
 from lamb.optimizers.lamb16 import LAMB16
@@ -59,13 +60,33 @@ def create(name, learning_rate, weight_decay=0.0, exclude_from_weight_decay=None
     decay, the variables to exclude from it, and further constructor keywords.
 
     Raises `ValueError` for a weight decay on an optimizer without one
-    (instead of dropping it) and for an unknown name.
+    (instead of dropping it), for an unknown name, and for the arguments
+    that the package's optimizers refuse, also where Keras's own would take
+    them.
     """
     cls = OPTIMIZERS[check_name(name)]
     if name in KERAS_BUILTINS:  # Keras checks none of these.
-        for key, low, high in (("beta_1", 0.0, 1.0), ("beta_2", 0.0, 1.0), ("epsilon", 0.0, None)):
-            if key in options:
-                options[key] = _checks.check_float(key, options[key], low, high)
+        weight_decay = _checks.check_float(
+            "weight_decay", 0.0 if weight_decay is None else weight_decay, low=0.0
+        )
+        exclude_from_weight_decay = _keras_exclusions(exclude_from_weight_decay)
+        options["learning_rate"] = _checks.check_learning_rate(learning_rate)
+        for key, low, high, low_inclusive in (
+            ("beta_1", 0.0, 1.0, True), ("beta_2", 0.0, 1.0, True), ("epsilon", 0.0, None, False),
+            ("global_clipnorm", 0.0, None, False), ("clipnorm", 0.0, None, False),
+            ("clipvalue", 0.0, None, False),
+        ):
+            if options.get(key) is not None:
+                options[key] = _checks.check_float(key, options[key], low, high, low_inclusive)
+        if options.get("ema_momentum") is not None:
+            options["ema_momentum"] = _checks.check_float(
+                "ema_momentum", options["ema_momentum"], 0.0, 1.0, high_inclusive=True
+            )
+        if options.get("gradient_accumulation_steps") is not None:
+            options["gradient_accumulation_steps"] = _checks.check_int(
+                "gradient_accumulation_steps", options["gradient_accumulation_steps"], low=2
+            )
+        learning_rate = options.pop("learning_rate")
     if name in WITHOUT_WEIGHT_DECAY:
         if weight_decay:
             raise ValueError(
@@ -76,7 +97,7 @@ def create(name, learning_rate, weight_decay=0.0, exclude_from_weight_decay=None
     if name in KERAS_BUILTINS:
         optimizer = cls(learning_rate, weight_decay=weight_decay, **options)
         if exclude_from_weight_decay:
-            optimizer.exclude_from_weight_decay(var_names=list(exclude_from_weight_decay))
+            optimizer.exclude_from_weight_decay(var_names=exclude_from_weight_decay)
         return optimizer
     return cls(
         learning_rate,
@@ -84,3 +105,20 @@ def create(name, learning_rate, weight_decay=0.0, exclude_from_weight_decay=None
         exclude_from_weight_decay=exclude_from_weight_decay,
         **options,
     )
+
+
+def _keras_exclusions(exclude_from_weight_decay):
+    """The exclusion list as the regular expressions Keras's own optimizers
+    search in variable names, checked as the package's optimizers check it
+    (a bare string is refused, not split into letters); they take no
+    callables."""
+    rules = compile_rules("exclude_from_weight_decay", exclude_from_weight_decay)
+    if rules is None:
+        return None
+    if any(callable(rule) for rule in rules):
+        raise ValueError(
+            "Keras's own optimizers (adam, keras_adamw, keras_lamb) exclude variables "
+            "by regular expressions only; received a callable in exclude_from_weight_decay="
+            f"{exclude_from_weight_decay!r}."
+        )
+    return [rule.pattern for rule in rules]

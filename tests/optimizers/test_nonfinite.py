@@ -99,16 +99,17 @@ def test_by_default_a_nan_gradient_element_poisons_its_weight(name):
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 def test_huge_finite_gradients_are_clipped_to_the_same_step(name, mode):
     """Clipped to global norm 1, gradients x·1e20 (whose squares overflow)
+    and x·5e37 (near float32's largest value, so that 1 / norm is subnormal)
     give the step of x (whose norm is above 1 as well): the same to float32
     rounding, which can move a float8 moment to the neighbouring code."""
     steps = {}
-    for scale in (1.0, 1e20):
+    for scale in (1.0, 1e20, 5e37):
         problem = Problem(OPTIMIZERS[name], mode, global_clipnorm=1.0)
         for seed in (1, 2):
             problem.step(scale=scale, seed=seed)
         steps[scale] = problem.state()
-    assert all(np.isfinite(x).all() for x in steps[1e20])
-    for x, y in zip(steps[1e20], steps[1.0]):
+    for x, y in zip(steps[1e20] + steps[5e37], steps[1.0] * 2):
+        assert np.isfinite(x).all()
         if x.dtype == np.uint8:  # codes: at most one in 1,000 one code apart
             code_steps = np.abs(x.astype(np.int32) - y.astype(np.int32))
             assert code_steps.max() <= 1 and (code_steps > 0).mean() < 1e-3
@@ -140,6 +141,19 @@ def test_the_global_norm_does_not_overflow():
     assert float(norms.global_norm([np.zeros(4, "float32")])) == 0.0
     for bad in (np.inf, np.nan):
         assert not np.isfinite(float(norms.global_norm([big, np.float32([1.0, bad])])))
+        clipped = norms.clip_by_global_norm([big, np.float32([1.0, bad])], 1.0)
+        assert np.isnan(keras.ops.convert_to_numpy(clipped[0])).all()
+
+
+def test_clipping_gradients_near_the_float32_maximum():
+    """1e38 per element: a global norm beyond float32's range, and a factor
+    1 / norm that would be subnormal; the clipped gradients are exact."""
+    huge = [np.full((100,), 1e38, "float32"), np.float32([-1e38, 0.0, 3e30])]
+    clipped = [keras.ops.convert_to_numpy(t) for t in norms.clip_by_global_norm(huge, 2.0)]
+    expected_element = 2.0 / np.sqrt(101.0)
+    np.testing.assert_allclose(clipped[0], np.full((100,), expected_element), rtol=1e-6)
+    np.testing.assert_allclose(clipped[1], [-expected_element, 0.0, 3e-8 * expected_element],
+                               rtol=1e-6)
 
 
 class NegativeAfter(keras.optimizers.schedules.LearningRateSchedule):
@@ -193,6 +207,79 @@ def test_skipping_under_the_jax_backend():
         assert int(skipping.optimizer.iterations) == 2
         for a, b in zip(skipping.get_weights(), clean.get_weights()):
             np.testing.assert_array_equal(a, b)
+        print("ok")
+        """
+    )
+    pytest.importorskip("jax")
+    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        timeout=300,
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["lamb", "lars"])
+def test_skipping_gives_up_after_max_consecutive_skipped_steps(name, mode):
+    """optax's `apply_if_finite(max_consecutive_errors=2)`: two consecutive
+    bad steps are skipped (a good step in between restarts the count); the
+    third stops training (TensorFlow outside XLA) or is applied (XLA)."""
+    import tensorflow as tf
+
+    problem = Problem(OPTIMIZERS[name], mode, skip_nonfinite_gradients=True,
+                      max_consecutive_skipped_steps=2)
+    problem.step(seed=1)
+    for seed in (2, 3):
+        problem.step(seed=seed, poison=np.nan)
+    problem.step(seed=4)
+    for seed in (5, 6):
+        problem.step(seed=seed, poison=np.inf)
+    assert problem.optimizer.skipped_steps == 4
+    assert np.isfinite(problem.kernel.numpy()).all()
+    if mode == "xla":
+        problem.step(seed=7, poison=np.nan)
+        assert np.isnan(problem.kernel.numpy()).any()
+        return
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"not finite for more than max_consecutive_skipped_steps=2 consecutive steps"):
+        problem.step(seed=7, poison=np.nan)
+
+
+def test_max_consecutive_skipped_steps_needs_skipping_and_round_trips():
+    with pytest.raises(ValueError, match=r"`max_consecutive_skipped_steps` needs skip_nonfinite_gradients=True"):
+        lamb.LAMB(max_consecutive_skipped_steps=3)
+    with pytest.raises(ValueError, match=r"`max_consecutive_skipped_steps` must be an integer"):
+        lamb.LARS(skip_nonfinite_gradients=True, max_consecutive_skipped_steps=2.5)
+    optimizer = lamb.AdamWeightDecay(skip_nonfinite_gradients=True, max_consecutive_skipped_steps=3)
+    restored = lamb.AdamWeightDecay.from_config(optimizer.get_config())
+    assert restored.max_consecutive_skipped_steps == 3
+
+
+def test_giving_up_under_the_jax_backend():
+    """Two consecutive NaN batches skipped, the third applied (NaN weights)."""
+    script = textwrap.dedent(
+        """
+        import keras, numpy as np, lamb
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(80, 8)).astype("float32")
+        y = rng.normal(size=(80, 1)).astype("float32")
+        x[[16, 32], 0] = np.nan  # batches 2 and 3 of 5
+
+        def fit(x, limit):
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+            model.compile(lamb.LAMB(1e-2, skip_nonfinite_gradients=True,
+                                    max_consecutive_skipped_steps=limit), "mse")
+            model.fit(x, y, batch_size=16, shuffle=False, verbose=0)
+            return model
+
+        skipping = fit(x, 2)
+        assert skipping.optimizer.skipped_steps == 2, skipping.optimizer.skipped_steps
+        assert all(np.isfinite(w).all() for w in skipping.get_weights())
+        x[48, 0] = np.nan  # three consecutive bad batches
+        assert any(np.isnan(w).any() for w in fit(x, 2).get_weights())
         print("ok")
         """
     )

@@ -35,18 +35,49 @@ LAMB_CASES = {
         weight_norm_bounds=(0.5, 2.0),
     ),
     "no_decay": dict(learning_rate=0.005),
+    # DeepSpeed's min_coeff / max_coeff, tight enough to clip both ways.
+    "trust_ratio_bounds": dict(
+        learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["bias"],
+        trust_ratio_bounds=(1.3, 1.6),
+    ),
+    # Exclusion by a rule on the variable, with an allow-list over it.
+    "exclusion_rules": dict(
+        learning_rate=0.01, weight_decay=0.1,
+        exclude_from_weight_decay=[lamb.fewer_than_2_dimensions, "head"],
+        include_in_weight_decay=["layer_norm"],
+        exclude_from_layer_adaptation=lamb.fewer_than_2_dimensions,
+    ),
 }
+
+
+def _selects(rules, path, shape):
+    """Whether regular expressions on `path` or `lamb.fewer_than_2_dimensions`
+    in `rules` (a list, or one rule) select the variable."""
+    rules = rules if isinstance(rules, list) else [] if rules is None else [rules]
+    patterns = [rule for rule in rules if isinstance(rule, str)]
+    by_rank = any(rule is lamb.fewer_than_2_dimensions for rule in rules)
+    return matches(patterns, path) or (by_rank and len(shape) < 2)
+
+
+def _decays(kwargs, path, shape):
+    return kwargs.get("weight_decay", 0.0) > 0 and (
+        _selects(kwargs.get("include_in_weight_decay"), path, shape)
+        or not _selects(kwargs.get("exclude_from_weight_decay"), path, shape)
+    )
+
+
+def _adapts(kwargs, path, shape):
+    rules = kwargs.get("exclude_from_layer_adaptation", kwargs.get("exclude_from_weight_decay"))
+    return not _selects(rules, path, shape)
 
 
 def _lamb_reference(kwargs, values, gradients, specs=VARIABLE_SPECS):
     weights = [v.astype("float64") for v in values]
     m = [np.zeros_like(w) for w in weights]
     v = [np.zeros_like(w) for w in weights]
-    decay_list = kwargs.get("exclude_from_weight_decay")
-    adapt_list = kwargs.get("exclude_from_layer_adaptation", decay_list)
     weight_decay = kwargs.get("weight_decay", 0.0)
     for t, grads in enumerate(gradients, start=1):
-        for i, (path, _, _) in enumerate(specs):
+        for i, (path, shape, _) in enumerate(specs):
             weights[i], m[i], v[i] = reference.lamb_step(
                 weights[i], grads[i].astype("float64"), m[i], v[i], t,
                 lr=kwargs["learning_rate"],
@@ -54,10 +85,11 @@ def _lamb_reference(kwargs, values, gradients, specs=VARIABLE_SPECS):
                 beta_2=kwargs.get("beta_2", 0.999),
                 epsilon=kwargs.get("epsilon", 1e-6),
                 weight_decay=weight_decay,
-                decays=weight_decay > 0 and not matches(decay_list, path),
-                adapts=not matches(adapt_list, path),
+                decays=_decays(kwargs, path, shape),
+                adapts=_adapts(kwargs, path, shape),
                 bias_correction=kwargs.get("bias_correction", True),
                 weight_norm_bounds=kwargs.get("weight_norm_bounds"),
+                trust_ratio_bounds=kwargs.get("trust_ratio_bounds"),
             )
     return weights
 
@@ -81,6 +113,10 @@ ADAMW_CASES = {
         learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["LayerNorm", "layer_norm", "bias"]
     ),
     "no_decay": dict(learning_rate=0.003, beta_1=0.5, beta_2=0.9, epsilon=1e-4),
+    "exclusion_rules": dict(
+        learning_rate=0.01, weight_decay=0.1, exclude_from_weight_decay=lamb.fewer_than_2_dimensions,
+        include_in_weight_decay=["gamma"],
+    ),
 }
 
 
@@ -96,7 +132,7 @@ def test_adam_weight_decay_matches_reference(case, mode):
     v = [np.zeros_like(w) for w in weights]
     weight_decay = kwargs.get("weight_decay", 0.0)
     for grads in gradients:
-        for i, (path, _, _) in enumerate(VARIABLE_SPECS):
+        for i, (path, shape, _) in enumerate(VARIABLE_SPECS):
             weights[i], m[i], v[i] = reference.adam_weight_decay_step(
                 weights[i], grads[i].astype("float64"), m[i], v[i],
                 lr=kwargs["learning_rate"],
@@ -104,8 +140,7 @@ def test_adam_weight_decay_matches_reference(case, mode):
                 beta_2=kwargs.get("beta_2", 0.999),
                 epsilon=kwargs.get("epsilon", 1e-6),
                 weight_decay=weight_decay,
-                decays=weight_decay > 0
-                and not matches(kwargs.get("exclude_from_weight_decay"), path),
+                decays=_decays(kwargs, path, shape),
             )
     _assert_close(actual, weights)
 
@@ -133,6 +168,14 @@ LARS_CASES = {
         exclude_from_weight_decay=["bias"],
         exclude_from_layer_adaptation=["head"],
     ),
+    "trust_ratio_bounds": dict(
+        learning_rate=1.0, weight_decay=1e-4, eeta=0.01, trust_ratio_bounds=(0.095, 1.0),
+        exclude_from_weight_decay=[lamb.fewer_than_2_dimensions],
+    ),
+    "separate_trust_ratio_bounds": dict(
+        learning_rate=1.0, weight_decay=0.01, eeta=0.01, trust_ratio_formula="separate",
+        trust_ratio_bounds=(0.087, 0.1), exclude_from_weight_decay=["bias"],
+    ),
 }
 
 
@@ -145,11 +188,9 @@ def test_lars_matches_reference(case, mode):
 
     weights = [v.astype("float64") for v in values]
     velocity = [np.zeros_like(w) for w in weights]
-    decay_list = kwargs.get("exclude_from_weight_decay")
-    adapt_list = kwargs.get("exclude_from_layer_adaptation", decay_list)
     weight_decay = kwargs.get("weight_decay", 0.0)
     for grads in gradients:
-        for i, (path, _, _) in enumerate(VARIABLE_SPECS):
+        for i, (path, shape, _) in enumerate(VARIABLE_SPECS):
             weights[i], velocity[i] = reference.lars_step(
                 weights[i], grads[i].astype("float64"), velocity[i],
                 lr=kwargs["learning_rate"],
@@ -157,10 +198,11 @@ def test_lars_matches_reference(case, mode):
                 weight_decay=weight_decay,
                 eeta=kwargs.get("eeta", 0.001),
                 nesterov=kwargs.get("nesterov", False),
-                decays=weight_decay > 0 and not matches(decay_list, path),
-                adapts=not matches(adapt_list, path),
+                decays=_decays(kwargs, path, shape),
+                adapts=_adapts(kwargs, path, shape),
                 formula=kwargs.get("trust_ratio_formula", "decayed"),
                 epsilon=kwargs.get("epsilon", 0.0),
+                trust_ratio_bounds=kwargs.get("trust_ratio_bounds"),
             )
     _assert_close(actual, weights)
 
@@ -206,3 +248,76 @@ def test_both_norm_formulations_equal_numpy(shape):
     expected = np.linalg.norm(x.astype("float64"))
     for norm in (norms.l2_norm, xla_cpu.l2_norm_by_matvec):
         np.testing.assert_allclose(float(ops.convert_to_numpy(norm(ops.convert_to_tensor(x)))), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "cls, kwargs",
+    [(lamb.LAMB, LAMB_CASES["trust_ratio_bounds"]), (lamb.LARS, LARS_CASES["trust_ratio_bounds"]),
+     (lamb.LARS, LARS_CASES["separate_trust_ratio_bounds"])],
+)
+def test_the_trust_ratio_bounds_clip_both_ways(cls, kwargs):
+    """The bounds of the `trust_ratio_bounds` cases change the step: without
+    them, ratios below and above them occur (else the cases could not fail)."""
+    optimizer = cls(**dict(kwargs, trust_ratio_bounds=None))
+    values, gradients = initial_values(), gradient_sequence(num_steps=3)
+    run_optimizer(optimizer, values, gradients, "eager")
+    ratios = [ratio for _, _, ratio in optimizer.layer_statistics().values() if ratio != 1.0]
+    lower, upper = kwargs["trust_ratio_bounds"]
+    assert min(ratios) < lower and max(ratios) > upper, ratios
+
+
+BERT_LIKE_SPECS = [
+    ("bert/token_embedding/embeddings", (10, 4), "normal"),
+    ("bert/embeddings_layer_norm/gamma", (4,), "ones"),
+    ("bert/transformer_layer_0/dense/kernel", (4, 4), "normal"),
+    ("bert/transformer_layer_1/dense/kernel", (4, 4), "normal"),
+    ("bert/transformer_layer_1/dense/bias", (4,), "zeros"),
+    ("next_sentence_head/kernel", (4, 2), "normal"),
+]
+BERT_LIKE_DEPTHS = [2, 2, 1, 0, 0, 0]  # from the top: bert_layer_index's 0, 0, 1, 2, 2, None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", ["lamb", "adam_weight_decay", "lars"])
+def test_layer_decay_scales_each_layers_rate_as_the_reference(name, mode):
+    """ELECTRA's layer-wise rate decay: rate · 0.5^(depth from the top)."""
+    kwargs = dict(learning_rate=0.01, weight_decay=0.01, exclude_from_weight_decay=["bias", "gamma"])
+    cls = {"lamb": lamb.LAMB, "adam_weight_decay": lamb.AdamWeightDecay, "lars": lamb.LARS}[name]
+    optimizer = cls(**kwargs, layer_decay=0.5, layer_index=lamb.bert_layer_index)
+    restored = cls.from_config(optimizer.get_config())
+    assert restored.layer_index is lamb.bert_layer_index and restored.layer_decay == 0.5
+    values = initial_values(specs=BERT_LIKE_SPECS)
+    gradients = gradient_sequence(num_steps=4, specs=BERT_LIKE_SPECS)
+    actual = run_optimizer(restored, values, gradients, mode, specs=BERT_LIKE_SPECS)
+
+    weights = [v.astype("float64") for v in values]
+    state = [[np.zeros_like(w), np.zeros_like(w)] for w in weights]
+    for t, grads in enumerate(gradients, start=1):
+        for i, (path, _, _) in enumerate(BERT_LIKE_SPECS):
+            lr = 0.01 * 0.5 ** BERT_LIKE_DEPTHS[i]
+            decays = not matches(["bias", "gamma"], path)
+            g = grads[i].astype("float64")
+            if name == "lamb":
+                weights[i], *state[i] = reference.lamb_step(
+                    weights[i], g, *state[i], t, lr=lr, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                    weight_decay=0.01, decays=decays, adapts=decays)
+            elif name == "adam_weight_decay":
+                weights[i], *state[i] = reference.adam_weight_decay_step(
+                    weights[i], g, *state[i], lr=lr, beta_1=0.9, beta_2=0.999, epsilon=1e-6,
+                    weight_decay=0.01, decays=decays)
+            else:
+                weights[i], state[i][0] = reference.lars_step(
+                    weights[i], g, state[i][0], lr=lr, momentum=0.9, weight_decay=0.01, eeta=0.001,
+                    nesterov=False, decays=decays, adapts=decays)
+    for (path, _, _), a, e in zip(BERT_LIKE_SPECS, actual, weights):
+        np.testing.assert_allclose(a, e, rtol=2e-5, atol=2e-6, err_msg=path)
+
+
+def test_layer_decay_arguments_are_checked():
+    with pytest.raises(ValueError, match=r"`layer_decay` must be a finite number in \(0.0, 1.0\]"):
+        lamb.LAMB(layer_decay=0.0, layer_index=lamb.bert_layer_index)
+    with pytest.raises(ValueError, match=r"`layer_index` must be a callable"):
+        lamb.LAMB(layer_decay=0.8)
+    optimizer = lamb.LARS(layer_decay=0.8, layer_index=lambda variable: "top")
+    with pytest.raises(ValueError, match=r"`layer_index` must give an integer >= 0 or None; it gave 'top'"):
+        run_optimizer(optimizer, initial_values(), gradient_sequence(num_steps=1), "eager")
