@@ -1,6 +1,7 @@
 """BERT pre-training steps under JAX on one synthetic batch: sequences/s and peak memory.
 
-    KERAS_BACKEND=jax python benchmarks/bert_steps_jax.py --bert_config=configs/bert_config_large.json
+    KERAS_BACKEND=jax python benchmarks/bert_steps_jax.py \
+        --bert_config=configs/bert_config_large.json
 
 Trains `lamb.models.bert.BertPretrainer` (keras-hub's BERT with BERT's two
 heads) with LAMB and with Keras's AdamW, each step one XLA program

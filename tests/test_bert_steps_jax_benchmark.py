@@ -15,8 +15,8 @@ def test_bert_steps_jax_prints_sequences_per_second_for_each_optimizer():
     pytest.importorskip("jax")
     pytest.importorskip("keras_hub")
     result = subprocess.run(
-        [sys.executable, "benchmarks/bert_steps_jax.py", "--bert_config=configs/bert_config_tiny.json",
-         "--batch_size=2", "--sequence=8", "--predictions=2", "--rounds=1", "--steps=1"],
+        [sys.executable, "benchmarks/bert_steps_jax.py",
+         "--bert_config=configs/bert_config_tiny.json", "--batch_size=2", "--sequence=8", "--predictions=2", "--rounds=1", "--steps=1"],
         cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT)),
         capture_output=True, text=True, timeout=600,
     )
