@@ -1,0 +1,161 @@
+"""`lamb.jax_distribution`: every JAX configuration gives one device's weights.
+
+The JAX work runs in subprocesses (`tests/jax_distribution_worker.py`) under
+`KERAS_BACKEND=jax` with 4 virtual CPU devices, and as 2 processes joined
+over 127.0.0.1; each trains `STEPS` LAMB steps with `global_clipnorm` below
+the gradient's norm (so a clip of a replica's or a micro-batch's share would
+show) and compares the weights with one device on the whole batch.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+from lamb import jax_distribution
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOAT32_ROUNDING = 2e-6  # Max abs weight difference over a few steps.
+
+
+def _env(devices):
+    return dict(
+        os.environ,
+        KERAS_BACKEND="jax",
+        PYTHONPATH=str(ROOT),
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        CUDA_VISIBLE_DEVICES="",
+    )
+
+
+def _last_json_line(output):
+    return json.loads(output.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def devices_run(tmp_path_factory):
+    pytest.importorskip("jax")
+    pytest.importorskip("keras_hub")
+    reference = tmp_path_factory.mktemp("jax") / "reference.npz"
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.jax_distribution_worker", "devices", str(reference)],
+        cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return _last_json_line(result.stdout), reference
+
+
+@pytest.mark.parametrize("model", ["mlp", "bert"])
+@pytest.mark.parametrize(
+    "configuration", ["data_parallel", "model_parallel", "data_parallel_accumulation"]
+)
+def test_distributed_steps_equal_one_device(devices_run, model, configuration):
+    results, _ = devices_run
+    assert results["devices"] == 4
+    assert results[f"{model}_gradient_norm"] > 10 * 0.05  # The clip acts.
+    assert results[f"{model}_{configuration}"] < FLOAT32_ROUNDING
+
+
+@pytest.mark.parametrize("model", ["mlp", "bert"])
+def test_model_parallel_state_is_sharded_like_its_variable(devices_run, model):
+    results, _ = devices_run
+    sharding = results[f"{model}_sharding"]
+    expected = {"mlp": 4, "bert": 9}[model]  # Kernels and tables the layouts split.
+    assert len(sharding) == expected
+    for entry in sharding.values():
+        assert "model" in entry["variable"]
+        assert entry["state"] == [entry["variable"]] * 2  # LAMB's two moments.
+    one_device = results[f"{model}_optimizer_bytes_one_device"]
+    per_device = results[f"{model}_optimizer_bytes_per_device"]
+    assert len(set(per_device)) == 1
+    # The split kernels hold half their bytes on each device; biases, layer
+    # norms and the heads stay whole.
+    assert per_device[0] < {"mlp": 0.51, "bert": 0.65}[model] * one_device
+
+
+def test_a_mesh_of_the_wrong_size_is_a_clear_error(devices_run):
+    results, _ = devices_run
+    assert results["mesh_error"] == (
+        "--mesh_shape=3,2 holds 6 devices; there are 4 (BATCH x MODEL must equal the "
+        "device count)."
+    )
+
+
+def test_keras_accumulation_schedules_count_optimizer_steps_only_in_lamb(devices_run):
+    """Keras's AdamW passes its schedule the micro-batch count; lamb's
+    optimizers pass `iterations` (optimizer steps)."""
+    results, _ = devices_run
+    assert results["schedule_lamb_accumulation"] < FLOAT32_ROUNDING
+    assert results["schedule_adamw_accumulation"] > 1e-3
+
+
+def test_keras_accumulation_drops_only_the_nonfinite_micro_batch(devices_run):
+    """With `skip_nonfinite_gradients`, a non-finite micro-batch is left out
+    and the step waits for one more finite micro-batch: the step is not skipped."""
+    results, _ = devices_run
+    assert results["nonfinite_iterations_after_each_micro_batch"] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert results["nonfinite_weights_changed_after_each_micro_batch"] == [
+        False, False, False, False, True, True, True, True
+    ]
+
+
+def test_two_processes_equal_one_process(devices_run):
+    _, reference = devices_run
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.jax_distribution_worker", "process", str(process_id),
+             str(port), str(reference)],
+            cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for process_id in (0, 1)
+    ]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (stdout, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stdout[-3000:] + stderr[-6000:]
+    for process_id, (stdout, _) in enumerate(outputs):
+        result = _last_json_line(stdout)
+        assert result["process"] == process_id
+        assert (result["devices"], result["local_devices"]) == (4, 2)
+        assert result["difference"] < FLOAT32_ROUNDING
+
+
+@pytest.mark.skipif(keras.backend.backend() == "jax", reason="the TensorFlow backend's error")
+def test_a_distribution_under_tensorflow_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"^--distribution needs the JAX backend"):
+        jax_distribution.make_distribution("data_parallel")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (("pipeline",), r"--distribution"),
+        (("none", "2,2"), r"^--mesh_shape is for --distribution=model_parallel"),
+    ],
+)
+def test_bad_distribution_arguments(arguments, message):
+    with pytest.raises(ValueError, match=message):
+        jax_distribution.make_distribution(*arguments)
+
+
+@pytest.mark.parametrize("mesh_shape", ["2x2", "2,0", "2", "2,2,1", "a,b"])
+def test_bad_mesh_shape(mesh_shape):
+    with pytest.raises(ValueError, match=r"^--mesh_shape must be two positive integers"):
+        jax_distribution.parse_mesh_shape(mesh_shape)
+
+
+def test_mesh_shape():
+    assert jax_distribution.parse_mesh_shape("2,4") == (2, 4)
+    assert jax_distribution.parse_mesh_shape((1, 8)) == (1, 8)
+
+
+def test_process_arguments_come_together():
+    with pytest.raises(ValueError, match=r"^--num_processes, --process_id missing"):
+        jax_distribution.initialize_processes("127.0.0.1:1234")
