@@ -1,6 +1,7 @@
 """`lamb.run_pretraining`: resume after SIGKILL, two phases, outputs, bad input."""
 
 import json
+import math
 import os
 import random
 import re
@@ -115,6 +116,28 @@ def test_outputs_metrics_json_and_tensorboard(phase1):
     # Linear warmup over 3 steps to 1e-2, then linear decay to 0 at step 8.
     assert logged["learning_rate"][2] == pytest.approx(1e-2 * 2 / 3, rel=1e-5)
     assert logged["learning_rate"][6] == pytest.approx(1e-2 * (8 - 6) / 8, rel=1e-5)
+
+
+def test_cosine_decay_and_start_warmup_step_flags(data, tmp_path):
+    """--decay_schedule=cosine --cosine_alpha --start_warmup_step: the logged
+    rates are the hand-computed ones, and flags.json records them."""
+    output_dir = str(tmp_path / "out")
+    run_in_process(helpers.app_args(
+        data, output_dir, learning_rate=1e-2, num_train_steps=4, num_warmup_steps=2,
+        save_checkpoints_steps=4, iterations_per_loop=1, decay_schedule="cosine",
+        cosine_alpha=0.1, start_warmup_step=1,
+    ))
+    logged = scalars(output_dir)["learning_rate"]
+    expected = {}
+    for step in range(1, 5):
+        t = max(step - 1, 0)  # The schedule starts at step 1.
+        cosine = 0.5 * (1 + math.cos(math.pi * t / 4))
+        expected[step] = 1e-2 * t / 2 if t < 2 else 1e-2 * (0.9 * cosine + 0.1)
+    assert {step: logged[step] for step in expected} == pytest.approx(expected, rel=1e-5)
+    with open(os.path.join(output_dir, "flags.json")) as f:
+        recorded = json.load(f)
+    assert (recorded["decay_schedule"], recorded["cosine_alpha"], recorded["start_warmup_step"]) == (
+        "cosine", 0.1, 1)
 
 
 def test_phase_two_starts_from_phase_one_weights_and_rewarms(data, phase1, long_data, tmp_path):
@@ -335,6 +358,8 @@ def test_nan_infinite_and_out_of_range_flags_fail_at_once_naming_the_flag(data, 
         ("epsilon", "0", r"a finite number in \(0.0, inf\)"),
         ("seed", "-1", r"an integer in \[0, 4294967295\]"),
         ("num_warmup_steps", "-1", r"an integer in \[0, inf\)"),
+        ("start_warmup_step", "-1", r"an integer in \[0, inf\)"),
+        ("cosine_alpha", "1.5", r"a finite number in \[0.0, 1.0\]"),
         ("keep_checkpoint_max", "0", r"an integer in \[1, inf\)"),
     ]:
         with pytest.raises(ValueError, match=rf"`--{flag}` must be {allowed}; received "

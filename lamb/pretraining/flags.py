@@ -6,6 +6,7 @@ from absl import flags
 
 from lamb import _app, _checks
 from lamb import distribute
+from lamb.factory import DECAY_SCHEDULES
 from lamb.optimizers import base, registry
 
 FLAGS = flags.FLAGS
@@ -98,6 +99,22 @@ flags.DEFINE_float(
     "end_learning_rate", 0.0, "Learning rate at the end of the polynomial decay."
 )
 flags.DEFINE_float("poly_power", 1.0, "Power of the polynomial learning-rate decay.")
+_app.define_choice(
+    "decay_schedule",
+    "polynomial",
+    DECAY_SCHEDULES,
+    "The decay after the warmup: BERT's polynomial decay to --end_learning_rate, or a cosine "
+    "decay to --cosine_alpha times --learning_rate.",
+)
+flags.DEFINE_float(
+    "cosine_alpha", 0.0, "The cosine decay's floor, a fraction of --learning_rate in [0, 1]."
+)
+flags.DEFINE_integer(
+    "start_warmup_step",
+    0,
+    "The step at which the schedule starts (MLPerf BERT's): steps before it count as step 0, "
+    "e.g. for a phase that continues another run's checkpoint and its step count.",
+)
 flags.DEFINE_float(
     "clip_norm",
     1.0,
@@ -203,7 +220,7 @@ def validate_flags():
         "keep_checkpoint_max", "num_cpu_devices", "eval_batch_size", "max_eval_steps",
     ):
         _checks.check_int(f"--{name}", getattr(FLAGS, name), low=1)
-    for name in ("num_warmup_steps", "eval_every_steps", "divergence_steps"):
+    for name in ("num_warmup_steps", "eval_every_steps", "divergence_steps", "start_warmup_step"):
         _checks.check_int(f"--{name}", getattr(FLAGS, name), low=0)
     if FLAGS.target_mlm_accuracy is not None:
         _checks.check_float("--target_mlm_accuracy", FLAGS.target_mlm_accuracy, 0.0, 1.0,
@@ -212,6 +229,8 @@ def validate_flags():
     _checks.check_learning_rate(FLAGS.learning_rate, "--learning_rate")
     for name in ("end_learning_rate", "poly_power"):
         _checks.check_float(f"--{name}", getattr(FLAGS, name), low=0.0)
+    _checks.check_choice("--decay_schedule", FLAGS.decay_schedule, DECAY_SCHEDULES)
+    _checks.check_float("--cosine_alpha", FLAGS.cosine_alpha, 0.0, 1.0, high_inclusive=True)
     if FLAGS.weight_decay is not None:
         _checks.check_float("--weight_decay", FLAGS.weight_decay, low=0.0)
         if FLAGS.weight_decay and FLAGS.optimizer in registry.WITHOUT_WEIGHT_DECAY:
@@ -285,6 +304,11 @@ def warn_about_flags_without_effect(strategy_name):
             _app.warn_without_effect(name, "with --optimizer=lars (momentum, no moments)")
     if optimizer != "lamb16":
         _app.warn_without_effect("lamb16_row_scales", f"with --optimizer={optimizer} (only lamb16)")
+    if FLAGS.decay_schedule == "cosine":
+        for name in ("end_learning_rate", "poly_power"):
+            _app.warn_without_effect(name, "with --decay_schedule=cosine (its floor: --cosine_alpha)")
+    else:
+        _app.warn_without_effect("cosine_alpha", f"with --decay_schedule={FLAGS.decay_schedule}")
     if strategy_name != "tpu":
         for name in ("tpu_name", "tpu_zone", "gcp_project"):
             _app.warn_without_effect(name, f"with --strategy={strategy_name} (only with tpu)")

@@ -117,14 +117,21 @@ def build_model(bert_config):
         optimizer_type=FLAGS.optimizer,
         weight_decay=FLAGS.weight_decay,
         epsilon=FLAGS.epsilon,
-        end_learning_rate=FLAGS.end_learning_rate,
-        power=FLAGS.poly_power,
         global_clipnorm=FLAGS.clip_norm or None,
+        start_warmup_step=FLAGS.start_warmup_step,
+        **schedule_options(),
         **optimizer_kwargs,
     )
     model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
     model.optimizer.build(model.trainable_variables)
     return model
+
+
+def schedule_options():
+    """`create_optimizer`'s arguments of the decay that --decay_schedule names."""
+    if FLAGS.decay_schedule == "cosine":
+        return dict(decay_schedule="cosine", alpha=FLAGS.cosine_alpha)
+    return dict(end_learning_rate=FLAGS.end_learning_rate, power=FLAGS.poly_power)
 
 
 def build(strategy, bert_config):
