@@ -30,7 +30,7 @@ EXTRAS = {
     "bert": BERT,
     "notebook": NOTEBOOK,
     "docs": DOCS,
-    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.4", "optax>=0.2"])),
+    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.3.1", "optax>=0.2"])),
 }
 
 setup(
@@ -50,7 +50,9 @@ setup(
     package_dir={"lamb._configs": "configs"},
     package_data={"lamb._configs": ["*.json", "*.flags"]},
     py_modules=["optimization"],
-    install_requires=["tensorflow>=2.16", "keras>=3.3", "numpy", "absl-py"],
+    # Keras 3.12: `ops.view` (LAMB16's codes) and `add_optimizer_variables` (3.10). The
+    # floors are tested: TensorFlow 2.16.1, Keras 3.12.0, ml_dtypes 0.3.2, NumPy 1.26.
+    install_requires=["tensorflow>=2.16", "keras>=3.12", "numpy", "absl-py"],
     extras_require=EXTRAS,
     entry_points={
         "console_scripts": [

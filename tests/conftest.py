@@ -12,6 +12,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
+# What XLA on CPU writes in a step (tests marked xla_structure) depends on its
+# version: the tests describe TensorFlow 2.21's; 2.20 and older outline the
+# step into calls rather than fusions.
+XLA_STRUCTURE_VERSION = (2, 21)
+
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf
 
@@ -28,15 +33,29 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "notebook: executes notebooks/mnist_tensorflow.ipynb with nbclient"
     )
+    config.addinivalue_line(
+        "markers", "xla_structure: what XLA writes in a TensorFlow step, per XLA_STRUCTURE_VERSION"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
-    if keras.backend.backend() == "tensorflow":
-        return
-    skip = pytest.mark.skip(reason="needs the TensorFlow backend")
+    skips = {}
+    if keras.backend.backend() != "tensorflow":
+        skips["tensorflow_only"] = skips["xla_structure"] = pytest.mark.skip(
+            reason="needs the TensorFlow backend")
+    elif _tensorflow_version() < XLA_STRUCTURE_VERSION:
+        skips["xla_structure"] = pytest.mark.skip(
+            reason=f"describes the XLA of TensorFlow >= 2.21, which TensorFlow "
+            f"{tf.__version__} compiles differently (the step's values are checked on every "
+            "version: tests/optimizers/test_fast_path_values.py)")
     for item in items:
-        if "tensorflow_only" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips.items():
+            if marker in item.keywords:
+                item.add_marker(skip)
+
+
+def _tensorflow_version():
+    return tuple(int(part) for part in tf.__version__.split(".")[:2])
 
 
 @pytest.fixture(autouse=True)

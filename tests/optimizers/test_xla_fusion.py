@@ -41,7 +41,7 @@ def computed(entry, dtype, shape):
     return re.findall(rf"^\s*%\S+ = {shape}\S* (\w+)\(", entry, flags=re.MULTILINE)
 
 
-@pytest.mark.tensorflow_only
+@pytest.mark.xla_structure
 @pytest.mark.parametrize(
     "make_optimizer, float_outputs, codes",
     [
@@ -68,7 +68,7 @@ def test_xla_writes_only_the_new_state(make_optimizer, float_outputs, codes):
     assert written_codes == ["fusion"] * codes, written_codes
 
 
-@pytest.mark.tensorflow_only
+@pytest.mark.xla_structure
 def test_xla_fuses_the_norms_of_rows_of_4096():
     """XLA fuses x² into a matrix-vector product only for vectors under
     16 KiB, so rows of 4,096 (BERT-Large's (1024, 4096) kernels) are split:
@@ -79,7 +79,7 @@ def test_xla_fuses_the_norms_of_rows_of_4096():
     assert written.count("fusion") == 3, written
 
 
-@pytest.mark.tensorflow_only
+@pytest.mark.xla_structure
 @pytest.mark.parametrize(
     "make_optimizer",
     [

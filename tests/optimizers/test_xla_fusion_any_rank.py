@@ -21,7 +21,7 @@ def test_matrix_view_of_the_norms(shape, columns):
     assert xla_cpu.matvec_columns(shape) == columns
 
 
-@pytest.mark.tensorflow_only
+@pytest.mark.xla_structure
 @pytest.mark.parametrize("shape", [(2**17,), (8192, 8)], ids=["vector", "thin_matrix"])
 @pytest.mark.parametrize(
     "make_optimizer, float_outputs",
