@@ -1,5 +1,5 @@
 """The documentation site (`mkdocs.yml`, `docs/`) and README.md: the site builds
-with no warning, their examples run, and the README's links lead to files.
+with no warning, their examples run, and the README's links lead to files and headings.
 
 Markers, each an HTML comment on its own line just before a code block:
 
@@ -172,15 +172,26 @@ def test_every_shell_block_is_run_or_marked_long_running(page):
 
 
 # A Markdown link or image with a relative target: [text](target) or [text](target#anchor).
-RELATIVE_LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)#\s]+)(?:#[^)\s]*)?\)")
+RELATIVE_LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)#\s]+)(#[^)\s]*)?\)")
 
 
-def test_the_readme_links_lead_to_files_of_the_checkout():
+def github_anchors(page):
+    """The anchors GitHub gives the headings of a Markdown file."""
+    headings = re.findall(r"^#+ (.*)$", read(page), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_the_readme_links_lead_to_files_and_headings_of_the_checkout():
     """GitHub shows README.md outside the site, so its links are checked here."""
-    targets = RELATIVE_LINK.findall(read("README.md"))
-    assert "docs/guides/bert.md" in targets  # the pattern finds the links
-    missing = [target for target in targets if not os.path.exists(os.path.join(REPO, target))]
-    assert not missing, f"README.md links to files that do not exist: {missing}"
+    links = RELATIVE_LINK.findall(read("README.md"))
+    assert ("docs/guides/bert.md", "") in links  # the pattern finds the links
+    broken = [
+        target + anchor
+        for target, anchor in links
+        if not os.path.exists(os.path.join(REPO, target))
+        or (anchor and anchor[1:] not in github_anchors(target))
+    ]
+    assert not broken, f"README.md links to files or headings that do not exist: {broken}"
 
 
 @pytest.mark.parametrize("page", ["README.md", "docs/guides/bert.md"])
