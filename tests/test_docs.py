@@ -209,6 +209,15 @@ def test_the_run_pretraining_optimizer_list_names_every_optimizer(page):
     assert not missing, f"{page}: the --optimizer list lacks {missing}"
 
 
+@pytest.mark.parametrize("page", pages())
+def test_no_shell_block_puts_a_variable_in_single_quotes(page):
+    """`'gs://$BUCKET/...'` passes `$BUCKET` as it is, unexpanded: use double quotes."""
+    for language, code, _ in blocks(page):
+        if language in SHELL:
+            quoted = re.findall(r"'[^'\n]*\$\{?[A-Za-z_][^'\n]*'", code)
+            assert not quoted, f"{page}: a variable in single quotes is not expanded: {quoted}"
+
+
 def own_process(page):
     python_blocks = [markers for language, _, markers in blocks(page) if language == "python"]
     return bool(python_blocks) and "own-process" in python_blocks[0]
