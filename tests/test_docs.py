@@ -1,5 +1,5 @@
-"""The documentation site (`mkdocs.yml`, `docs/`): it builds with no warning,
-and its examples run.
+"""The documentation site (`mkdocs.yml`, `docs/`) and README.md: the site builds
+with no warning, their examples run, and the README's links lead to files and headings.
 
 Markers, each an HTML comment on its own line just before a code block:
 
@@ -29,9 +29,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = os.path.join(REPO, "docs")
 # The site's own pages; docs/results/ holds committed experiment outputs.
-PAGE_FOLDERS = ("", "guides", "reports", "api")
+PAGE_FOLDERS = ("docs", "docs/guides", "docs/reports", "docs/api")
 BLOCK = re.compile(r"((?:<!-- docs-test: [^\n]*-->\n)*)```(\w+)\n(.*?)\n```", re.S)
 MARKER = re.compile(r"<!-- docs-test: (.*?) -->")
 REPLACE = re.compile(r'replace "(.*?)" "(.*?)"$')
@@ -39,21 +38,23 @@ SHELL = ("bash", "sh", "console")
 
 
 def pages():
-    found = []
+    """README.md and the site's pages, as paths relative to the checkout."""
+    found = ["README.md"]
     for folder in PAGE_FOLDERS:
-        path = os.path.join(DOCS, folder)
         found += sorted(
-            os.path.relpath(os.path.join(path, name), DOCS)
-            for name in os.listdir(path)
-            if name.endswith(".md")
+            f"{folder}/{name}" for name in os.listdir(os.path.join(REPO, folder)) if name.endswith(".md")
         )
     return found
 
 
+def read(page):
+    with open(os.path.join(REPO, page), encoding="utf-8") as file:
+        return file.read()
+
+
 def blocks(page):
     """(language, code, markers) of each fenced block of `page`."""
-    with open(os.path.join(DOCS, page), encoding="utf-8") as file:
-        text = file.read()
+    text = read(page)
     return [
         (language, code, MARKER.findall(markers))
         for markers, language, code in BLOCK.findall(text)
@@ -146,14 +147,13 @@ def public_names(module_file):
 
 @pytest.mark.parametrize(
     "module,module_file,api_page",
-    [("lamb", "lamb/__init__.py", "api/lamb.md"),
-     ("lamb.schedules", "lamb/schedules.py", "api/schedules.md"),
-     ("optimization", "optimization.py", "api/optimization.md")],
+    [("lamb", "lamb/__init__.py", "docs/api/lamb.md"),
+     ("lamb.schedules", "lamb/schedules.py", "docs/api/schedules.md"),
+     ("optimization", "optimization.py", "docs/api/optimization.md")],
 )
 def test_every_public_name_is_on_its_api_page(module, module_file, api_page):
     """Documented by a `::: module.name` directive, or named as `module.name`."""
-    with open(os.path.join(DOCS, api_page), encoding="utf-8") as file:
-        text = file.read()
+    text = read(api_page)
     missing = [
         name
         for name in public_names(module_file)
@@ -169,6 +169,53 @@ def test_every_shell_block_is_run_or_marked_long_running(page):
             assert run_markers(markers) or long_running(markers), (
                 f"{page}: a shell block is neither run nor marked long-running:\n{code}"
             )
+
+
+# A Markdown link or image with a relative target: [text](target) or [text](target#anchor).
+RELATIVE_LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)#\s]+)(#[^)\s]*)?\)")
+
+
+def github_anchors(page):
+    """The anchors GitHub gives the headings of a Markdown file."""
+    headings = re.findall(r"^#+ (.*)$", read(page), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_the_readme_links_lead_to_files_and_headings_of_the_checkout():
+    """GitHub shows README.md outside the site, so its links are checked here."""
+    links = RELATIVE_LINK.findall(read("README.md"))
+    assert ("docs/guides/bert.md", "") in links  # the pattern finds the links
+    broken = [
+        target + anchor
+        for target, anchor in links
+        if not os.path.exists(os.path.join(REPO, target))
+        or (anchor and anchor[1:] not in github_anchors(target))
+    ]
+    assert not broken, f"README.md links to files or headings that do not exist: {broken}"
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/guides/bert.md"])
+def test_the_run_pretraining_optimizer_list_names_every_optimizer(page):
+    """The paragraph that lists `--optimizer`'s values names each of the app's."""
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("the optimizer table needs Keras (pip install .)")
+    from lamb.optimizers.registry import OPTIMIZERS
+
+    paragraph = next(
+        text for text in read(page).split("\n\n") if re.search(r"`--optimizer` \(?lamb, ", text)
+    )
+    words = set(re.findall(r"\w+", paragraph))
+    missing = [name for name in OPTIMIZERS if name not in words]
+    assert not missing, f"{page}: the --optimizer list lacks {missing}"
+
+
+@pytest.mark.parametrize("page", pages())
+def test_no_shell_block_puts_a_variable_in_single_quotes(page):
+    """`'gs://$BUCKET/...'` passes `$BUCKET` as it is, unexpanded: use double quotes."""
+    for language, code, _ in blocks(page):
+        if language in SHELL:
+            quoted = re.findall(r"'[^'\n]*\$\{?[A-Za-z_][^'\n]*'", code)
+            assert not quoted, f"{page}: a variable in single quotes is not expanded: {quoted}"
 
 
 def own_process(page):
