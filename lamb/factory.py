@@ -52,8 +52,11 @@ def create_optimizer(
         decay_schedule: `"polynomial"` (BERT's, `WarmupPolynomialDecay`) or
             `"cosine"` (`WarmupCosineDecay`, to `alpha · init_lr`).
         alpha: The cosine decay's floor, a fraction of `init_lr` in [0, 1].
-        warmup_power, decay_after_warmup, start_warmup_step: The schedule's
-            options (`lamb.schedules.WarmupPolynomialDecay`).
+        warmup_power: The warmup's power (1: linear).
+        decay_after_warmup: Whether the decay is counted from the warmup's
+            end (HuggingFace) instead of from step 0 (BERT).
+        start_warmup_step: The step at which the schedule starts (MLPerf
+            BERT). The three as in `lamb.schedules.WarmupPolynomialDecay`.
         **optimizer_kwargs: Further arguments of the chosen optimizer
             (`beta_1`, `momentum`, `gradient_accumulation_steps`, ...).
 

@@ -149,8 +149,9 @@ class WarmupCosineDecay(_WarmupThenDecay):
         decay_steps: The step at which the rate reaches `alpha · peak`, ≥ 1.
         warmup_steps: Steps of warmup from 0, in [0, decay_steps].
         alpha: The floor, as a fraction of the peak, in [0, 1].
-        warmup_power, decay_after_warmup, start_warmup_step: As in
-            `WarmupPolynomialDecay`.
+        warmup_power: As in `WarmupPolynomialDecay`.
+        decay_after_warmup: As in `WarmupPolynomialDecay`.
+        start_warmup_step: As in `WarmupPolynomialDecay`.
     """
 
     def __init__(

@@ -38,10 +38,10 @@ class LAMB(base.LayerAdaptiveOptimizer):
         bias_correction: Whether to divide the moments by `1 − β^t`.
         weight_norm_bounds: `(lower, upper)` to clip ‖w‖ to (the paper's φ),
             `0 <= lower <= upper`, `upper > 0`, or `None` for φ = identity.
-        trust_ratio_bounds: `(lower, upper)` to clip the trust ratio to
-            (DeepSpeed's `min_coeff`, `max_coeff`; `(0, 1)` is timm's
-            `trust_clip`), or `None` (see `LayerAdaptiveOptimizer`).
-        **kwargs: `include_in_weight_decay`, `skip_nonfinite_gradients` (see
+        **kwargs: `trust_ratio_bounds`, `(lower, upper)` to clip the trust
+            ratio to (DeepSpeed's `min_coeff`, `max_coeff`; `(0, 1)` is
+            timm's `trust_clip`; see `LayerAdaptiveOptimizer`),
+            `include_in_weight_decay`, `skip_nonfinite_gradients` (see
             `WeightDecayOptimizer`), and
             the keyword arguments of `keras.optimizers.Optimizer`
             (`clipnorm`, `global_clipnorm`, `gradient_accumulation_steps`,
