@@ -179,7 +179,8 @@ def devices_run(out):
                 results[f"{kind}_optimizer_bytes_per_device"] = sorted(
                     jax_distribution.bytes_per_device(model.optimizer.variables).values())
         if kind == "mlp":
-            results.update(_keras_accumulation_facts(initial, batches, expected))
+            results.update(
+                _keras_accumulation_facts(initial, batches, expected, data_parallel))
     print(json.dumps(results))
 
 
@@ -202,32 +203,42 @@ def _state_sharding(model):
     return by_path
 
 
-def _keras_accumulation_facts(initial, batches, expected_lamb):
-    """What Keras's `gradient_accumulation_steps` does on JAX (one device):
-    its schedules under LAMB (`expected_lamb`: whole batches) and Keras's
-    AdamW, and a non-finite micro-batch under `skip_nonfinite_gradients`."""
+def _keras_accumulation_facts(initial, batches, expected_lamb, data_parallel):
+    """What Keras's `gradient_accumulation_steps` does on JAX: its schedules
+    under LAMB (`expected_lamb`: whole batches) and Keras's AdamW (one
+    device), and a non-finite micro-batch under `skip_nonfinite_gradients`
+    (one device and `data_parallel`)."""
     facts = {}
     facts["schedule_lamb_accumulation"] = max_difference(
         weights(train("mlp", initial, batches, accumulation=ACCUMULATION)), expected_lamb)
     facts["schedule_adamw_accumulation"] = max_difference(
         weights(train("mlp", initial, batches, accumulation=ACCUMULATION, name="adamw")),
         weights(train("mlp", initial, batches, name="adamw")))
-    # The second micro-batch of step 1 non-finite, then step 2's micro-batches.
+    # The second micro-batch of step 1 non-finite, then step 2's micro-batches;
+    # the reference: step 2's micro-batches alone.
     x, y = batches[0]
     x = x.copy()
     x[BATCH // ACCUMULATION:2 * BATCH // ACCUMULATION] = np.nan
-    model = build("mlp")
-    model.set_weights(initial)
-    model.compile(optimizer=make_optimizer(accumulation=ACCUMULATION, skip_nonfinite=True),
-                  loss=model.loss)
-    iterations, changed = [], []
-    for micro_x, micro_y in micro_batches((x, y), ACCUMULATION) + micro_batches(
-            batches[1], ACCUMULATION):
-        model.train_on_batch(micro_x, micro_y)
-        iterations.append(int(model.optimizer.iterations))
-        changed.append(max_difference(weights(model), initial) > 0)
-    facts["nonfinite_iterations_after_each_micro_batch"] = iterations
-    facts["nonfinite_weights_changed_after_each_micro_batch"] = changed
+    without_step_1 = weights(train("mlp", initial, batches[1:2], accumulation=ACCUMULATION,
+                                   skip_nonfinite=True))
+    for name, distribution in (("one_device", None), ("data_parallel", data_parallel)):
+        scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
+        with scope:
+            model = build("mlp")
+            model.set_weights(initial)
+            model.compile(optimizer=make_optimizer(accumulation=ACCUMULATION, skip_nonfinite=True),
+                          loss=model.loss)
+            iterations, changed = [], []
+            for micro_x, micro_y in micro_batches((x, y), ACCUMULATION) + micro_batches(
+                    batches[1], ACCUMULATION):
+                model.train_on_batch(micro_x, micro_y)
+                iterations.append(int(model.optimizer.iterations))
+                changed.append(max_difference(weights(model), initial) > 0)
+        facts[f"nonfinite_iterations_after_each_micro_batch_{name}"] = iterations
+        facts[f"nonfinite_weights_changed_after_each_micro_batch_{name}"] = changed
+        facts[f"nonfinite_skipped_steps_{name}"] = model.optimizer.skipped_steps
+        facts[f"nonfinite_difference_from_the_run_without_step_1_{name}"] = max_difference(
+            weights(model), without_step_1)
     return facts
 
 

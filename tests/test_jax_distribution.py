@@ -94,14 +94,19 @@ def test_keras_accumulation_schedules_count_optimizer_steps_only_in_lamb(devices
     assert results["schedule_adamw_accumulation"] > 1e-3
 
 
-def test_keras_accumulation_drops_only_the_nonfinite_micro_batch(devices_run):
-    """With `skip_nonfinite_gradients`, a non-finite micro-batch is left out
-    and the step waits for one more finite micro-batch: the step is not skipped."""
+@pytest.mark.parametrize("distribution", ["one_device", "data_parallel"])
+def test_keras_accumulation_skips_the_whole_step_of_a_nonfinite_micro_batch(
+        devices_run, distribution):
+    """With `skip_nonfinite_gradients`, a non-finite micro-batch skips its
+    whole step, as `lamb.GradientAccumulation` does on TensorFlow: its
+    micro-batches are consumed, `iterations` stays, and the run equals one
+    without that step."""
     results, _ = devices_run
-    assert results["nonfinite_iterations_after_each_micro_batch"] == [0, 0, 0, 0, 1, 1, 1, 1]
-    assert results["nonfinite_weights_changed_after_each_micro_batch"] == [
-        False, False, False, False, True, True, True, True
-    ]
+    fact = lambda name: results[f"nonfinite_{name}_{distribution}"]  # noqa: E731
+    assert fact("iterations_after_each_micro_batch") == [0] * 7 + [1]
+    assert fact("weights_changed_after_each_micro_batch") == [False] * 7 + [True]
+    assert fact("skipped_steps") == 1
+    assert fact("difference_from_the_run_without_step_1") < FLOAT32_ROUNDING
 
 
 def test_two_processes_equal_one_process(devices_run):

@@ -145,7 +145,11 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         skip_nonfinite_gradients: Skip every step whose gradient holds an
             inf or NaN: weights, optimizer state and `iterations` stay as
             they were, and `skipped_steps` counts it (like optax's
-            `apply_if_finite`). Off by default: then, as with Keras's own
+            `apply_if_finite`). Under Keras's `gradient_accumulation_steps=K`
+            a non-finite micro-batch skips its whole optimizer step, as
+            `lamb.GradientAccumulation` does: its K micro-batches are
+            consumed, the accumulators reset, `iterations` (optimizer
+            steps) stays. Off by default: then, as with Keras's own
             optimizers, one non-finite gradient element makes its weight
             and moments NaN for good.
         layer_decay: Layer-wise learning-rate decay (ELECTRA, TF Model
@@ -260,30 +264,59 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         finally:
             self._step_global_norm = None
 
-    def _all_finite(self, grads):
-        """Whether `grads` are all finite. Where clipping will clip exactly
-        these gradients (one replica, no Keras accumulation), from their
-        global norm, kept for the clipping: one pass over them, not two."""
+    def _step_gradients(self, grads, trainable_variables):
+        """`grads`; under Keras's `gradient_accumulation_steps`, `grads` plus
+        the step's accumulated sum (non-finite once any micro-batch was)."""
+        if not self.gradient_accumulation_steps:
+            return grads
+        return [
+            gradient + self._accumulated_gradients[self._get_variable_index(variable)].value
+            for gradient, variable in zip(grads, trainable_variables)
+        ]
+
+    def _all_finite(self, grads, trainable_variables):
+        """Whether the step's gradients (`_step_gradients`) are all finite.
+        Where clipping will clip exactly these gradients (one replica, no
+        Keras accumulation), from their global norm, kept for the clipping:
+        one pass over them, not two."""
         if self.global_clipnorm and not self.gradient_accumulation_steps and xla_cpu.one_replica():
             self._step_global_norm = scaled_global_norm(grads)
             return ops.isfinite(self._step_global_norm[1])
-        return all_finite(grads)
+        return all_finite(self._step_gradients(grads, trainable_variables))
+
+    def _ends_step(self):
+        """Whether this `apply` ends an optimizer step: always, except on the
+        micro-batches Keras's `gradient_accumulation_steps` only accumulates."""
+        if not self.gradient_accumulation_steps:
+            return ops.convert_to_tensor(True)
+        return ops.equal((self._iterations + 1) % self.gradient_accumulation_steps, 0)
 
     def _skip_step(self):
         self._skipped_steps.assign_add(1)
-        self._iterations.assign_sub(1)  # `apply` adds it back.
+        # `apply` adds 1 back: the step's micro-batches are consumed and
+        # `iterations` (optimizer steps) stays.
+        self._iterations.assign_sub(self.gradient_accumulation_steps or 1)
+        if self.gradient_accumulation_steps:
+            self._backend_reset_gradient_accumulators()
 
     def _applies(self, finite):
-        """Whether this step is applied: `finite`, or the
-        `max_consecutive_skipped_steps` limit is spent (an error under
-        TensorFlow outside XLA); counts the consecutive non-finite steps."""
+        """Whether this `apply` runs as Keras runs it: on a micro-batch that
+        only accumulates, always; on one that ends a step, where `finite`, or
+        where the `max_consecutive_skipped_steps` limit is spent (an error
+        under TensorFlow outside XLA). Counts the consecutive skipped steps."""
+        ends_step = self._ends_step()
+        nonfinite_step = ops.logical_and(ends_step, ops.logical_not(finite))
         if self.max_consecutive_skipped_steps is None:
-            return finite
+            return ops.logical_not(nonfinite_step)
         counter = self._consecutive_skipped_steps
         given_up = ops.logical_and(
-            ops.logical_not(finite), counter >= self.max_consecutive_skipped_steps
+            nonfinite_step, counter >= self.max_consecutive_skipped_steps
         )
-        counter.assign((counter + 1) * (1 - ops.cast(finite, counter.dtype)))
+        counter.assign(
+            ops.where(
+                ends_step, (counter + 1) * ops.cast(nonfinite_step, counter.dtype), counter.value
+            )
+        )
         if keras.backend.backend() == "tensorflow" and not xla_cpu.compiling_with_xla():
             import tensorflow as tf
 
@@ -294,7 +327,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
                 "consecutive steps (skip_nonfinite_gradients): training stops. Lower "
                 "the learning rate or check the data",
             )
-        return ops.logical_or(finite, given_up)
+        return ops.logical_or(ops.logical_not(nonfinite_step), given_up)
 
     def _apply_if_finite_tensorflow(self, grads, trainable_variables):
         """A `cond` around the step; in the cross-replica context, with every
@@ -305,7 +338,7 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         apply = super()._backend_apply_gradients
         if tf.__internal__.distribute.strategy_supports_no_merge_call():
             ops.cond(
-                self._applies(self._all_finite(grads)),
+                self._applies(self._all_finite(grads, trainable_variables)),
                 lambda: apply(grads, trainable_variables),
                 self._skip_step,
             )
@@ -323,29 +356,32 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
             )
 
         replica_context = tf.distribute.get_replica_context()
-        nonfinite_replicas = replica_context.all_reduce(
-            "SUM", 1 - ops.cast(all_finite(grads), "int32")
-        )
+        finite = all_finite(self._step_gradients(grads, trainable_variables))
+        nonfinite_replicas = replica_context.all_reduce("SUM", 1 - ops.cast(finite, "int32"))
         replica_context.merge_call(
             in_cross_replica_context, args=(nonfinite_replicas, grads, trainable_variables)
         )
 
     def _apply_if_finite_by_selection(self, grads, trainable_variables):
-        """The step, then every variable it changed set back where the
-        gradient was not finite (JAX's stateless steps cannot assign inside
-        a `cond`; XLA fuses the selection into the step)."""
-        applies = self._applies(self._all_finite(grads))
+        """The step, then every variable it changed set back where the step
+        is skipped (JAX's stateless steps cannot assign inside a `cond`; XLA
+        fuses the selection into the step). Keras's own step has already
+        reset the accumulators of a step that ends."""
+        applies = self._applies(self._all_finite(grads, trainable_variables))
+        kept = [self._iterations, self._consecutive_skipped_steps]
+        kept = {id(variable) for variable in kept + getattr(self, "_accumulated_gradients", [])}
         changed = list(trainable_variables) + [
-            variable
-            for variable in self.variables
-            if variable is not self._iterations and variable is not self._consecutive_skipped_steps
+            variable for variable in self.variables if id(variable) not in kept
         ]
         before = [ops.copy(variable.value) for variable in changed]
         super()._backend_apply_gradients(grads, trainable_variables)
         for variable, old in zip(changed, before):
             variable.assign(ops.where(applies, variable.value, old))
-        self._skipped_steps.assign_add(1 - ops.cast(applies, "int64"))
-        self._iterations.assign_sub(1 - ops.cast(applies, self._iterations.dtype))
+        skipped = 1 - ops.cast(applies, "int64")
+        self._skipped_steps.assign_add(skipped)
+        self._iterations.assign_sub(
+            ops.cast(skipped, self._iterations.dtype) * (self.gradient_accumulation_steps or 1)
+        )
 
     def apply(self, grads, trainable_variables=None):
         """Keras's `apply`, refusing a gradient whose shape is not its

@@ -291,3 +291,101 @@ def test_giving_up_under_the_jax_backend():
         timeout=300,
     )
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_keras_accumulation_skips_the_whole_step_of_a_non_finite_micro_batch(name, mode):
+    """`gradient_accumulation_steps=4`, micro-batch 2 of 8 NaN: its whole
+    step is skipped, as `lamb.GradientAccumulation` skips it (its micro-batches
+    consumed, `iterations` unchanged); the run equals one given micro-batches
+    5 to 8 only, moments and accumulators included."""
+    options = dict(skip_nonfinite_gradients=True, global_clipnorm=1.0,
+                   gradient_accumulation_steps=4)
+    skipping = Problem(OPTIMIZERS[name], mode, **options)
+    clean = Problem(OPTIMIZERS[name], mode, **options)
+    initial = skipping.state()
+    iterations = []
+    for seed in range(1, 9):
+        skipping.step(seed=seed, poison=np.nan if seed == 2 else None)
+        iterations.append(int(skipping.optimizer.iterations.numpy()))
+        if seed == 4:
+            assert_equal_states(skipping.state(), initial)
+            assert skipping.optimizer.skipped_steps == 1
+    for seed in range(5, 9):
+        clean.step(seed=seed)
+    assert iterations == [0, 0, 0, 0, 0, 0, 0, 1]
+    assert skipping.optimizer.skipped_steps == 1
+    assert_equal_states(skipping.state(), clean.state())
+    assert not np.array_equal(clean.kernel.numpy(), initial[0])
+
+
+def test_keras_accumulation_skips_the_whole_step_under_the_jax_backend():
+    """`gradient_accumulation_steps=4` under JAX, micro-batch 2 of 8 NaN: the
+    run equals one given micro-batches 5 to 8 only (weights and optimizer
+    state), `iterations` reads 0 until micro-batch 8 ends a step."""
+    script = textwrap.dedent(
+        """
+        import keras, numpy as np, lamb
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(128, 8)).astype("float32")
+        y = rng.normal(size=(128, 1)).astype("float32")
+        x[20, 0] = np.nan  # in micro-batch 2 of 8
+
+        def train(x, y):
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(300),
+                                      keras.layers.Dense(1)])
+            model.compile(lamb.LAMB(1e-2, weight_decay=0.01, global_clipnorm=1.0,
+                                    skip_nonfinite_gradients=True,
+                                    max_consecutive_skipped_steps=1,
+                                    gradient_accumulation_steps=4), "mse")
+            iterations = []
+            for start in range(0, len(x), 16):
+                model.train_on_batch(x[start:start + 16], y[start:start + 16])
+                iterations.append(int(model.optimizer.iterations))
+            return model, iterations
+
+        (skipping, iterations), (clean, _) = train(x, y), train(x[64:], y[64:])
+        assert iterations == [0, 0, 0, 0, 0, 0, 0, 1], iterations
+        assert skipping.optimizer.skipped_steps == 1, skipping.optimizer.skipped_steps
+        state = lambda model: model.get_weights() + [
+            np.asarray(v) for v in model.optimizer.variables if "skipped_steps" not in v.path]
+        for a, b in zip(state(skipping), state(clean), strict=True):
+            np.testing.assert_array_equal(a, b)
+        print("ok")
+        """
+    )
+    pytest.importorskip("jax")
+    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        timeout=300,
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_max_consecutive_skipped_steps_counts_accumulated_steps(mode):
+    """Under `gradient_accumulation_steps=2` the limit counts optimizer steps:
+    two NaN micro-batches of one step are one skip, a good step restarts the
+    count, and the second consecutive bad step stops training (TensorFlow
+    outside XLA) or is applied (XLA)."""
+    import tensorflow as tf
+
+    problem = Problem(OPTIMIZERS["lamb"], mode, skip_nonfinite_gradients=True,
+                      max_consecutive_skipped_steps=1, gradient_accumulation_steps=2)
+    for seed, poison in [(1, np.nan), (2, np.inf), (3, None), (4, None), (5, np.nan), (6, None)]:
+        problem.step(seed=seed, poison=poison)
+    assert problem.optimizer.skipped_steps == 2
+    assert int(problem.optimizer.iterations.numpy()) == 1
+    assert np.isfinite(problem.kernel.numpy()).all()
+    problem.step(seed=7)
+    if mode == "xla":
+        problem.step(seed=8, poison=np.nan)
+        assert np.isnan(problem.kernel.numpy()).any()
+        return
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"not finite for more than max_consecutive_skipped_steps=1"):
+        problem.step(seed=8, poison=np.nan)
