@@ -66,6 +66,19 @@ def assert_equal_states(a, b):
         np.testing.assert_array_equal(x, y)
 
 
+
+def run_under_jax(script):
+    """Runs `script` in a fresh process under `KERAS_BACKEND=jax` (the backend is
+    chosen once per process); it must print "ok"."""
+    pytest.importorskip("jax")
+    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+        timeout=300,
+    )
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(OPTIMIZERS))
 @pytest.mark.parametrize("poison", [np.nan, np.inf, -np.inf])
@@ -210,14 +223,7 @@ def test_skipping_under_the_jax_backend():
         print("ok")
         """
     )
-    pytest.importorskip("jax")
-    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        timeout=300,
-    )
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+    run_under_jax(script)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -283,14 +289,7 @@ def test_giving_up_under_the_jax_backend():
         print("ok")
         """
     )
-    pytest.importorskip("jax")
-    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        timeout=300,
-    )
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+    run_under_jax(script)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -356,14 +355,7 @@ def test_keras_accumulation_skips_the_whole_step_under_the_jax_backend():
         print("ok")
         """
     )
-    pytest.importorskip("jax")
-    environment = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=environment,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-        timeout=300,
-    )
-    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+    run_under_jax(script)
 
 
 @pytest.mark.parametrize("mode", MODES)
