@@ -66,7 +66,6 @@ def assert_equal_states(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-
 def run_under_jax(script):
     """Runs `script` in a fresh process under `KERAS_BACKEND=jax` (the backend is
     chosen once per process); it must print "ok"."""
