@@ -7,7 +7,7 @@ number of devices, and optimizer state is laid out like its variable.
 - `data_parallel`: the batch split over all devices (`DataParallel`).
 - `model_parallel`: a `(batch, model)` device mesh of `--mesh_shape=B,M`, the
   batch split on "batch" and the kernels and tables of a `LayoutMap` split
-  on "model" (`bert_layout_map`, `mnist_mlp_layout_map`).
+  on "model" (the `layouts`: `BERT_LAYOUTS`, `MNIST_MLP_LAYOUTS`).
 - Several processes: `initialize_processes` (`jax.distributed.initialize`)
   first, with the coordinator's address, the number of processes and this
   process's id, or none of them where JAX reads them from its environment
