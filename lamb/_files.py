@@ -31,11 +31,8 @@ def folder_lock(folder, name="--output_dir"):
         return
     with open(os.path.join(folder, LOCK_FILE), "a+", encoding="utf-8") as lock, \
             _opened(folder) as folder_descriptor:
-        try:
-            import fcntl  # POSIX only: on Windows, the ImportError below.
-
-            fcntl.flock(folder_descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        taken = try_exclusive_lock(folder_descriptor, f"{name}={folder}")
+        if taken is False:
             lock.seek(0)
             holder = lock.read().strip() or (
                 "its pid unknown: it has not written it yet, or run.lock was removed"
@@ -43,17 +40,30 @@ def folder_lock(folder, name="--output_dir"):
             raise RuntimeError(
                 f"{name}={folder} is in use by another run ({holder}, per "
                 f"{lock.name}); wait for it to end or use another {name}."
-            ) from None
-        except (OSError, ImportError) as error:  # No locks: some NFS or FUSE mounts, Windows.
-            logging.warning(
-                "%s=%s cannot be locked (%s): make sure no other run writes there.",
-                name, folder, error,
             )
-        else:
+        if taken:
             lock.truncate(0)
             lock.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
             lock.flush()
         yield
+
+
+def try_exclusive_lock(target, what):
+    """An exclusive, non-blocking `fcntl.flock` on `target` (a file or a
+    descriptor): True when taken, False when another process holds it, None
+    where the file system or OS has no such locks (some NFS or FUSE mounts,
+    Windows), after a warning naming `what`."""
+    try:
+        import fcntl  # POSIX only: on Windows, the ImportError below.
+
+        fcntl.flock(target, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except (OSError, ImportError) as error:
+        logging.warning("%s cannot be locked (%s): make sure no other run writes there.",
+                        what, error)
+        return None
+    return True
 
 
 @contextlib.contextmanager

@@ -5,13 +5,12 @@ LARS all define it that way), so the Keras base class's own decoupled decay
 step is switched off; `Optimizer.exclude_from_weight_decay(...)` still works.
 """
 
-import numbers
 import re
 
 import keras
 from keras import ops
 
-from lamb._checks import _is_bool, check_bool, check_bounds, check_float, check_int, check_learning_rate
+from lamb._checks import check_bool, check_bounds, check_float, check_int, check_learning_rate
 from lamb.optimizers import xla_cpu
 from lamb.optimizers.norms import clip_by_global_norm, scaled_global_norm
 
@@ -38,6 +37,25 @@ def bert_layer_index(variable):
 def variable_path(variable):
     """`variable.path`, or the name of a variable without one (a raw `tf.Variable`)."""
     return getattr(variable, "path", None) or variable.name
+
+
+def check_keras_keywords(kwargs):
+    """`kwargs` of `keras.optimizers.Optimizer` (which checks none of these)
+    checked, for the package's optimizers and Keras's own alike: the clipping
+    norms and loss scale > 0, `ema_momentum` in [0, 1],
+    `gradient_accumulation_steps` an integer ≥ 2 (or None)."""
+    for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
+        if kwargs.get(name) is not None:
+            kwargs[name] = check_float(name, kwargs[name], low=0.0, low_inclusive=False)
+    if kwargs.get("ema_momentum") is not None:
+        kwargs["ema_momentum"] = check_float(
+            "ema_momentum", kwargs["ema_momentum"], 0.0, 1.0, high_inclusive=True
+        )
+    if kwargs.get("gradient_accumulation_steps") is not None:
+        kwargs["gradient_accumulation_steps"] = check_int(
+            "gradient_accumulation_steps", kwargs["gradient_accumulation_steps"], low=2
+        )
+    return kwargs
 
 
 def compile_rules(name, rules):
@@ -186,23 +204,12 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         layer_index=None,
         **kwargs,
     ):
-        for name in ("clipnorm", "global_clipnorm", "clipvalue", "loss_scale_factor"):
-            if kwargs.get(name) is not None:
-                kwargs[name] = check_float(name, kwargs[name], low=0.0, low_inclusive=False)
-        if "ema_momentum" in kwargs:
-            kwargs["ema_momentum"] = check_float(
-                "ema_momentum", kwargs["ema_momentum"], 0.0, 1.0, high_inclusive=True
-            )
-        if kwargs.get("gradient_accumulation_steps") is not None:
-            kwargs["gradient_accumulation_steps"] = check_int(
-                "gradient_accumulation_steps", kwargs["gradient_accumulation_steps"], low=2
-            )
         super().__init__(
             learning_rate=check_learning_rate(learning_rate),
             weight_decay=check_float(
                 "weight_decay", 0.0 if weight_decay is None else weight_decay, low=0.0
             ),
-            **kwargs,
+            **check_keras_keywords(kwargs),
         )
         self._weight_decay_exclusions = compile_rules(
             "exclude_from_weight_decay", exclude_from_weight_decay
@@ -438,11 +445,14 @@ class WeightDecayOptimizer(keras.optimizers.Optimizer):
         indices = []
         for variable in var_list:
             index = self.layer_index(variable)
-            if index is not None and (_is_bool(index) or not isinstance(index, numbers.Integral) or index < 0):
-                raise ValueError(
-                    f"`layer_index` must give an integer >= 0 or None; it gave {index!r} for "
-                    f"variable '{variable_path(variable)}'."
-                )
+            if index is not None:
+                try:
+                    check_int("layer_index", index, low=0)
+                except ValueError:
+                    raise ValueError(
+                        f"`layer_index` must give an integer >= 0 or None; it gave {index!r} "
+                        f"for variable '{variable_path(variable)}'."
+                    ) from None
             indices.append(index)
         top = max((index for index in indices if index is not None), default=0)
         return [

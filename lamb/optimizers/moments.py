@@ -14,6 +14,7 @@ import math
 
 from keras import ops
 
+from lamb.optimizers.base import variable_path
 from lamb.optimizers.float8 import (
     E4M3FN,
     E5M2,
@@ -203,5 +204,5 @@ class Float8Moments(_Moments):
 
 
 def _variable_name(variable):
-    """`variable`'s path as one name (a raw `tf.Variable` has only a name)."""
-    return (getattr(variable, "path", None) or variable.name).replace("/", "_").replace(":", "_")
+    """`variable`'s path (`variable_path`) as one name."""
+    return variable_path(variable).replace("/", "_").replace(":", "_")

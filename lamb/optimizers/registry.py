@@ -4,7 +4,7 @@ benchmarks, with one way to build each from the same arguments."""
 import keras
 
 from lamb import _checks
-from lamb.optimizers.base import compile_rules
+from lamb.optimizers.base import check_keras_keywords, compile_rules
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay
 from lamb.optimizers.lamb import LAMB
 from lamb.optimizers.lamb16 import LAMB16
@@ -70,23 +70,13 @@ def create(name, learning_rate, weight_decay=0.0, exclude_from_weight_decay=None
             "weight_decay", 0.0 if weight_decay is None else weight_decay, low=0.0
         )
         exclude_from_weight_decay = _keras_exclusions(exclude_from_weight_decay)
-        options["learning_rate"] = _checks.check_learning_rate(learning_rate)
+        learning_rate = _checks.check_learning_rate(learning_rate)
         for key, low, high, low_inclusive in (
             ("beta_1", 0.0, 1.0, True), ("beta_2", 0.0, 1.0, True), ("epsilon", 0.0, None, False),
-            ("global_clipnorm", 0.0, None, False), ("clipnorm", 0.0, None, False),
-            ("clipvalue", 0.0, None, False),
         ):
             if options.get(key) is not None:
                 options[key] = _checks.check_float(key, options[key], low, high, low_inclusive)
-        if options.get("ema_momentum") is not None:
-            options["ema_momentum"] = _checks.check_float(
-                "ema_momentum", options["ema_momentum"], 0.0, 1.0, high_inclusive=True
-            )
-        if options.get("gradient_accumulation_steps") is not None:
-            options["gradient_accumulation_steps"] = _checks.check_int(
-                "gradient_accumulation_steps", options["gradient_accumulation_steps"], low=2
-            )
-        learning_rate = options.pop("learning_rate")
+        check_keras_keywords(options)
     if name in WITHOUT_WEIGHT_DECAY:
         if weight_decay:
             raise ValueError(

@@ -4,8 +4,9 @@
 import contextlib
 import os
 
-from absl import logging
 import tensorflow as tf
+
+from lamb._files import try_exclusive_lock
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -83,20 +84,11 @@ def _lock_partial(final):
             file = open(partial, "ab")
         except OSError as error:
             raise ValueError(f"--output_file: {final} cannot be written: {error.strerror}.") from None
-        try:
-            import fcntl  # POSIX only: on Windows, the ImportError below.
-
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if try_exclusive_lock(file, f"--output_file={final}") is False:
             file.close()
             raise RuntimeError(
                 f"--output_file: {final} is being written by another run (which holds "
                 f"{partial}); wait for it to end or give another --output_file."
-            ) from None
-        except (OSError, ImportError) as error:  # No locks: some NFS or FUSE mounts, Windows.
-            logging.warning(
-                "--output_file=%s cannot be locked (%s): make sure no other run writes it.",
-                final, error,
             )
         try:
             if os.stat(partial).st_ino == os.fstat(file.fileno()).st_ino:
