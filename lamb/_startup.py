@@ -23,7 +23,9 @@ import logging
 import os
 import sys
 
-APPS = ("lamb.mnist_compare", "lamb.run_pretraining", "lamb.create_pretraining_data", "lamb.configs")
+APPS = (
+    "lamb.mnist_compare", "lamb.run_pretraining", "lamb.create_pretraining_data", "lamb.configs"
+)
 CONSOLE_SCRIPTS = {
     "lamb-mnist-compare": "lamb.mnist_compare",
     "lamb-run-pretraining": "lamb.run_pretraining",
@@ -97,6 +99,11 @@ def import_tensorflow_quietly():
         tf.config.list_physical_devices()
 
 
+def _quiet_start_asked():
+    """Whether this process is an app's, or has `LAMB_QUIET_START=1`."""
+    return started_app() is not None or os.environ.get(QUIET_START) == "1"
+
+
 def hide_onednn_int64_notice():
     """In a quiet app process: runs an int64 transpose with file descriptor 2
     on /dev/null, so that oneDNN's once-per-process error line "oneDNN
@@ -104,8 +111,7 @@ def hide_onednn_int64_notice():
     fallback, at the first int64 transpose: Keras's `take_along_axis` in
     BERT's masked-LM head) goes there. Call it once the devices are
     configured: running an op fixes them."""
-    quiet = started_app() is not None or os.environ.get(QUIET_START) == "1"
-    if not quiet or requested_log_level() == 0:
+    if not _quiet_start_asked() or requested_log_level() == 0:
         return
     import tensorflow as tf
 
@@ -117,8 +123,7 @@ def before_tensorflow():
     """For an app's process (or with `LAMB_QUIET_START=1`): `TF_CPP_MIN_LOG_LEVEL`
     set, TensorFlow imported quietly (unless level 0). Returns the level, or
     None for other processes."""
-    asked = started_app() is not None or os.environ.get(QUIET_START) == "1"
-    if not asked or "tensorflow" in sys.modules:
+    if not _quiet_start_asked() or "tensorflow" in sys.modules:
         return None
     level = requested_log_level()
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = str(level)
