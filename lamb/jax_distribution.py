@@ -179,3 +179,35 @@ def bytes_per_device(variables):
         for shard in array.addressable_shards:
             totals[shard.device] = totals.get(shard.device, 0) + shard.data.nbytes
     return totals
+
+
+def define_flags():
+    """Defines the apps' --distribution, --mesh_shape, --coordinator_address,
+    --num_processes and --process_id (absl flags)."""
+    from absl import flags
+
+    flags.DEFINE_enum(
+        "distribution", "none", DISTRIBUTIONS,
+        "JAX backend: none (one device), data_parallel (the batch split over all devices) or "
+        "model_parallel (a BATCH x MODEL mesh of --mesh_shape, kernels split on MODEL).",
+    )
+    flags.DEFINE_string(
+        "mesh_shape", None, "--distribution=model_parallel: BATCH,MODEL, e.g. 2,2."
+    )
+    flags.DEFINE_string(
+        "coordinator_address", None,
+        "Several processes (JAX): host:port of process 0; with --num_processes and --process_id.",
+    )
+    flags.DEFINE_integer("num_processes", None, "Several processes (JAX): how many.")
+    flags.DEFINE_integer("process_id", None, "Several processes (JAX): this one's id, from 0.")
+
+
+def configure_from_flags(layouts=None):
+    """`configure` with the values of `define_flags`'s flags; returns the distribution."""
+    from absl import flags
+
+    values = flags.FLAGS
+    return configure(
+        values.distribution, values.mesh_shape, layouts, values.coordinator_address,
+        values.num_processes, values.process_id,
+    )
