@@ -42,15 +42,16 @@ def define_flags():
     )
 
 
-def read_scalars(output_dir, tags=TAGS):
-    """`{tag: [(step, value), ...]}` from a run's TensorBoard event files; a
-    step logged again (by a resumed run) keeps its latest value."""
-    train_dir = os.path.join(output_dir, "train")
-    if not tf.io.gfile.isdir(train_dir):
-        raise FileNotFoundError(f"{train_dir}: no TensorBoard logs of lamb.run_pretraining.")
+def read_scalars(output_dir, tags=TAGS, folder="train"):
+    """`{tag: [(step, value), ...]}` from a run's TensorBoard event files in
+    `<output_dir>/<folder>` ("train", or "eval" for the held-out evaluations);
+    a step logged again (by a resumed run) keeps its latest value."""
+    path = os.path.join(output_dir, folder)
+    if not tf.io.gfile.isdir(path):
+        raise FileNotFoundError(f"{path}: no TensorBoard logs of lamb.run_pretraining.")
     values = {}
-    for name in sorted(tf.io.gfile.listdir(train_dir)):
-        for record in tf.data.TFRecordDataset(os.path.join(train_dir, name)):
+    for name in sorted(tf.io.gfile.listdir(path)):
+        for record in tf.data.TFRecordDataset(os.path.join(path, name)):
             event = tf.compat.v1.Event.FromString(record.numpy())
             for value in event.summary.value:
                 if value.tag in tags:
@@ -60,9 +61,9 @@ def read_scalars(output_dir, tags=TAGS):
     return {tag: sorted(points.items()) for tag, points in values.items()}
 
 
-def plot_curves(runs, output, title, xlabel="step"):
+def plot_curves(runs, output, title, xlabel="step", ylabel_prefix=""):
     """Plots `runs` (`{label: {tag: [(x, value), ...]}}`), a panel per tag of
-    `TAGS`, to the PNG `output` with `title`."""
+    `TAGS` (its axis label after `ylabel_prefix`), to the PNG `output` with `title`."""
     figure = Figure(figsize=(11, 4.4), layout="constrained")
     axes_list = figure.subplots(1, len(TAGS))
     labels = list(runs)
@@ -72,7 +73,7 @@ def plot_curves(runs, output, title, xlabel="step"):
             style = reports.line_style(labels, label)
             style["markevery"] = max(1, len(points) // 12)
             axes.plot(*zip(*points), label=label, **style)
-        axes.set(xlabel=xlabel, ylabel=LABELS[tag])
+        axes.set(xlabel=xlabel, ylabel=ylabel_prefix + LABELS[tag])
         axes.grid(alpha=0.3)
     reports.finish_figure(figure, axes_list, title)
     os.makedirs(os.path.dirname(output) or ".", exist_ok=True)

@@ -1,53 +1,52 @@
-"""Large-batch BERT pre-training on a CPU: AdamW and LAMB at a small and two large batches.
+"""Does LAMB keep BERT's held-out accuracy at large batches where AdamW falls behind?
 
     python benchmarks/bert_large_batch.py --text_dir=../shared/data/text/shakespeare \\
         --vocab_file=../shared/data/bert/vocab_uncased.txt
 
-Makes pre-training records of the text (`lamb.create_pretraining_data`,
-sequence 32, 5 predictions, dupe factor 1; or takes --input_file), writes
-their first --num_records to `<work_dir>/train-<seq>-<N>.tfrecord`; the last
---num_eval_texts files of --text_dir (different plays) are held out and made
-into evaluation records, after a check that no document of theirs is also in
-the training files. Then it trains
-tiny BERT on them for --epochs with each optimizer of --base_learning_rates at
-each of --batch_sizes: one `lamb.run_pretraining` process per run, in
-`<work_dir>/<optimizer>-b<batch>-lr<peak lr>`. Every run sees the same
-examples: steps = epochs x records / batch. The peak learning rate follows
-the square-root rule from the smallest batch B0, lr(B) = base x sqrt(B / B0);
-warmup over --warmup_fraction of the steps, then linear decay to 0. Batches
-above --micro_batch_size accumulate gradients over micro-batches. A run logs
-once per largest batch's worth of examples (so every point of every curve
-averages as many examples) and saves a checkpoint about every
---save_every_examples. Killed, the same command resumes (run_pretraining
-continues from its checkpoints; finished runs are skipped). Then the masked-LM
-loss and accuracy against the examples seen go to --output, and a Markdown
-table to standard output.
+Tiny BERT pre-trained on a CPU, AdamW (BERT's) against LAMB, every run a
+`lamb.run_pretraining` process in `<work_dir>/<run name>`, in four stages:
 
-Defaults: 65,536 records x 3 epochs = 196,608 examples per run (3,072 steps
-at batch 64, 384 at 512, 96 at 2,048), about 70 minutes for the six runs on the
-2-core VM when it is quiet (the two at batch 512 trained in 8.4 and 8.7 min).
-Measured speeds (lamb, tiny BERT, sequence 32, the train step timed in
-rounds alternating between the settings, while other jobs held 1.5 of the 2
-cores, scaled by 3.1 = 68.4 / 22.2, the quiet README rate / this one of
-sequence 128, batch 64, XLA, measured in the same rounds), examples/s:
-micro-batch 64: 290 XLA, 275 without; 256: 360 and 370; 512: 310 and 320;
-2,048 as 8 x 256: 300 and 310 (rounds spread by about 20%). So: micro-batches
-of 256, and XLA (a little faster at 64, even at 256, about 20 s more start-up
-per process). Training: 196,608 x 2 x (1/285 + 1/300) s = 45 min; start-ups
-(imports, checks, compilation) about 1 min per run. A checkpoint (53 MB, the
-last 2 kept) every 16,384 examples, about a minute of training.
-Base learning rates at batch 64, each the best of a short check at that
-batch (16,384 records x 2 epochs = 512 steps, warmup 10%, masked-LM loss
-of the last 5 logs): AdamW 1e-3 (6.318; 3e-3: 6.323), LAMB 2e-2 (5.614;
-5e-3: 6.090, 5e-2: 6.482). LAMB's per-layer step, lr x |w| / |update|, is
-small for tiny BERT's small weights, so it takes a larger rate.
+1. sweep: each optimizer's peak learning rate at the smallest batch, each of
+   --sweep_learning_rates trained on --sweep_examples; the base rate is the one
+   with the best final held-out masked-LM accuracy (or --base_learning_rates).
+2. grid: every optimizer at every --batch_sizes for the same --epochs over the
+   first --num_records records, peak rate base x sqrt(batch / smallest) (the
+   paper's square-root rule); smallest and largest batch first.
+3. retune: at the largest batch, the square-root rate times each of
+   --retune_factors for every optimizer, so that a bad rate is ruled out.
+4. two_phase: the paper's mixed-batch training for LAMB at small scale: the
+   first --phase1_share of the examples at sequence --phase1_seq_length and
+   twice the largest batch, then the rest at the full sequence and the largest
+   batch from phase 1's weights, the rate warmed up again; against the grid's
+   one-phase run at the largest batch.
+
+Warmup follows the paper's share: --largest_warmup_fraction of the steps at
+the largest batch, in proportion to the batch below it (so every run warms up
+over the same number of steps), then linear decay to 0. Batches above
+--micro_batch_size accumulate micro-batches. Every run is evaluated on the
+same held-out records (the last --num_eval_texts files of --text_dir, other
+plays, checked to share no document with the training files) every
+--eval_every_examples examples and at its end.
+
+Killed, the same command resumes: finished runs are skipped, a run in progress
+continues from its checkpoints, and records are made once. Then it writes
+`<output>_curves.png` (held-out masked-LM accuracy and loss against examples
+seen, one line per optimizer and batch), `<output>_batch.png` (final held-out
+accuracy against batch size) and Markdown tables to standard output.
+
+Sizing (2-core VM, tiny BERT, sequence 32, XLA): about 300 examples/s at
+batch 64 when the machine is quiet, 100 to 150 when other jobs share it,
+less at batch 16. The defaults: 65,536 records x 4 epochs = 262,144 examples
+per run, 16,384 steps at batch 16 and 1,024 at 256; 6 grid runs, 6 sweep runs
+of 32,768 examples, 4 retune runs and 2 phases: about 3.5 M examples, 3 to 4
+hours when quiet.
 """
 
+import collections
 import json
 import math
 import os
 import signal
-import statistics
 import subprocess
 import sys
 
@@ -58,10 +57,12 @@ import tensorflow as tf
 import bert_demo_curves  # benchmarks/bert_demo_curves.py
 from lamb import configs
 from lamb._files import atomic_path
+from lamb.mnist import reports
 from lamb.mnist.protocols import display
 from lamb.optimizers import registry
 
 FLAGS = flags.FLAGS
+STAGES = ("sweep", "grid", "retune", "two_phase")
 
 flags.DEFINE_string("work_dir", "results/bert_large_batch", "Records and runs (one per data set).")
 flags.DEFINE_string(
@@ -70,100 +71,198 @@ flags.DEFINE_string(
     "the records from, with --vocab_file.",
 )
 flags.DEFINE_string("vocab_file", None, "The WordPiece vocabulary for --text_dir.")
-flags.DEFINE_string(
-    "input_file", None, "Existing pre-training records (glob or comma-separated), not --text_dir."
-)
 flags.DEFINE_integer(
     "num_eval_texts", 2,
-    "Hold out the last this many .txt files of --text_dir (by name) for held-out "
-    "evaluation records; 0: no evaluation.",
-)
-flags.DEFINE_string(
-    "eval_input_file", None, "With --input_file: held-out records to evaluate on (optional)."
+    "Hold out the last this many .txt files of --text_dir (by name) for the held-out records.",
 )
 flags.DEFINE_integer("eval_batch_size", 256, "Examples per evaluation batch.")
-flags.DEFINE_integer("max_eval_steps", 8, "Batches per evaluation (the first records).")
+flags.DEFINE_integer("max_eval_steps", 16, "Batches per evaluation (the first records).")
 flags.DEFINE_string("bert_config_file", "bert_config_tiny.json", "The model.")
 flags.DEFINE_integer("max_seq_length", 32, "Sequence length of the records.")
 flags.DEFINE_integer("max_predictions_per_seq", 5, "Masked-LM predictions per record.")
 flags.DEFINE_integer("num_records", 65536, "Train on the first this many records.")
-flags.DEFINE_integer("epochs", 3, "Passes over the records in every run.")
+flags.DEFINE_integer("epochs", 4, "Passes over the records in every grid run.")
 flags.DEFINE_list(
-    "batch_sizes", ["64", "512", "2048"],
-    "Global batch sizes; the smallest is the learning rates' base.",
+    "batch_sizes", ["16", "64", "256"],
+    "Global batch sizes; the smallest is where the rates are tuned.",
 )
+flags.DEFINE_list("optimizers", ["adamw", "lamb"], "The optimizers to compare.")
 flags.DEFINE_integer(
     "micro_batch_size", 256,
     "Larger batches accumulate gradients over micro-batches of this size.",
 )
 flags.DEFINE_list(
-    "base_learning_rates", ["adamw=1e-3", "lamb=2e-2"],
-    "optimizer=peak learning rate at the smallest batch, for each optimizer to run.",
+    "sweep_learning_rates", ["adamw=3e-4:1e-3:3e-3", "lamb=3e-3:1e-2:3e-2"],
+    "optimizer=rate:rate:... tried at the smallest batch.",
 )
-flags.DEFINE_float("warmup_fraction", 0.1, "Linear warmup over this fraction of the steps.")
-flags.DEFINE_integer("save_every_examples", 16384, "A checkpoint about every this many examples.")
+flags.DEFINE_integer("sweep_examples", 32768, "Examples per sweep run.")
+flags.DEFINE_list(
+    "base_learning_rates", [],
+    "optimizer=rate: the peak rates at the smallest batch, instead of the sweep's.",
+)
+flags.DEFINE_list(
+    "retune_factors", ["0.5", "2"],
+    "At the largest batch, also the square-root rate times each of these.",
+)
+flags.DEFINE_float(
+    "largest_warmup_fraction", 0.2,
+    "Warmup share of the steps at the largest batch; smaller batches in proportion.",
+)
+flags.DEFINE_bool("two_phase", True, "Run stage 4 (LAMB, if it is one of --optimizers).")
+flags.DEFINE_integer("phase1_seq_length", 16, "Phase 1's sequence length.")
+flags.DEFINE_integer("phase1_predictions", 3, "Phase 1's masked-LM predictions per record.")
+flags.DEFINE_float("phase1_share", 0.9, "Phase 1's share of the examples.")
+flags.DEFINE_float("phase2_warmup_fraction", 0.1, "Phase 2's re-warmup share of its steps.")
+flags.DEFINE_integer(
+    "eval_every_examples", 16384,
+    "Evaluate (and save a checkpoint) about every this many examples.",
+)
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the training steps.")
-flags.DEFINE_integer("final_points", 5, "Table: the mean of each run's last this many logs.")
-flags.DEFINE_string("output", "docs/bert_large_batch.png", "The PNG to write.")
+flags.DEFINE_string(
+    "output", "docs/bert_large_batch",
+    "Writes <output>_curves.png and <output>_batch.png.",
+)
+
+Run = collections.namedtuple("Run", "stage optimizer batch lr args")
 
 
-def plan_runs(input_file, eval_input_file, bert_config_file):
-    """The runs: `(label, run_pretraining flags)` for each optimizer and batch."""
-    batches = sorted(int(b) for b in FLAGS.batch_sizes)
-    examples = FLAGS.epochs * FLAGS.num_records
-    runs = []
-    for optimizer, base in base_learning_rates().items():
-        for batch in batches:
-            if examples % batch:
-                raise app.UsageError(
-                    f"--epochs x --num_records = {examples} is no multiple of batch {batch}."
-                )
-            if batch > FLAGS.micro_batch_size and batch % FLAGS.micro_batch_size:
-                raise app.UsageError(
-                    f"Batch {batch} is no multiple of --micro_batch_size={FLAGS.micro_batch_size}."
-                )
-            steps = examples // batch
-            lr = base * math.sqrt(batch / batches[0])
-            log_steps = max(1, round(batches[-1] / batch))
-            save_steps = log_steps * max(1, round(FLAGS.save_every_examples / (batch * log_steps)))
-            runs.append((f"{display(optimizer)}, batch {batch}", {
-                "bert_config_file": bert_config_file,
-                "input_file": input_file,
-                "output_dir": os.path.join(FLAGS.work_dir, f"{optimizer}-b{batch}-lr{lr:.3g}"),
-                "max_seq_length": FLAGS.max_seq_length,
-                "max_predictions_per_seq": FLAGS.max_predictions_per_seq,
-                "optimizer": optimizer,
-                "train_batch_size": batch,
-                "gradient_accumulation_steps": max(1, batch // FLAGS.micro_batch_size),
-                "learning_rate": lr,
-                "num_train_steps": steps,
-                "num_warmup_steps": round(FLAGS.warmup_fraction * steps),
-                "iterations_per_loop": log_steps,
-                "save_checkpoints_steps": save_steps,
-                "keep_checkpoint_max": 2,
-                "jit_compile": FLAGS.jit_compile,
-            }))
-            if eval_input_file:
-                runs[-1][1].update(do_eval=True, eval_input_file=eval_input_file,
-                                   eval_batch_size=FLAGS.eval_batch_size,
-                                   max_eval_steps=FLAGS.max_eval_steps,
-                                   eval_every_steps=save_steps)
-    return runs
-
-
-def base_learning_rates():
-    """`{optimizer: base learning rate}` from --base_learning_rates."""
+def parse_rates(specs, flag):
+    """`["name=a:b", ...]` -> `{name: [a, b]}` for the optimizers of --optimizers."""
     rates = {}
-    for spec in FLAGS.base_learning_rates:
-        name, _, value = spec.partition("=")
+    for spec in specs:
+        name, _, values = spec.partition("=")
         if name not in registry.OPTIMIZERS:
-            raise app.UsageError(f"--base_learning_rates: {name!r} is none of "
-                                 f"{', '.join(registry.OPTIMIZERS)}.")
+            raise app.UsageError(
+                f"--{flag}: {name!r} is none of {', '.join(registry.OPTIMIZERS)}."
+            )
         try:
-            rates[name] = float(value)
+            rates[name] = [float(v) for v in values.split(":")]
         except ValueError:
-            raise app.UsageError(f"--base_learning_rates: {spec!r} is no optimizer=rate.") from None
+            raise app.UsageError(f"--{flag}: {spec!r} is no optimizer=rate[:rate...].") from None
     return rates
+
+
+def batch_sizes():
+    return sorted(int(b) for b in FLAGS.batch_sizes)
+
+
+def warmup_fraction(batch):
+    return FLAGS.largest_warmup_fraction * batch / batch_sizes()[-1]
+
+
+def make_run(stage, optimizer, batch, lr, examples, files, seq_length=None, predictions=None,
+             warmup=None, name=None, **extra):
+    """The `lamb.run_pretraining` flags of one run: `examples` at `batch`."""
+    seq_length = seq_length or FLAGS.max_seq_length
+    if examples % batch:
+        raise app.UsageError(f"{examples} examples are no whole number of batches of {batch}.")
+    if batch > FLAGS.micro_batch_size and batch % FLAGS.micro_batch_size:
+        raise app.UsageError(
+            f"Batch {batch} is no multiple of --micro_batch_size={FLAGS.micro_batch_size}."
+        )
+    steps = examples // batch
+    largest = batch_sizes()[-1]
+    log_steps = max(1, round(largest / batch))
+    eval_steps = log_steps * max(1, round(FLAGS.eval_every_examples / (batch * log_steps)))
+    while steps % eval_steps:  # The last step is evaluated.
+        eval_steps -= 1
+    name = name or f"{optimizer}-s{seq_length}-b{batch}-lr{lr:.3g}-n{examples}"
+    args = {
+        "bert_config_file": files["bert_config"],
+        "input_file": files[f"train{seq_length}"],
+        "output_dir": os.path.join(os.path.abspath(FLAGS.work_dir), name),
+        "max_seq_length": seq_length,
+        "max_predictions_per_seq": predictions or FLAGS.max_predictions_per_seq,
+        "optimizer": optimizer,
+        "train_batch_size": batch,
+        "gradient_accumulation_steps": max(1, batch // FLAGS.micro_batch_size),
+        "learning_rate": lr,
+        "num_train_steps": steps,
+        "num_warmup_steps": round((warmup_fraction(batch) if warmup is None else warmup) * steps),
+        "iterations_per_loop": log_steps,
+        "save_checkpoints_steps": eval_steps,
+        "keep_checkpoint_max": 2,
+        "jit_compile": FLAGS.jit_compile,
+        "do_eval": True,
+        "eval_input_file": files[f"eval{seq_length}"],
+        "eval_batch_size": FLAGS.eval_batch_size,
+        "max_eval_steps": FLAGS.max_eval_steps,
+        "eval_every_steps": eval_steps,
+        **extra,
+    }
+    return Run(stage, optimizer, batch, lr, args)
+
+
+def grid_examples():
+    return FLAGS.epochs * FLAGS.num_records
+
+
+def plan_sweep(files):
+    smallest = batch_sizes()[0]
+    return [
+        make_run("sweep", optimizer, smallest, lr, FLAGS.sweep_examples, files)
+        for optimizer, rates in parse_rates(FLAGS.sweep_learning_rates,
+                                            "sweep_learning_rates").items()
+        if optimizer in FLAGS.optimizers
+        for lr in rates
+    ]
+
+
+def best_rates(sweep):
+    """`{optimizer: the sweep rate with the best final held-out masked-LM accuracy}`."""
+    best = {}
+    for run in sweep:
+        accuracy = held_out(run)["eval_masked_lm_accuracy"]
+        if run.optimizer not in best or accuracy > best[run.optimizer][0]:
+            best[run.optimizer] = (accuracy, run.lr)
+    return {optimizer: lr for optimizer, (_, lr) in best.items()}
+
+
+def plan_grid(files, base):
+    batches = batch_sizes()
+    order = [batches[0], batches[-1]] + batches[1:-1]  # The ends first: the answer soonest.
+    return [
+        make_run("grid", optimizer, batch, base[optimizer] * math.sqrt(batch / batches[0]),
+                 grid_examples(), files)
+        for batch in order
+        for optimizer in FLAGS.optimizers
+    ]
+
+
+def plan_retune(files, base):
+    batches = batch_sizes()
+    scaled = {o: base[o] * math.sqrt(batches[-1] / batches[0]) for o in FLAGS.optimizers}
+    return [
+        make_run("retune", optimizer, batches[-1], scaled[optimizer] * float(factor),
+                 grid_examples(), files)
+        for optimizer in FLAGS.optimizers
+        for factor in FLAGS.retune_factors
+    ]
+
+
+def plan_two_phase(files, base):
+    """Phase 1 and phase 2 of LAMB's mixed-batch run (phase 2 starts from phase 1's weights)."""
+    batches = batch_sizes()
+    batch1, batch2 = 2 * batches[-1], batches[-1]
+    examples1 = math.floor(FLAGS.phase1_share * grid_examples() / batch1) * batch1
+    examples2 = grid_examples() - examples1
+    examples2 -= examples2 % batch2
+    if not examples1 or not examples2:
+        raise app.UsageError(
+            f"--phase1_share={FLAGS.phase1_share} of {grid_examples()} examples leaves a phase "
+            f"without a whole batch ({batch1} in phase 1, {batch2} in phase 2)."
+        )
+    lr1, lr2 = (base["lamb"] * math.sqrt(b / batches[0]) for b in (batch1, batch2))
+    phase1 = make_run(
+        "phase 1", "lamb", batch1, lr1, examples1, files, seq_length=FLAGS.phase1_seq_length,
+        predictions=FLAGS.phase1_predictions, warmup=FLAGS.largest_warmup_fraction,
+    )
+    phase2 = make_run(
+        "phase 2", "lamb", batch2, lr2, examples2, files, warmup=FLAGS.phase2_warmup_fraction,
+        name=os.path.basename(phase1.args["output_dir"]) + f"-then-b{batch2}-lr{lr2:.3g}",
+        init_checkpoint=phase1.args["output_dir"],
+    )
+    return [phase1, phase2]
 
 
 def split_texts():
@@ -171,9 +270,10 @@ def split_texts():
     (by name) for evaluation; raises UsageError if a document (a block between
     blank lines) of an evaluation file is also in a training file."""
     texts = sorted(tf.io.gfile.glob(os.path.join(FLAGS.text_dir, "*.txt")))
-    if len(texts) <= FLAGS.num_eval_texts:
+    if not 0 < FLAGS.num_eval_texts < len(texts):
         raise app.UsageError(f"--text_dir holds {len(texts)} .txt files; --num_eval_texts="
-                             f"{FLAGS.num_eval_texts} leaves none to train on.")
+                             f"{FLAGS.num_eval_texts} must leave some to train on and hold "
+                             "at least one out.")
     split = len(texts) - FLAGS.num_eval_texts
     train_documents = {d for path in texts[:split] for d in documents(path)}
     for path in texts[split:]:
@@ -193,7 +293,7 @@ def documents(path):
     return [" ".join(block.split()) for block in blocks if block.strip()]
 
 
-def create_records(texts, name):
+def create_records(texts, name, seq_length, predictions):
     """`<work_dir>/<name>` made from `texts` by lamb.create_pretraining_data (once)."""
     path = os.path.abspath(os.path.join(FLAGS.work_dir, name))
     if not os.path.exists(path):
@@ -201,37 +301,42 @@ def create_records(texts, name):
             run([sys.executable, "-m", "lamb.create_pretraining_data",
                  f"--input_file={','.join(texts)}",
                  f"--vocab_file={FLAGS.vocab_file}", f"--output_file={temporary}",
-                 f"--max_seq_length={FLAGS.max_seq_length}",
-                 f"--max_predictions_per_seq={FLAGS.max_predictions_per_seq}",
+                 f"--max_seq_length={seq_length}",
+                 f"--max_predictions_per_seq={predictions}",
                  "--dupe_factor=1"], "lamb.create_pretraining_data")
     return path
 
 
-def make_records():
-    """The paths of the first --num_records training records (written once)
-    and of the held-out records (None without)."""
-    os.makedirs(FLAGS.work_dir, exist_ok=True)
-    source, eval_records = FLAGS.input_file, FLAGS.eval_input_file
-    if FLAGS.text_dir:
-        train_texts, eval_texts = split_texts() if FLAGS.num_eval_texts else (
-            sorted(tf.io.gfile.glob(os.path.join(FLAGS.text_dir, "*.txt"))), [])
-        source = create_records(train_texts, f"train-{FLAGS.max_seq_length}.tfrecord")
-        if eval_texts:
-            eval_records = create_records(eval_texts, f"eval-{FLAGS.max_seq_length}.tfrecord")
-    # Named after its source: records of all the texts are never taken for the training ones.
-    stem = "records" if FLAGS.input_file else os.path.splitext(os.path.basename(source))[0]
-    subset = os.path.abspath(os.path.join(FLAGS.work_dir, f"{stem}-{FLAGS.num_records}.tfrecord"))
+def first_records(source, count):
+    """The path of a file of the first `count` records of `source` (written once)."""
+    stem = os.path.splitext(os.path.basename(source))[0]
+    subset = os.path.abspath(os.path.join(FLAGS.work_dir, f"{stem}-{count}.tfrecord"))
     if os.path.exists(subset):
-        return subset, eval_records
-    files = sorted(f for glob in source.split(",") for f in tf.io.gfile.glob(glob))
-    count = 0
+        return subset
+    written = 0
     with atomic_path(subset) as temporary, tf.io.TFRecordWriter(temporary) as writer:
-        for record in tf.data.TFRecordDataset(files).take(FLAGS.num_records):
+        for record in tf.data.TFRecordDataset(source).take(count):
             writer.write(record.numpy())
-            count += 1
-        if count < FLAGS.num_records:
-            raise app.UsageError(f"--num_records={FLAGS.num_records}, but {source} holds {count}.")
-    return subset, eval_records
+            written += 1
+        if written < count:
+            raise app.UsageError(f"--num_records={count}, but {source} holds {written}.")
+    return subset
+
+
+def make_records(bert_config_file):
+    """`{"train<seq>": path, "eval<seq>": path, "bert_config": path}` for the
+    full sequence length and, with --two_phase, phase 1's."""
+    os.makedirs(FLAGS.work_dir, exist_ok=True)
+    train_texts, eval_texts = split_texts()
+    lengths = {FLAGS.max_seq_length: FLAGS.max_predictions_per_seq}
+    if FLAGS.two_phase and "lamb" in FLAGS.optimizers:
+        lengths[FLAGS.phase1_seq_length] = FLAGS.phase1_predictions
+    files = {"bert_config": bert_config_file}
+    for seq, predictions in lengths.items():
+        train = create_records(train_texts, f"train-{seq}.tfrecord", seq, predictions)
+        files[f"train{seq}"] = first_records(train, FLAGS.num_records)
+        files[f"eval{seq}"] = create_records(eval_texts, f"eval-{seq}.tfrecord", seq, predictions)
+    return files
 
 
 def run(command, name):
@@ -239,8 +344,9 @@ def run(command, name):
         sys.exit(f"{name} failed (its messages are above); the same command resumes.")
 
 
-def finished(args, bert_config):
+def finished(run_, bert_config):
     """Whether the run has trained to its last step with these flags, data and model."""
+    args = run_.args
     try:
         with open(os.path.join(args["output_dir"], "metrics.json")) as f:
             step = json.load(f)["global_step"]
@@ -253,93 +359,161 @@ def finished(args, bert_config):
             and all(record[k] == v for k, v in args.items() if k in record))
 
 
-def train(args):
-    command = [sys.executable, "-m", "lamb.run_pretraining"] + [
-        (f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={v}")
-        for k, v in args.items()
-    ]
-    run(command, f"lamb.run_pretraining --output_dir={args['output_dir']}")
+def train(runs, bert_config):
+    for run_ in runs:
+        label = f"{run_.stage}: {display(run_.optimizer)}, batch {run_.batch}, lr {run_.lr:.3g}"
+        if finished(run_, bert_config):
+            print(f"{label}: finished in {run_.args['output_dir']}, nothing to do.")
+            continue
+        print(f"{label}: training in {run_.args['output_dir']}", flush=True)
+        command = [sys.executable, "-m", "lamb.run_pretraining"] + [
+            (f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={v}")
+            for k, v in run_.args.items()
+        ]
+        run(command, f"lamb.run_pretraining --output_dir={run_.args['output_dir']}")
 
 
-def held_out_accuracy(output_dir):
-    """The last evaluation's masked-LM accuracy in the run's metrics.json, or None."""
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        return json.load(f).get("eval_masked_lm_accuracy")
+def held_out(run_):
+    """The run's metrics.json: its last evaluation as `eval_<metric>`."""
+    with open(os.path.join(run_.args["output_dir"], "metrics.json")) as f:
+        return json.load(f)
 
 
-def train_minutes(scalars, batch):
+def train_minutes(run_):
     """Time in the training loop, from the logged examples/s (compilation
     included; start-up and the steps a kill lost not)."""
+    scalars = bert_demo_curves.read_scalars(run_.args["output_dir"], ("examples_per_second",))
     seconds, previous = 0.0, 0
     for step, rate in scalars["examples_per_second"]:
-        seconds += (step - previous) * batch / rate
+        seconds += (step - previous) * run_.batch / rate
         previous = step
     return seconds / 60
 
 
-def figure_title(bert_config_file, config, runs):
-    source = os.path.basename(os.path.normpath(FLAGS.text_dir or FLAGS.input_file))
-    small = min(args["train_batch_size"] for _, args in runs)
-    rates = ", ".join(f"{display(n)} {lr:g}" for n, lr in base_learning_rates().items())
+def settings_title(bert_config, base):
+    batches = batch_sizes()
+    rates = ", ".join(f"{display(n)} {lr:g}" for n, lr in base.items())
     return (
-        f"BERT {os.path.basename(bert_config_file)} ({config['num_hidden_layers']} layers, hidden "
-        f"{config['hidden_size']}), sequence {FLAGS.max_seq_length}, "
-        f"{FLAGS.max_predictions_per_seq} predictions\nthe first {FLAGS.num_records:,} records "
-        f"of {source} x {FLAGS.epochs} epoch{'s' if FLAGS.epochs > 1 else ''}: "
-        f"{FLAGS.num_records * FLAGS.epochs:,} examples per run\n"
-        f"peak lr = base x sqrt(batch / {small}), base: {rates}; warmup "
-        f"{FLAGS.warmup_fraction:.0%} of the steps, then linear decay to 0"
+        f"BERT {os.path.basename(FLAGS.bert_config_file)} ({bert_config['num_hidden_layers']} "
+        f"layers, hidden {bert_config['hidden_size']}), sequence {FLAGS.max_seq_length}, "
+        f"{FLAGS.max_predictions_per_seq} predictions; {FLAGS.num_records:,} records of "
+        f"{os.path.basename(os.path.normpath(FLAGS.text_dir))} x {FLAGS.epochs} epochs = "
+        f"{grid_examples():,} examples per run\npeak lr = base x sqrt(batch / {batches[0]}), "
+        f"base (best of the sweep at batch {batches[0]}): {rates}; warmup "
+        f"{FLAGS.largest_warmup_fraction:.0%} of the steps at batch {batches[-1]}, in "
+        "proportion below; linear decay to 0"
     )
+
+
+def label(run_):
+    if run_.stage.startswith("phase"):
+        return f"LAMB two-phase ({run_.stage}, sequence {run_.args['max_seq_length']})"
+    return f"{display(run_.optimizer)}, batch {run_.batch}" + (
+        f", lr {run_.lr:.3g}" if run_.stage == "retune" else "")
+
+
+def plot_curves(runs, title):
+    """Held-out masked-LM loss and accuracy against examples seen."""
+    curves = {}
+    for run_ in runs:
+        scalars = bert_demo_curves.read_scalars(run_.args["output_dir"], folder="eval")
+        offset = 0
+        if run_.stage == "phase 2":
+            offset = grid_examples() - run_.args["num_train_steps"] * run_.batch
+        curves[label(run_)] = {
+            tag: [(offset + step * run_.batch, value) for step, value in points]
+            for tag, points in scalars.items()
+        }
+    path = FLAGS.output + "_curves.png"
+    bert_demo_curves.plot_curves(curves, path, title, xlabel="examples seen",
+                                 ylabel_prefix="held-out ")
+    return path
+
+
+def plot_batch(grid, retune, two_phase, title):
+    """Final held-out masked-LM accuracy against batch size, one line per optimizer."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 4.6), layout="constrained")
+    axes = figure.subplots()
+    names = list(FLAGS.optimizers) + ["lamb two-phase"]
+    for optimizer in FLAGS.optimizers:
+        style = reports.line_style(names, optimizer)
+        points = sorted((r.batch, held_out(r)["eval_masked_lm_accuracy"])
+                        for r in grid if r.optimizer == optimizer)
+        axes.plot(*zip(*points), label=f"{display(optimizer)}, sqrt-scaled lr", **style)
+        tuned = [(r.batch, held_out(r)["eval_masked_lm_accuracy"])
+                 for r in retune if r.optimizer == optimizer]
+        if tuned:
+            axes.plot(*zip(*tuned), linestyle="none", marker="^", color=style["color"],
+                      markersize=7, label=f"{display(optimizer)}, other lr at the largest batch")
+    if two_phase:
+        axes.plot([two_phase[-1].batch], [held_out(two_phase[-1])["eval_masked_lm_accuracy"]],
+                  linestyle="none", marker="*", markersize=11, color="C2",
+                  label="LAMB two-phase (phase 2 at this batch)")
+    axes.set_xscale("log", base=2)
+    axes.set_xticks(batch_sizes(), [str(b) for b in batch_sizes()])
+    axes.set(xlabel="global batch size", ylabel="final held-out masked-LM accuracy")
+    axes.grid(True, alpha=0.3)
+    reports.finish_figure(figure, [axes], title)
+    path = FLAGS.output + "_batch.png"
+    reports.save_figure(figure, path, title)
+    return path
+
+
+def table(runs):
+    rows = ["| stage | optimizer | batch (micro-batches) | steps | warmup | peak lr | "
+            "held-out MLM accuracy | held-out MLM loss | train MLM loss | train time (min) |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for run_ in runs:
+        metrics, args = held_out(run_), run_.args
+        accumulation = args["gradient_accumulation_steps"]
+        rows.append(
+            f"| {run_.stage} | {display(run_.optimizer)} | {run_.batch} ({accumulation} x "
+            f"{run_.batch // accumulation}) | {args['num_train_steps']} | "
+            f"{args['num_warmup_steps']} | {run_.lr:.3g} | "
+            f"{metrics['eval_masked_lm_accuracy']:.4f} | {metrics['eval_masked_lm_loss']:.3f} | "
+            f"{metrics['masked_lm_loss']:.3f} | {train_minutes(run_):.1f} |"
+        )
+    return "\n".join(rows)
 
 
 def main(argv):
     del argv
     # Killed (SIGTERM or Ctrl-C), the driver takes its running process with it.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("Terminated; the same command resumes."))
-    if bool(FLAGS.text_dir) == bool(FLAGS.input_file):
-        raise app.UsageError("Give --text_dir (with --vocab_file) or --input_file.")
-    if FLAGS.text_dir and not FLAGS.vocab_file:
-        raise app.UsageError("--text_dir needs --vocab_file.")
+    if not (FLAGS.text_dir and FLAGS.vocab_file):
+        raise app.UsageError("Give --text_dir and --vocab_file.")
+    unknown = [o for o in FLAGS.optimizers if o not in registry.OPTIMIZERS]
+    if unknown:
+        raise app.UsageError(f"--optimizers: {unknown} not in {', '.join(registry.OPTIMIZERS)}.")
     bert_config_file = os.path.abspath(
         configs.check_exists(FLAGS.bert_config_file, "bert_config_file")
     )
     with open(bert_config_file) as f:
         bert_config = json.load(f)
-    runs = plan_runs(*make_records(), bert_config_file)
-    for label, args in runs:
-        if finished(args, bert_config):
-            print(f"{label}: finished in {args['output_dir']}, nothing to do.")
-        else:
-            print(f"{label}: training in {args['output_dir']}", flush=True)
-            train(args)
-    curves, rows = {}, []
-    tags = bert_demo_curves.TAGS + ("examples_per_second",)
-    k = FLAGS.final_points
-    for label, args in runs:
-        batch = args["train_batch_size"]
-        scalars = bert_demo_curves.read_scalars(args["output_dir"], tags)
-        curves[label] = {t: [(s * batch, v) for s, v in scalars[t]] for t in bert_demo_curves.TAGS}
-        loss, accuracy = (
-            statistics.fmean(v for _, v in scalars[t][-k:]) for t in bert_demo_curves.TAGS
-        )
-        held_out = held_out_accuracy(args["output_dir"])
-        rows.append(
-            f"| {label} | {batch} ({args['gradient_accumulation_steps']} x "
-            f"{batch // args['gradient_accumulation_steps']}) | {args['num_train_steps']} | "
-            f"{args['learning_rate']:.3g} | {loss:.3f} | {accuracy:.4f} | "
-            f"{'-' if held_out is None else f'{held_out:.4f}'} | "
-            f"{train_minutes(scalars, batch):.1f} |"
-        )
-    title = figure_title(bert_config_file, bert_config, runs)
-    bert_demo_curves.plot_curves(curves, FLAGS.output, title, xlabel="examples seen")
-    largest = max(args["train_batch_size"] for _, args in runs)
-    print(f"wrote {FLAGS.output}\n\n{title}\n")
-    print("| run | global batch (micro-batches) | steps | peak lr | masked-LM loss | "
-          "masked-LM accuracy | held-out masked-LM accuracy | train time (min) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    print("\n".join(rows))
-    print(f"\nLoss and accuracy: the mean of the last {k} logs, each the mean over "
-          f"{largest:,} examples. Train time: the training loop's, from the logged examples/s.")
+    files = make_records(bert_config_file)
+    base = parse_rates(FLAGS.base_learning_rates, "base_learning_rates")
+    sweep = [] if base else plan_sweep(files)
+    train(sweep, bert_config)
+    base = {o: rates[0] for o, rates in base.items()} or best_rates(sweep)
+    missing = [o for o in FLAGS.optimizers if o not in base]
+    if missing:
+        raise app.UsageError(f"No learning rate for {missing}: add them to "
+                             "--sweep_learning_rates or --base_learning_rates.")
+    grid, retune = plan_grid(files, base), plan_retune(files, base)
+    two_phase = plan_two_phase(files, base) if (
+        FLAGS.two_phase and "lamb" in FLAGS.optimizers) else []
+    train(grid + retune + two_phase, bert_config)
+
+    title = settings_title(bert_config, base)
+    print(f"\n{title}\n")
+    print(f"wrote {plot_curves(grid + two_phase, title)}")
+    print(f"wrote {plot_batch(grid, retune, two_phase, title)}\n")
+    print(table(sweep + grid + retune + two_phase))
+    print(f"\nHeld-out: the last evaluation, {FLAGS.max_eval_steps} x {FLAGS.eval_batch_size} "
+          "records of the held-out plays. Train MLM loss: the last log's. Train time: the "
+          "training loop's, from the logged examples/s.")
 
 
 if __name__ == "__main__":

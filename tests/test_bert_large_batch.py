@@ -1,5 +1,6 @@
 """`benchmarks/bert_large_batch.py` end to end on a tiny budget."""
 
+import math
 import os
 import subprocess
 import sys
@@ -26,13 +27,14 @@ def run_driver(tmp_path, *extra, check=True):
         sys.executable, os.path.join(helpers.REPO, "benchmarks", "bert_large_batch.py"),
         f"--text_dir={text_dir}", f"--vocab_file={tmp_path / 'vocab.txt'}",
         f"--bert_config_file={tmp_path / 'bert_config.json'}", f"--work_dir={work_dir}",
-        f"--output={tmp_path / 'curves.png'}", "--num_records=256", "--epochs=1",
-        "--batch_sizes=8,32", "--micro_batch_size=16", "--save_every_examples=64",
-        "--base_learning_rates=adamw=1e-3,lamb=4e-3", "--nojit_compile", "--num_eval_texts=1",
+        f"--output={tmp_path / 'large_batch'}", "--num_records=256", "--epochs=1",
+        "--batch_sizes=8,32", "--micro_batch_size=16", "--eval_every_examples=64",
+        "--optimizers=lamb", "--sweep_learning_rates=lamb=4e-3:1e-2", "--sweep_examples=256",
+        "--retune_factors=2", "--nojit_compile", "--num_eval_texts=1",
         "--eval_batch_size=16", "--max_eval_steps=2", *extra,
     ]
     result = subprocess.run(command, env=helpers.app_env(), cwd=helpers.REPO,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=600)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result, work_dir
@@ -43,28 +45,44 @@ def files_of(work_dir):
                   for d, _, names in os.walk(work_dir) for f in names)
 
 
+def table_rows(stdout):
+    return [line.split(" | ") for line in stdout.splitlines() if line.startswith(
+        ("| sweep", "| grid", "| retune", "| phase"))]
+
+
 @pytest.mark.tensorflow_only
-def test_four_runs_figure_table_then_a_rerun_trains_nothing(tmp_path):
+def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_path):
     result, work_dir = run_driver(tmp_path)
-    stdout = result.stdout
-    title = Image.open(tmp_path / "curves.png").text["Title"]
-    for setting in ("bert_config.json (2 layers, hidden 32)", "sequence 32", "5 predictions",
-                    "first 256 records of text x 1 epoch: 256 examples per run", "sqrt(batch / 8)",
-                    "AdamW 0.001, LAMB 0.004", "warmup 10%"):
-        assert setting in title
-    rows = [line for line in stdout.splitlines() if line.startswith(("| AdamW", "| LAMB"))]
-    assert [row.split(" | ")[:4] for row in rows] == [
-        ["| AdamW, batch 8", "8 (1 x 8)", "32", "0.001"],
-        ["| AdamW, batch 32", "32 (2 x 16)", "8", "0.002"],
-        ["| LAMB, batch 8", "8 (1 x 8)", "32", "0.004"],
-        ["| LAMB, batch 32", "32 (2 x 16)", "8", "0.008"],
+    rows = table_rows(result.stdout)
+    # stage, optimizer, batch (micro-batches), steps, warmup steps, peak lr.
+    assert [row[:2] for row in rows] == [
+        ["| sweep", "LAMB"], ["| sweep", "LAMB"], ["| grid", "LAMB"], ["| grid", "LAMB"],
+        ["| retune", "LAMB"], ["| phase 1", "LAMB"], ["| phase 2", "LAMB"],
     ]
+    sweep, grid = rows[:2], rows[2:4]
+    best = max(sweep, key=lambda row: float(row[6]))
+    assert grid[0][1:] == best[1:]  # The sweep's best run is the grid's at the smallest batch.
+    base = float(best[5])
+    # 256 examples: 32 steps at batch 8 (warmup 20% x 8/32 of them), 8 at 32 (20%).
+    assert grid[1][2:6] == ["32 (2 x 16)", "8", "2", f"{2 * base:.3g}"]
+    assert best[2:5] == ["8 (1 x 8)", "32", "2"]
+    assert rows[4][2:6] == ["32 (2 x 16)", "8", "2", f"{4 * base:.3g}"]  # Retuned: x 2.
+    # Phase 1: sequence 16 at batch 64, 3 steps (192 examples); phase 2: 2 steps of 32.
+    assert rows[5][2:6] == ["64 (4 x 16)", "3", "1", f"{math.sqrt(8) * base:.3g}"]
+    assert rows[6][2:6] == ["32 (2 x 16)", "2", "0", f"{2 * base:.3g}"]
+    for row in rows:  # Held-out masked-LM accuracy.
+        assert 0 <= float(row[6]) <= 1
+    for name in ("curves", "batch"):
+        title = Image.open(tmp_path / f"large_batch_{name}.png").text["Title"]
+        for setting in ("bert_config.json (2 layers, hidden 32)", "sequence 32",
+                        "256 records of text x 1 epochs = 256 examples per run",
+                        "sqrt(batch / 8)", "warmup 20% of the steps at batch 32"):
+            assert setting in title
     before = files_of(work_dir)
-    assert {"train-32.tfrecord", "train-32-256.tfrecord", "eval-32.tfrecord"} <= set(before)
-    for row in rows:  # The held-out accuracy of the last evaluation.
-        assert 0 <= float(row.split(" | ")[6]) <= 1
+    assert {"train-32.tfrecord", "train-32-256.tfrecord", "eval-32.tfrecord",
+            "train-16.tfrecord", "train-16-256.tfrecord", "eval-16.tfrecord"} <= set(before)
     stdout = run_driver(tmp_path)[0].stdout
-    assert stdout.count("nothing to do") == 4 and "training in" not in stdout
+    assert stdout.count("nothing to do") == 7 and "training in" not in stdout
     assert files_of(work_dir) == before
 
 
