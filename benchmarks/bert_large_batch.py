@@ -25,7 +25,7 @@ the largest batch, in proportion to the batch below it (so every run warms up
 over the same number of steps), then linear decay to 0. Batches above
 --micro_batch_size accumulate micro-batches. Every run is evaluated on the
 same held-out records (the last --num_eval_texts files of --text_dir, other
-plays, checked to share no document with the training files) every
+plays, less the documents a training file also holds) every
 --eval_every_examples examples and at its end.
 
 Killed, the same command resumes: finished runs are skipped, a run in progress
@@ -266,31 +266,42 @@ def plan_two_phase(files, base):
 
 
 def split_texts():
-    """The .txt files of --text_dir for training and the last --num_eval_texts
-    (by name) for evaluation; raises UsageError if a document (a block between
-    blank lines) of an evaluation file is also in a training file."""
+    """The .txt files of --text_dir for training, and for evaluation the last
+    --num_eval_texts (by name) without their documents (blocks between blank
+    lines) that a training file also holds, written to `<work_dir>/held_out/`
+    once, so that no held-out document is trained on."""
     texts = sorted(tf.io.gfile.glob(os.path.join(FLAGS.text_dir, "*.txt")))
     if not 0 < FLAGS.num_eval_texts < len(texts):
         raise app.UsageError(f"--text_dir holds {len(texts)} .txt files; --num_eval_texts="
                              f"{FLAGS.num_eval_texts} must leave some to train on and hold "
                              "at least one out.")
     split = len(texts) - FLAGS.num_eval_texts
-    train_documents = {d for path in texts[:split] for d in documents(path)}
-    for path in texts[split:]:
-        for document in documents(path):
-            if document in train_documents:
-                raise app.UsageError(
-                    f"{path}: the document starting {document[:60]!r} is also in a training "
-                    "file; held-out records must come from other documents."
-                )
-    return texts[:split], texts[split:]
+    folder = os.path.join(FLAGS.work_dir, "held_out")
+    held_out = [os.path.abspath(os.path.join(folder, os.path.basename(p))) for p in texts[split:]]
+    if not all(os.path.exists(path) for path in held_out):
+        trained = {normalized(d) for path in texts[:split] for d in documents(path)}
+        os.makedirs(folder, exist_ok=True)
+        for source, path in zip(texts[split:], held_out):
+            kept = [d for d in documents(source) if normalized(d) not in trained]
+            print(f"{source}: {len(kept)} documents held out, "
+                  f"{len(documents(source)) - len(kept)} left out as a training file also "
+                  "holds them.")
+            if not kept:
+                raise app.UsageError(f"{source}: every document is also in a training file.")
+            with atomic_path(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
+                f.write("\n\n".join(kept) + "\n")
+    return texts[:split], held_out
 
 
 def documents(path):
-    """The documents of a text file (blocks between blank lines), whitespace normalized."""
+    """The documents of a text file: its blocks between blank lines, as written."""
     with open(path, encoding="utf-8") as f:
         blocks = f.read().split("\n\n")
-    return [" ".join(block.split()) for block in blocks if block.strip()]
+    return [block.strip("\n") for block in blocks if block.strip()]
+
+
+def normalized(document):
+    return " ".join(document.split())
 
 
 def create_records(texts, name, seq_length, predictions):
