@@ -118,6 +118,9 @@ flags.DEFINE_integer(
     "Evaluate (and save a checkpoint) about every this many examples.",
 )
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the training steps.")
+flags.DEFINE_bool(
+    "report_only", False, "Train nothing: the figures and table of the runs finished so far."
+)
 flags.DEFINE_string(
     "output", "docs/bert_large_batch",
     "Writes <output>_curves.png and <output>_batch.png.",
@@ -452,13 +455,14 @@ def plot_batch(grid, retune, two_phase, title):
         style = reports.line_style(names, optimizer)
         points = sorted((r.batch, held_out(r)["eval_masked_lm_accuracy"])
                         for r in grid if r.optimizer == optimizer)
-        axes.plot(*zip(*points), label=f"{display(optimizer)}, sqrt-scaled lr", **style)
+        if points:
+            axes.plot(*zip(*points), label=f"{display(optimizer)}, sqrt-scaled lr", **style)
         tuned = [(r.batch, held_out(r)["eval_masked_lm_accuracy"])
                  for r in retune if r.optimizer == optimizer]
         if tuned:
             axes.plot(*zip(*tuned), linestyle="none", marker="^", color=style["color"],
                       markersize=7, label=f"{display(optimizer)}, other lr at the largest batch")
-    if two_phase:
+    if len(two_phase) == 2:
         axes.plot([two_phase[-1].batch], [held_out(two_phase[-1])["eval_masked_lm_accuracy"]],
                   linestyle="none", marker="*", markersize=11, color="C2",
                   label="LAMB two-phase (phase 2 at this batch)")
@@ -506,26 +510,42 @@ def main(argv):
     files = make_records(bert_config_file)
     base = parse_rates(FLAGS.base_learning_rates, "base_learning_rates")
     sweep = [] if base else plan_sweep(files)
-    train(sweep, bert_config)
-    base = {o: rates[0] for o, rates in base.items()} or best_rates(sweep)
-    missing = [o for o in FLAGS.optimizers if o not in base]
-    if missing:
-        raise app.UsageError(f"No learning rate for {missing}: add them to "
-                             "--sweep_learning_rates or --base_learning_rates.")
-    grid, retune = plan_grid(files, base), plan_retune(files, base)
-    two_phase = plan_two_phase(files, base) if (
-        FLAGS.two_phase and "lamb" in FLAGS.optimizers) else []
-    train(grid + retune + two_phase, bert_config)
+    if not FLAGS.report_only:
+        train(sweep, bert_config)
+    runs = sweep
+    if base or all(finished(r, bert_config) for r in sweep):
+        base = {o: rates[0] for o, rates in base.items()} or best_rates(sweep)
+        missing = [o for o in FLAGS.optimizers if o not in base]
+        if missing:
+            raise app.UsageError(f"No learning rate for {missing}: add them to "
+                                 "--sweep_learning_rates or --base_learning_rates.")
+        grid, retune = plan_grid(files, base), plan_retune(files, base)
+        two_phase = plan_two_phase(files, base) if (
+            FLAGS.two_phase and "lamb" in FLAGS.optimizers) else []
+        if not FLAGS.report_only:
+            train(grid + retune + two_phase, bert_config)
+        runs = sweep + grid + retune + two_phase
+    report(runs, bert_config, base)
 
-    title = settings_title(bert_config, base)
-    print(f"\n{title}\n")
-    print(f"wrote {plot_curves(grid + two_phase, title)}")
-    print(f"wrote {plot_batch(grid, retune, two_phase, title)}\n")
-    print(table(sweep + grid + retune + two_phase))
+
+def report(runs, bert_config, base):
+    """The figures and the table of the finished `runs` (all, unless --report_only)."""
+    done = [r for r in runs if finished(r, bert_config)]
+    if len(done) < len(runs):
+        print(f"{len(runs) - len(done)} of {len(runs)} planned runs are not finished; "
+              "reporting the others.")
+    grid = [r for r in done if r.stage == "grid"]
+    if grid:
+        title = settings_title(bert_config, base)
+        print(f"\n{title}\n")
+        two_phase = [r for r in done if r.stage.startswith("phase")]
+        print(f"wrote {plot_curves(grid + two_phase, title)}")
+        retune = [r for r in done if r.stage == "retune"]
+        print(f"wrote {plot_batch(grid, retune, two_phase, title)}\n")
+    print(table(done))
     print(f"\nHeld-out: the last evaluation, {FLAGS.max_eval_steps} x {FLAGS.eval_batch_size} "
           "records of the held-out plays. Train MLM loss: the last log's. Train time: the "
           "training loop's, from the logged examples/s.")
-
 
 if __name__ == "__main__":
     app.run(main)

@@ -34,7 +34,7 @@ def run_driver(tmp_path, *extra, check=True):
         "--eval_batch_size=16", "--max_eval_steps=2", *extra,
     ]
     result = subprocess.run(command, env=helpers.app_env(), cwd=helpers.REPO,
-                            capture_output=True, text=True, timeout=600)
+                            capture_output=True, text=True, timeout=900)
     if check:
         assert result.returncode == 0, result.stderr[-3000:]
     return result, work_dir
@@ -84,6 +84,7 @@ def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_pat
     stdout = run_driver(tmp_path)[0].stdout
     assert stdout.count("nothing to do") == 7 and "training in" not in stdout
     assert files_of(work_dir) == before
+    assert table_rows(run_driver(tmp_path, "--report_only")[0].stdout) == rows
 
 
 def test_held_out_documents_that_a_training_file_also_holds_are_left_out(tmp_path):
