@@ -23,6 +23,8 @@ from lamb.mnist.results import (
 )
 from lamb.models import mnist as mnist_models
 
+EVALUATION_BATCH_SIZE = 1000
+
 
 def train_and_evaluate(spec, data, config, verbose=0, log=print):
     """Trains one run from scratch in a fresh run folder and returns its result row.
@@ -43,7 +45,9 @@ def train_and_evaluate(spec, data, config, verbose=0, log=print):
     with open(os.path.join(run_dir, "spec.json"), "w") as file:
         json.dump(dataclasses.asdict(spec), file, indent=1, sort_keys=True)
 
+    distribution = keras.distribution.distribution()
     keras.backend.clear_session()  # Fresh layer names (dense, dense_1, ...) per run.
+    keras.distribution.set_distribution(distribution)  # Which clear_session forgets.
     keras.utils.set_random_seed(spec.seed)
     model = mnist_models.build_model(spec.model, spec.model_variant)
     model.compile(
@@ -66,17 +70,24 @@ def train_and_evaluate(spec, data, config, verbose=0, log=print):
                 tensorboard_dir=tensorboard_dir,
             )
         )
+    train_dataset = mnist_data.train_dataset(
+        train_images[: spec.train_examples],
+        train_labels[: spec.train_examples],
+        spec.batch_size,
+        spec.seed,
+    )
+    # Built from the data's shapes: else `fit` on JAX reads a first batch to
+    # build and then starts the data over, and a second pass of the shuffled
+    # stream has another order than TensorFlow's one pass.
+    model._symbolic_build(data_batch=train_dataset.element_spec)
     model.fit(
-        mnist_data.train_dataset(
-            train_images[: spec.train_examples],
-            train_labels[: spec.train_examples],
-            spec.batch_size,
-            spec.seed,
-        ),
+        train_dataset,
         epochs=spec.epochs,
         steps_per_epoch=spec.steps_per_epoch,
         validation_data=mnist_data.eval_dataset(
-            test_images[: spec.test_examples], test_labels[: spec.test_examples], 1000
+            test_images[: spec.test_examples],
+            test_labels[: spec.test_examples],
+            evaluation_batch_size(spec.test_examples, config.batch_devices),
         ),
         callbacks=callbacks,
         shuffle=False,  # The dataset reshuffles itself.
@@ -204,6 +215,20 @@ class EpochLog(keras.callbacks.Callback):
             if is_new:
                 writer.writeheader()
             writer.writerow({k: _plain(v) for k, v in row.items()})
+
+
+def evaluation_batch_size(test_examples, batch_devices):
+    """`EVALUATION_BATCH_SIZE` on one device. Split over `batch_devices`, the
+    largest divisor of `test_examples` up to it that they divide: every batch
+    is whole (several processes each take their part of every batch)."""
+    if batch_devices == 1:
+        return EVALUATION_BATCH_SIZE
+    largest = min(test_examples, EVALUATION_BATCH_SIZE)
+    return max(
+        size
+        for size in range(batch_devices, largest + 1, batch_devices)
+        if test_examples % size == 0
+    )
 
 
 def load_data(config, log=print):
