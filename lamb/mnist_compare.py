@@ -68,6 +68,7 @@ the forget-gate bias to 1; it ran each setting 5 times on a GPU and reported
 the maximum.
 """
 
+import logging as std_logging
 import os
 import warnings
 
@@ -124,6 +125,8 @@ def distribution_from_flags():
     """The `keras.distribution` of `--distribution` and the process flags, set
     for every run (None: one device); under TensorFlow, `ValueError` if any is set."""
     if keras.backend.backend() == "jax":
+        # Not JAX's INFO line on each platform it has no library for (libtpu).
+        std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
         return jax_distribution.configure_from_flags(jax_distribution.MNIST_MLP_LAYOUTS)
     given = [f"--{name}" for name in DISTRIBUTION_FLAGS if FLAGS[name].value is not None]
     if FLAGS.distribution != "none":

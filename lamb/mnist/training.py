@@ -9,6 +9,7 @@ import shutil
 import time
 
 import keras
+import tensorflow as tf
 
 from lamb import diagnostics
 from lamb.data import mnist as mnist_data
@@ -76,6 +77,17 @@ def train_and_evaluate(spec, data, config, verbose=0, log=print):
         spec.batch_size,
         spec.seed,
     )
+    test_batch_size = evaluation_batch_size(spec.test_examples, config.batch_devices)
+    test_dataset = mnist_data.eval_dataset(
+        test_images[: spec.test_examples], test_labels[: spec.test_examples], test_batch_size
+    )
+    if config.batch_devices > 1:
+        # Every batch is whole; said to tf.data (their size and number), for
+        # Keras to split each between processes.
+        train_dataset = train_dataset.rebatch(spec.batch_size, drop_remainder=True)
+        test_dataset = test_dataset.rebatch(test_batch_size, drop_remainder=True).apply(
+            tf.data.experimental.assert_cardinality(spec.test_examples // test_batch_size)
+        )
     # Built from the data's shapes: else `fit` on JAX reads a first batch to
     # build and then starts the data over, and a second pass of the shuffled
     # stream has another order than TensorFlow's one pass.
@@ -84,11 +96,7 @@ def train_and_evaluate(spec, data, config, verbose=0, log=print):
         train_dataset,
         epochs=spec.epochs,
         steps_per_epoch=spec.steps_per_epoch,
-        validation_data=mnist_data.eval_dataset(
-            test_images[: spec.test_examples],
-            test_labels[: spec.test_examples],
-            evaluation_batch_size(spec.test_examples, config.batch_devices),
-        ),
+        validation_data=test_dataset,
         callbacks=callbacks,
         shuffle=False,  # The dataset reshuffles itself.
         verbose=verbose,
