@@ -99,6 +99,8 @@ def _define_flags():
 _define_flags()
 jax_distribution.define_flags()
 DISTRIBUTION_FLAGS = ("mesh_shape", "coordinator_address", "num_processes", "process_id")
+# The narrowest dimension `MNIST_MLP_LAYOUTS` splits: the MLP's and the RNNs' 256 (the CNN's 1024).
+SPLIT_WIDTH = 256
 
 
 def main(argv):
@@ -127,6 +129,13 @@ def distribution_from_flags():
     if keras.backend.backend() == "jax":
         # Not JAX's INFO line on each platform it has no library for (libtpu).
         std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+        if FLAGS.distribution == "model_parallel" and FLAGS.mesh_shape is not None:
+            model_axis = jax_distribution.parse_mesh_shape(FLAGS.mesh_shape)[1]
+            if SPLIT_WIDTH % model_axis:
+                raise ValueError(
+                    f"--mesh_shape={FLAGS.mesh_shape}: MODEL ({model_axis}) must divide "
+                    f"{SPLIT_WIDTH}, the width of the kernels model_parallel splits."
+                )
         return jax_distribution.configure_from_flags(jax_distribution.MNIST_MLP_LAYOUTS)
     given = [f"--{name}" for name in DISTRIBUTION_FLAGS if FLAGS[name].value is not None]
     if FLAGS.distribution != "none":

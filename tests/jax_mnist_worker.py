@@ -177,6 +177,10 @@ def devices_run(out_dir, manual_dir=None, sweep_json=None):
             "sharded": sorted(v.path for v in model.weights
                               if any(axis is not None for axis in v.value.sharding.spec))
         }
+    try:
+        use_flags(distribution="model_parallel", mesh_shape="1,3")
+    except ValueError as error:
+        results["model_axis_error"] = str(error)
     use_flags()
     if manual_dir:
         results["tf_cell"] = compare_with_tensorflow(

@@ -104,6 +104,14 @@ def test_model_parallel_splits_the_mlp_kernels(devices_run):
     assert results["data_parallel"]["sharded"] == []
 
 
+def test_a_model_axis_that_cannot_split_the_kernels_is_a_clear_error(devices_run):
+    results, _ = devices_run
+    assert results["model_axis_error"] == (
+        "--mesh_shape=1,3: MODEL (3) must divide 256, the width of the kernels model_parallel "
+        "splits."
+    )
+
+
 def test_two_processes_equal_one_process(devices_run):
     _, out_dir = devices_run
     with socket.socket() as probe:
@@ -197,7 +205,7 @@ def test_batches_must_divide_by_the_devices_they_are_split_over(tmp_path, argume
 @pytest.mark.parametrize(
     "test_examples, batch_devices, expected",
     [(10_000, 1, 1000), (10_001, 1, 1000), (10_000, 8, 1000), (10_000, 16, 400), (100, 4, 100),
-     (12, 4, 12), (2008, 8, 8)],
+     (12, 4, 12), (2008, 8, 8), (8192, 2048, 2048)],
 )
 def test_evaluation_batches_are_whole_on_several_devices(test_examples, batch_devices, expected):
     assert evaluation_batch_size(test_examples, batch_devices) == expected

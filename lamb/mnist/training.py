@@ -227,11 +227,12 @@ class EpochLog(keras.callbacks.Callback):
 
 def evaluation_batch_size(test_examples, batch_devices):
     """`EVALUATION_BATCH_SIZE` on one device. Split over `batch_devices`, the
-    largest divisor of `test_examples` up to it that they divide: every batch
-    is whole (several processes each take their part of every batch)."""
+    largest divisor of `test_examples` up to it (or up to `batch_devices`, if
+    more) that they divide: every batch is whole, for several processes each
+    to take their part of every batch."""
     if batch_devices == 1:
         return EVALUATION_BATCH_SIZE
-    largest = min(test_examples, EVALUATION_BATCH_SIZE)
+    largest = max(batch_devices, min(test_examples, EVALUATION_BATCH_SIZE))
     return max(
         size
         for size in range(batch_devices, largest + 1, batch_devices)
