@@ -46,6 +46,20 @@ Protocols (`--protocol`); every setting can still be overridden by its flag:
 Both evaluate on the first `--test_examples` (default all 10,000) test images
 after every epoch; the test accuracy reported is the one after the last epoch.
 
+On the JAX backend (`KERAS_BACKEND=jax`) the same flags train the same way
+(tf.data stays the input pipeline), and `--distribution` spreads each run's
+steps over several devices (`keras.distribution`; one XLA program per step):
+`data_parallel` splits every batch over all devices; `model_parallel` makes a
+`--mesh_shape=BATCH,MODEL` mesh, splits every batch on BATCH and on MODEL the
+kernels of `lamb.jax_distribution.MNIST_MLP_LAYOUTS`: the MLP's hidden and
+output kernels, the CNN's dense and output kernels (its convolutions are
+replicated) and the RNNs' output kernel (their recurrent cells are replicated:
+they train data-parallel on BATCH). Every batch size and `--test_examples` must
+then be divisible by the devices of the batch axis. Several processes
+(machines) join with `--coordinator_address`, `--num_processes` and
+`--process_id`; each writes its own `--output_dir`. Under TensorFlow the app
+trains on one device and refuses these flags.
+
 Known differences from the 2019 notebook: it trained on IDX images 5,000 to
 59,999 (TF1's `read_data_sets` held out the first 5,000), while "first 55,000"
 here is in tensorflow-datasets' stored order; its CNN kept dropout on when
@@ -54,12 +68,14 @@ the forget-gate bias to 1; it ran each setting 5 times on a GPU and reported
 the maximum.
 """
 
+import logging as std_logging
 import os
 import warnings
 
+import keras
 from absl import flags, logging
 
-from lamb import _app
+from lamb import _app, jax_distribution
 from lamb.mnist.config import make_config
 from lamb.mnist.settings import SETTINGS
 from lamb.mnist.sweep import run_sweep
@@ -81,6 +97,10 @@ def _define_flags():
 
 
 _define_flags()
+jax_distribution.define_flags()
+DISTRIBUTION_FLAGS = ("mesh_shape", "coordinator_address", "num_processes", "process_id")
+# The narrowest dimension `MNIST_MLP_LAYOUTS` splits: the MLP's and the RNNs' 256 (the CNN's 1024).
+SPLIT_WIDTH = 256
 
 
 def main(argv):
@@ -89,15 +109,51 @@ def main(argv):
     exit status (see the module docstring)."""
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
+    distribution = distribution_from_flags()
     with warnings.catch_warnings():  # Restores showwarning on leaving.
         warnings.showwarning = lambda message, *details, **more: logging.warning("%s", message)
         config = make_config(
-            **{name: FLAGS[name].value for name in SETTINGS}, argument_prefix="--"
+            **{name: FLAGS[name].value for name in SETTINGS},
+            argument_prefix="--",
+            batch_devices=batch_devices(distribution),
         )
     rows = run_sweep(config, verbose=2)
     if any(row["diverged_at_step"] is not None for row in rows):
         return DIVERGED_EXIT_STATUS
     return 0
+
+
+def distribution_from_flags():
+    """The `keras.distribution` of `--distribution` and the process flags, set
+    for every run (None: one device); under TensorFlow, `ValueError` if any is set."""
+    if keras.backend.backend() == "jax":
+        # Not JAX's INFO line on each platform it has no library for (libtpu).
+        std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+        if FLAGS.distribution == "model_parallel" and FLAGS.mesh_shape is not None:
+            model_axis = jax_distribution.parse_mesh_shape(FLAGS.mesh_shape)[1]
+            if SPLIT_WIDTH % model_axis:
+                raise ValueError(
+                    f"--mesh_shape={FLAGS.mesh_shape}: MODEL ({model_axis}) must divide "
+                    f"{SPLIT_WIDTH}, the width of the kernels model_parallel splits."
+                )
+        return jax_distribution.configure_from_flags(jax_distribution.MNIST_MLP_LAYOUTS)
+    given = [f"--{name}" for name in DISTRIBUTION_FLAGS if FLAGS[name].value is not None]
+    if FLAGS.distribution != "none":
+        given.insert(0, f"--distribution={FLAGS.distribution}")
+    if given:
+        raise ValueError(
+            f"{given[0]} needs the JAX backend (KERAS_BACKEND=jax); KERAS_BACKEND is "
+            f"{keras.backend.backend()!r}, where mnist_compare trains on one device."
+        )
+    return None
+
+
+def batch_devices(distribution):
+    """How many devices each batch is split over: the distribution's batch axis."""
+    if distribution is None:
+        return 1
+    mesh = distribution.device_mesh
+    return mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)]
 
 
 def run():

@@ -55,9 +55,12 @@ class SweepConfig:
     mnist_manual_dir: str = None
     trust_ratio_every: int = 0
     tensorboard_dir: str = None
+    batch_devices: int = 1  # The devices each batch is split over (keras.distribution).
 
 
-def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **settings):
+def make_config(
+    protocol=SETTINGS["protocol"].default, *, argument_prefix="", batch_devices=1, **settings
+):
     """A checked `SweepConfig`: the protocol's settings, overridden where not `None`.
 
     `settings` are those of `SETTINGS` but `protocol`, by name; each one not
@@ -67,6 +70,9 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
     be finite and in range (NaN and infinity are refused). Raises `ValueError`
     naming the argument (= the flag: `argument_prefix="--"` writes it as one)
     and what is allowed, `TypeError` for a name that is not a setting.
+    `batch_devices` is the number of devices each batch is split over (the
+    batch axis of a `keras.distribution`); every batch size and the number of
+    test images must be multiples of it.
     """
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
@@ -106,6 +112,9 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
             f"`{name('batch_sizes')}` must not exceed {name('train_examples')}={train_examples}; "
             f"received {too_large}."
         )
+    batch_devices = check_int("batch_devices", batch_devices, low=1)
+    for argument, values in (("batch_sizes", batch_sizes), ("test_examples", (test_examples,))):
+        _check_multiples(name(argument), values, batch_devices)
     epochs = _per_name(
         name("epochs"),
         given["epochs"],
@@ -182,9 +191,21 @@ def make_config(protocol=SETTINGS["protocol"].default, *, argument_prefix="", **
         mnist_manual_dir=given["mnist_manual_dir"],
         trust_ratio_every=check_int(name("trust_ratio_every"), given["trust_ratio_every"], low=0),
         tensorboard_dir=given["tensorboard_dir"],
+        batch_devices=batch_devices,
         # Last: the one check that creates something (the folder), once all others passed.
         output_dir=_check_output_dir(name("output_dir"), given["output_dir"]),
     )
+
+
+def _check_multiples(name, values, batch_devices):
+    """Each of `values` a multiple of `batch_devices`, else `ValueError` naming `name`."""
+    uneven = [value for value in values if value % batch_devices]
+    if uneven:
+        shown = uneven[0] if len(uneven) == 1 else uneven
+        raise ValueError(
+            f"`{name}` must be divisible by {batch_devices}, the number of devices each batch "
+            f"is split over; received {shown}."
+        )
 
 
 def _check_output_dir(name, output_dir):

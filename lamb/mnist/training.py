@@ -9,6 +9,7 @@ import shutil
 import time
 
 import keras
+import tensorflow as tf
 
 from lamb import diagnostics
 from lamb.data import mnist as mnist_data
@@ -22,6 +23,8 @@ from lamb.mnist.results import (
     read_epoch_log,
 )
 from lamb.models import mnist as mnist_models
+
+EVALUATION_BATCH_SIZE = 1000
 
 
 def train_and_evaluate(spec, data, config, verbose=0, log=print):
@@ -43,7 +46,9 @@ def train_and_evaluate(spec, data, config, verbose=0, log=print):
     with open(os.path.join(run_dir, "spec.json"), "w") as file:
         json.dump(dataclasses.asdict(spec), file, indent=1, sort_keys=True)
 
+    distribution = keras.distribution.distribution()
     keras.backend.clear_session()  # Fresh layer names (dense, dense_1, ...) per run.
+    keras.distribution.set_distribution(distribution)  # Which clear_session forgets.
     keras.utils.set_random_seed(spec.seed)
     model = mnist_models.build_model(spec.model, spec.model_variant)
     model.compile(
@@ -66,18 +71,32 @@ def train_and_evaluate(spec, data, config, verbose=0, log=print):
                 tensorboard_dir=tensorboard_dir,
             )
         )
+    train_dataset = mnist_data.train_dataset(
+        train_images[: spec.train_examples],
+        train_labels[: spec.train_examples],
+        spec.batch_size,
+        spec.seed,
+    )
+    test_batch_size = evaluation_batch_size(spec.test_examples, config.batch_devices)
+    test_dataset = mnist_data.eval_dataset(
+        test_images[: spec.test_examples], test_labels[: spec.test_examples], test_batch_size
+    )
+    if config.batch_devices > 1:
+        # Every batch is whole; said to tf.data (their size and number), for
+        # Keras to split each between processes.
+        train_dataset = train_dataset.rebatch(spec.batch_size, drop_remainder=True)
+        test_dataset = test_dataset.rebatch(test_batch_size, drop_remainder=True).apply(
+            tf.data.experimental.assert_cardinality(spec.test_examples // test_batch_size)
+        )
+    # Built from the data's shapes: else `fit` on JAX reads a first batch to
+    # build and then starts the data over, and a second pass of the shuffled
+    # stream has another order than TensorFlow's one pass.
+    model._symbolic_build(data_batch=train_dataset.element_spec)
     model.fit(
-        mnist_data.train_dataset(
-            train_images[: spec.train_examples],
-            train_labels[: spec.train_examples],
-            spec.batch_size,
-            spec.seed,
-        ),
+        train_dataset,
         epochs=spec.epochs,
         steps_per_epoch=spec.steps_per_epoch,
-        validation_data=mnist_data.eval_dataset(
-            test_images[: spec.test_examples], test_labels[: spec.test_examples], 1000
-        ),
+        validation_data=test_dataset,
         callbacks=callbacks,
         shuffle=False,  # The dataset reshuffles itself.
         verbose=verbose,
@@ -204,6 +223,21 @@ class EpochLog(keras.callbacks.Callback):
             if is_new:
                 writer.writeheader()
             writer.writerow({k: _plain(v) for k, v in row.items()})
+
+
+def evaluation_batch_size(test_examples, batch_devices):
+    """`EVALUATION_BATCH_SIZE` on one device. Split over `batch_devices`, the
+    largest divisor of `test_examples` up to it (or up to `batch_devices`, if
+    more) that they divide: every batch is whole, for several processes each
+    to take their part of every batch."""
+    if batch_devices == 1:
+        return EVALUATION_BATCH_SIZE
+    largest = max(batch_devices, min(test_examples, EVALUATION_BATCH_SIZE))
+    return max(
+        size
+        for size in range(batch_devices, largest + 1, batch_devices)
+        if test_examples % size == 0
+    )
 
 
 def load_data(config, log=print):
