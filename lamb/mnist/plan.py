@@ -7,6 +7,8 @@ import json
 import math
 import os
 
+import keras
+
 from lamb import schedules
 from lamb.optimizers import registry
 
@@ -33,10 +35,14 @@ class RunSpec:
     train_examples: int
     test_examples: int
     seed: int
+    backend: str = "tensorflow"  # Keras's; each draws other initial weights from a seed.
 
     @property
     def run_id(self):
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = dataclasses.asdict(self)
+        if self.backend == "tensorflow":  # The ids from before other backends ran the sweep.
+            del fields["backend"]
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     @property
@@ -76,6 +82,7 @@ def plan_runs(config):
                         train_examples=config.train_examples,
                         test_examples=config.test_examples,
                         seed=config.seed,
+                        backend=keras.backend.backend(),
                     )
                 )
     return runs
