@@ -7,7 +7,8 @@ Tiny BERT pre-trained on a CPU, AdamW (BERT's) against LAMB, every run a
 `lamb.run_pretraining` process in `<work_dir>/<run name>`, in four stages:
 
 1. sweep: each optimizer's peak learning rate at the smallest batch, each of
-   --sweep_learning_rates trained on --sweep_examples; the base rate is the one
+   --sweep_learning_rates trained on --sweep_examples (and one more step beyond
+   the smallest or largest while it is the best); the base rate is the one
    with the best final held-out masked-LM accuracy (or --base_learning_rates).
 2. grid: every optimizer at every --batch_sizes for the same --epochs over the
    first --num_records records, peak rate base x sqrt(batch / smallest) (the
@@ -96,6 +97,11 @@ flags.DEFINE_list(
     "optimizer=rate:rate:... tried at the smallest batch.",
 )
 flags.DEFINE_integer("sweep_examples", 32768, "Examples per sweep run.")
+flags.DEFINE_integer(
+    "sweep_extensions", 2,
+    "Where the best rate is the smallest or largest tried, try one more beyond it, up to "
+    "this many per optimizer.",
+)
 flags.DEFINE_list(
     "base_learning_rates", [],
     "optimizer=rate: the peak rates at the smallest batch, instead of the sweep's.",
@@ -219,6 +225,42 @@ def best_rates(sweep):
         if run.optimizer not in best or accuracy > best[run.optimizer][0]:
             best[run.optimizer] = (accuracy, run.lr)
     return {optimizer: lr for optimizer, (_, lr) in best.items()}
+
+
+def extend_sweep(sweep, files):
+    """The runs to add where an optimizer's best rate is its smallest or largest
+    tried: one more step beyond it (the ratio to its neighbour), at most
+    --sweep_extensions beyond each optimizer's --sweep_learning_rates."""
+    planned = parse_rates(FLAGS.sweep_learning_rates, "sweep_learning_rates")
+    extra = []
+    for optimizer, best in best_rates(sweep).items():
+        rates = sorted(r.lr for r in sweep if r.optimizer == optimizer)
+        if len(rates) < 2 or len(rates) - len(planned[optimizer]) >= FLAGS.sweep_extensions:
+            continue
+        if best == rates[0]:
+            lr = rates[0] * rates[0] / rates[1]
+        elif best == rates[-1]:
+            lr = rates[-1] * rates[-1] / rates[-2]
+        else:
+            continue
+        extra.append(make_run("sweep", optimizer, batch_sizes()[0], lr, FLAGS.sweep_examples,
+                              files))
+    return extra
+
+
+def run_sweep(files, bert_config):
+    """The sweep's runs, extended while a best rate is at its edge; trained
+    unless --report_only. Returns them and whether they are all finished."""
+    sweep = plan_sweep(files)
+    while True:
+        if not FLAGS.report_only:
+            train(sweep, bert_config)
+        if not all(finished(r, bert_config) for r in sweep):
+            return sweep, False
+        extra = extend_sweep(sweep, files)
+        if not extra:
+            return sweep, True
+        sweep += extra
 
 
 def plan_grid(files, base):
@@ -509,11 +551,9 @@ def main(argv):
         bert_config = json.load(f)
     files = make_records(bert_config_file)
     base = parse_rates(FLAGS.base_learning_rates, "base_learning_rates")
-    sweep = [] if base else plan_sweep(files)
-    if not FLAGS.report_only:
-        train(sweep, bert_config)
+    sweep, swept = ([], True) if base else run_sweep(files, bert_config)
     runs = sweep
-    if base or all(finished(r, bert_config) for r in sweep):
+    if swept:
         base = {o: rates[0] for o, rates in base.items()} or best_rates(sweep)
         missing = [o for o in FLAGS.optimizers if o not in base]
         if missing:

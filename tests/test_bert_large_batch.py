@@ -30,7 +30,7 @@ def run_driver(tmp_path, *extra, check=True):
         f"--output={tmp_path / 'large_batch'}", "--num_records=256", "--epochs=1",
         "--batch_sizes=8,32", "--micro_batch_size=16", "--eval_every_examples=64",
         "--optimizers=lamb", "--sweep_learning_rates=lamb=4e-3:1e-2", "--sweep_examples=256",
-        "--retune_factors=2", "--nojit_compile", "--num_eval_texts=1",
+        "--sweep_extensions=1", "--retune_factors=2", "--nojit_compile", "--num_eval_texts=1",
         "--eval_batch_size=16", "--max_eval_steps=2", *extra,
     ]
     result = subprocess.run(command, env=helpers.app_env(), cwd=helpers.REPO,
@@ -55,21 +55,22 @@ def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_pat
     result, work_dir = run_driver(tmp_path)
     rows = table_rows(result.stdout)
     # stage, optimizer, batch (micro-batches), steps, warmup steps, peak lr.
-    assert [row[:2] for row in rows] == [
-        ["| sweep", "LAMB"], ["| sweep", "LAMB"], ["| grid", "LAMB"], ["| grid", "LAMB"],
-        ["| retune", "LAMB"], ["| phase 1", "LAMB"], ["| phase 2", "LAMB"],
-    ]
-    sweep, grid = rows[:2], rows[2:4]
+    assert [row[:2] for row in rows] == [["| sweep", "LAMB"]] * 3 + [["| grid", "LAMB"]] * 2 + [
+        ["| retune", "LAMB"], ["| phase 1", "LAMB"], ["| phase 2", "LAMB"]]
+    sweep, grid = rows[:3], rows[3:5]
+    # Either given rate is the best of two, an edge: one more step beyond it (x or / 2.5).
+    first = max(sweep[:2], key=lambda row: float(row[6]))
+    assert sweep[2][5] == f"{0.01 * 2.5 if first[5] == '0.01' else 0.004 / 2.5:.3g}"
     best = max(sweep, key=lambda row: float(row[6]))
     assert grid[0][1:] == best[1:]  # The sweep's best run is the grid's at the smallest batch.
     base = float(best[5])
     # 256 examples: 32 steps at batch 8 (warmup 20% x 8/32 of them), 8 at 32 (20%).
-    assert grid[1][2:6] == ["32 (2 x 16)", "8", "2", f"{2 * base:.3g}"]
     assert best[2:5] == ["8 (1 x 8)", "32", "2"]
-    assert rows[4][2:6] == ["32 (2 x 16)", "8", "2", f"{4 * base:.3g}"]  # Retuned: x 2.
+    assert grid[1][2:6] == ["32 (2 x 16)", "8", "2", f"{2 * base:.3g}"]
+    assert rows[5][2:6] == ["32 (2 x 16)", "8", "2", f"{4 * base:.3g}"]  # Retuned: x 2.
     # Phase 1: sequence 16 at batch 64, 3 steps (192 examples); phase 2: 2 steps of 32.
-    assert rows[5][2:6] == ["64 (4 x 16)", "3", "1", f"{math.sqrt(8) * base:.3g}"]
-    assert rows[6][2:6] == ["32 (2 x 16)", "2", "0", f"{2 * base:.3g}"]
+    assert rows[6][2:6] == ["64 (4 x 16)", "3", "1", f"{math.sqrt(8) * base:.3g}"]
+    assert rows[7][2:6] == ["32 (2 x 16)", "2", "0", f"{2 * base:.3g}"]
     for row in rows:  # Held-out masked-LM accuracy.
         assert 0 <= float(row[6]) <= 1
     for name in ("curves", "batch"):
@@ -82,7 +83,7 @@ def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_pat
     assert {"train-32.tfrecord", "train-32-256.tfrecord", "eval-32.tfrecord",
             "train-16.tfrecord", "train-16-256.tfrecord", "eval-16.tfrecord"} <= set(before)
     stdout = run_driver(tmp_path)[0].stdout
-    assert stdout.count("nothing to do") == 7 and "training in" not in stdout
+    assert stdout.count("nothing to do") == 8 and "training in" not in stdout
     assert files_of(work_dir) == before
     assert table_rows(run_driver(tmp_path, "--report_only")[0].stdout) == rows
 
