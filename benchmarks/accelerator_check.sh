@@ -37,7 +37,8 @@ steps=${4:-10}
 read -r -a set_limits <<< "${SET_LIMITS_S:-80 80 120}"
 bert_limit=${BERT_LIMIT_S:-55}
 bert_batch_size=${BERT_BATCH_SIZE:-64}
-read -r -a bert_configs <<< "${BERT_CONFIGS:-configs/bert_config_base.json configs/bert_config_large.json}"
+default_bert_configs="configs/bert_config_base.json configs/bert_config_large.json"
+read -r -a bert_configs <<< "${BERT_CONFIGS:-$default_bert_configs}"
 
 cd "$(dirname "$0")/.." || exit 1
 wheels=$(cd "$wheels" && pwd) || { echo "accelerator_check.sh: no wheel folder $wheels" >&2; exit 1; }

@@ -119,8 +119,9 @@ def measure_state_bytes(args):
             optimizer = bert_steps_jax.make_optimizer("lamb")
             optimizer.build(model.trainable_variables)
         result[name] = {
-            "optimizer": sorted(jax_distribution.bytes_per_device(optimizer.variables).values()),
-            "weights": sorted(jax_distribution.bytes_per_device(model.trainable_variables).values()),
+            key: sorted(jax_distribution.bytes_per_device(variables).values())
+            for key, variables in [("optimizer", optimizer.variables),
+                                   ("weights", model.trainable_variables)]
         }
         keras.backend.clear_session()
     return result
@@ -131,7 +132,9 @@ def mib(value):
 
 
 def spread(values, digits=1):
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+    """`median (min-max)`."""
+    median, low, high = statistics.median(values), min(values), max(values)
+    return f"{median:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
 
 def main():
