@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The optimizer step benchmarks under JAX on a machine with JAX (any device:
-# written for one NVIDIA H200 with JAX, CUDA and optax), without TensorFlow,
-# Keras or a network: Keras and its two missing dependencies come from a
-# folder of wheels carried with the checkout (/work/shared/wheels-py312 on
-# the development VM; see its README.md), installed into a temporary folder.
+# The optimizer step and BERT step benchmarks under JAX on a machine with JAX
+# (any device: written for one NVIDIA H200 with JAX, CUDA and optax), without
+# TensorFlow, Keras or a network: Keras, keras-hub and what they lack come
+# from a folder of wheels carried with the checkout (Keras's in
+# /work/shared/wheels-py312 on the development VM, see its README.md; the
+# rest in docs/reports/performance.md), installed into a temporary folder.
 #
 #     bash benchmarks/accelerator_check.sh WHEEL_DIR OUTPUT.md [ROUNDS] [STEPS_PER_ROUND]
 #     bash benchmarks/accelerator_check.sh .wheels "$OUT/accelerator_check.md"
@@ -23,8 +24,8 @@
 # (per BERT process); a limit of 0 skips that part. BERT_BATCH_SIZE=64;
 # BERT_CONFIGS="configs/bert_config_base.json configs/bert_config_large.json".
 # With the defaults the whole takes at most about 8.5 minutes. The BERT part
-# also needs the wheels of keras-hub and the two modules it imports on import
-# (regex, tokenizers); its other dependencies are not needed.
+# needs keras-hub and the two modules it imports whatever it is used for
+# (regex, tokenizers); neither TensorFlow nor its other dependencies.
 set -uo pipefail
 
 wheels=${1:?usage: accelerator_check.sh WHEEL_DIR OUTPUT.md [ROUNDS] [STEPS_PER_ROUND]}
