@@ -251,16 +251,15 @@ def extend_sweep(sweep, files):
 def run_sweep(files, bert_config):
     """The sweep's runs, extended while a best rate is at its edge; trained
     unless --report_only. Returns them and whether they are all finished."""
-    sweep = plan_sweep(files)
-    while True:
+    sweep, pending = [], plan_sweep(files)
+    while pending:
+        sweep += pending
         if not FLAGS.report_only:
-            train(sweep, bert_config)
-        if not all(finished(r, bert_config) for r in sweep):
+            train(pending, bert_config)
+        if not all(finished(r, bert_config) for r in pending):
             return sweep, False
-        extra = extend_sweep(sweep, files)
-        if not extra:
-            return sweep, True
-        sweep += extra
+        pending = extend_sweep(sweep, files)
+    return sweep, True
 
 
 def plan_grid(files, base):
