@@ -230,3 +230,34 @@ def test_resume_under_data_parallel_on_two_devices_and_the_output_dir_guards(
     assert (f"--output_dir={output_dir} holds a run with other training flags "
             in changed.stderr.splitlines()[-1])
     assert "--learning_rate: 0.01 → 0.02" in changed.stderr.splitlines()[-1]
+
+
+def test_each_backend_refuses_the_other_ones_checkpoints(data, reference, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from lamb.pretraining import checkpoints
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    tensorflow_run = str(tmp_path / "tensorflow_run")
+    for output_dir, init_checkpoint, flag, folder in (
+        (reference, None, "--output_dir", reference),
+        (tensorflow_run, reference, "--init_checkpoint", reference),
+    ):
+        tensorflow_checkpoints = checkpoints.Checkpoints(
+            output_dir, model, tf.distribute.get_strategy(), 2, "a test's model")
+        with pytest.raises(ValueError, match=(
+                rf"{flag}={folder} holds checkpoints of the JAX backend \(ckpt_<step> folders\), "
+                r"which TensorFlow cannot read: use KERAS_BACKEND=jax, or another folder\.")):
+            tensorflow_checkpoints.restore(init_checkpoint)
+    tensorflow_checkpoints.save(4)
+    assert checkpoints.checkpoint_steps(tensorflow_run) == [4]
+
+    refused = run_app(data, app_args(data, tensorflow_run))
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[-1].endswith(
+        f"--output_dir={tensorflow_run} holds checkpoints of the TensorFlow backend "
+        "(ckpt-<step>.index files), which the JAX backend cannot read: use "
+        "KERAS_BACKEND=tensorflow, or another folder.")

@@ -159,6 +159,14 @@ class Checkpoints:
                 f"{steps}) but none is readable (see the warnings). Move them away to start "
                 "from step 0, or use another --output_dir."
             )
+        for flag, folder in (("--output_dir", self.output_dir),
+                             ("--init_checkpoint", init_checkpoint)):
+            if folder and orbax_checkpoint_steps(folder):
+                raise ValueError(
+                    f"{flag}={folder} holds checkpoints of the JAX backend "
+                    f"({ORBAX_STEP_PREFIX}_<step> folders), which TensorFlow cannot read: use "
+                    "KERAS_BACKEND=jax, or another folder."
+                )
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)

@@ -138,11 +138,13 @@ class JaxCheckpoints:
                 "is readable (see the warnings). Move them away to start from step 0, or use "
                 "another --output_dir."
             )
-        for flag, folder in (("--output_dir", self.output_dir), ("--init_checkpoint", init_checkpoint)):
+        for flag, folder in (("--output_dir", self.output_dir),
+                             ("--init_checkpoint", init_checkpoint)):
             if folder and checkpoint_steps(folder):
                 raise ValueError(
-                    f"{flag}={folder} holds TensorFlow checkpoints, which the JAX backend "
-                    "cannot read: use KERAS_BACKEND=tensorflow, or another folder."
+                    f"{flag}={folder} holds checkpoints of the TensorFlow backend "
+                    "(ckpt-<step>.index files), which the JAX backend cannot read: use "
+                    "KERAS_BACKEND=tensorflow, or another folder."
                 )
         if not init_checkpoint:
             return 0
@@ -152,7 +154,9 @@ class JaxCheckpoints:
         try:
             step = self._read(path, ("model",))
         except DamagedCheckpoint as damage:
-            raise ValueError(f"--init_checkpoint: {path} is missing or damaged ({damage}).") from None
+            raise ValueError(
+                f"--init_checkpoint: {path} is missing or damaged ({damage})."
+            ) from None
         return step if weights_only else 0
 
     def _read(self, path, items):
@@ -167,7 +171,9 @@ class JaxCheckpoints:
                 path, args=ocp.args.Composite(digest=ocp.args.JsonRestore())
             )["digest"]
         except Exception as error:  # noqa: BLE001
-            raise DamagedCheckpoint(f"digest: {type(error).__name__}: {first_line(error)}") from None
+            raise DamagedCheckpoint(
+                f"digest: {type(error).__name__}: {first_line(error)}"
+            ) from None
         variables = self._variables()
         for item in items:
             self._check_fits(path, item, digest[item], variables[item])
