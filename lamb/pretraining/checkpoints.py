@@ -82,8 +82,15 @@ def make_checkpoints(output_dir, model, strategy, max_to_keep, model_description
     """The checkpoints of the backend: TensorFlow's (`Checkpoints`), or under
     JAX orbax's (`jax_checkpoints.JaxCheckpoints`, imported only there)."""
     if keras.backend.backend() == "jax":
-        from lamb.pretraining.jax_checkpoints import JaxCheckpoints
-
+        try:
+            from lamb.pretraining.jax_checkpoints import JaxCheckpoints
+        except ModuleNotFoundError as error:
+            if not (error.name or "").startswith("orbax"):
+                raise
+            raise RuntimeError(
+                "Checkpoints under KERAS_BACKEND=jax need orbax-checkpoint, which is not "
+                'installed: pip install "lamb-keras[jax]" (or ".[jax]" in a checkout).'
+            ) from None
         return JaxCheckpoints(output_dir, model, max_to_keep, model_description)
     return Checkpoints(output_dir, model, strategy, max_to_keep, model_description)
 
