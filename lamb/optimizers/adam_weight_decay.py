@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from lamb import _checks
-from lamb.optimizers import base, moments, xla_cpu
+from lamb.optimizers import base, moments
 
 
 @keras.saving.register_keras_serializable(package="lamb")
@@ -67,9 +67,9 @@ class AdamWeightDecay(base.WeightDecayOptimizer):
         index = self._get_variable_index(variable)
         learning_rate = self._layer_learning_rate(learning_rate, index)
         gradient = base.dense_gradient(gradient, variable)
-        m, v = self._moments.step(index, gradient, xla_cpu.PlainPlan()).times(1.0)
-        update = self._add_weight_decay(m / (ops.sqrt(v) + self.epsilon), variable, index)
-        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * update)
+        m, v = self._moments.update(index, gradient)
+        u = self._add_weight_decay(m / (ops.sqrt(v) + self.epsilon), variable, index)  # + λ·w
+        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * u)
 
     def get_config(self):
         config = super().get_config()

@@ -556,11 +556,16 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
         )
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
-        """Runs the update steps under the schedule's per-step state, then
-        writes their layer statistics in one assignment (one row update per
-        variable makes XLA compile seconds longer)."""
+        """Runs each variable's step (`_variable_update_step`) under the
+        schedule's per-step state, then writes their layer statistics in one
+        assignment (one row update per variable makes XLA compile seconds
+        longer)."""
         with self._schedule.step() as rows:
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
+            if keras.backend.backend() == "tensorflow":  # tf.distribute: `_distributed_tf_update_step`
+                super()._backend_update_step(grads, trainable_variables, learning_rate)
+            else:
+                for gradient, variable in zip(grads, trainable_variables):
+                    self._variable_update_step(gradient, variable, learning_rate)
         if rows:
             indices = sorted(rows)
             self.assign(
@@ -572,18 +577,40 @@ class LayerAdaptiveOptimizer(WeightDecayOptimizer):
                 ),
             )
 
-    def _plan(self, index, variable):
-        """How variable `index`'s step is scheduled (`xla_cpu.StepSchedule.plan`)."""
-        return self._schedule.plan(index, variable.dtype)
+    def _distributed_tf_update_step(self, distribution, grads_and_vars, learning_rate):
+        """Keras's TensorFlow loop over the variables, each variable's step
+        from `_variable_update_step`."""
+
+        def variable_update_step(variable, gradient, learning_rate):
+            return self._variable_update_step(gradient, variable, learning_rate)
+
+        for gradient, variable in grads_and_vars:
+            distribution.extended.update(
+                variable, variable_update_step, args=(gradient, learning_rate), group=False
+            )
+
+    def _variable_update_step(self, gradient, variable, learning_rate):
+        """`update_step`, or where the schedule gives `variable` a scheduled
+        step (large variables on CPUs and under XLA), its twin
+        `_scheduled_update_step`: the same values, faster (`xla_cpu`)."""
+        index = self._get_variable_index(variable)
+        if not self._schedule.takes_scheduled_step(index):
+            return self.update_step(gradient, variable, learning_rate)
+        plan = self._schedule.plan(index, variable.dtype)
+        return self._scheduled_update_step(gradient, variable, learning_rate, plan)
+
+    def _scheduled_update_step(self, gradient, variable, learning_rate, plan):
+        """`update_step` as `plan` schedules it; without a twin, as written."""
+        return self.update_step(gradient, variable, learning_rate)
 
     def _trust_ratio(
-        self, variable, index, update, plan, weight_norm_scale=None, denominator=None
+        self, variable, index, update, norm, weight_norm_scale=None, denominator=None
     ):
-        """`scale(‖w‖) / ‖u‖` for `variable`'s update direction `update`
-        (`scale` defaults to the identity; `denominator(‖w‖, ‖u‖)` replaces
-        ‖u‖ if given; 1 for excluded variables), recorded for
-        `layer_statistics()` as (‖w‖, ‖u‖, ratio)."""
-        weight_norm, update_norm = plan.norm(variable), plan.norm(update)
+        """`scale(‖w‖) / ‖u‖` for `variable`'s update direction `update`,
+        with norms by `norm` (`scale` defaults to the identity;
+        `denominator(‖w‖, ‖u‖)` replaces ‖u‖ if given; 1 for excluded
+        variables), recorded for `layer_statistics()` as (‖w‖, ‖u‖, ratio)."""
+        weight_norm, update_norm = norm(variable), norm(update)
         if self._adapts_layer[index]:
             numerator = None if weight_norm_scale is None else weight_norm_scale(weight_norm)
             divisor = None if denominator is None else denominator(weight_norm, update_norm)

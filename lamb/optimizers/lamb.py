@@ -5,6 +5,7 @@ from keras import ops
 
 from lamb import _checks
 from lamb.optimizers import base, moments
+from lamb.optimizers.norms import l2_norm
 
 
 @keras.saving.register_keras_serializable(package="lamb")
@@ -100,25 +101,53 @@ class LAMB(base.LayerAdaptiveOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        learning_rate = self._layer_learning_rate(learning_rate, index)
-        plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
+        learning_rate = ops.cast(self._layer_learning_rate(learning_rate, index), variable.dtype)
         gradient = base.dense_gradient(gradient, variable)
-        new_moments = self._moments.step(index, gradient, plan)  # this step's m, v
+        m, v = self._moments.update(index, gradient)
+        if self.bias_correction:
+            m_correction, v_correction = self._bias_corrections(variable.dtype)
+            m, v = m / m_correction, v / v_correction  # m̂, v̂
+        r = m / (ops.sqrt(v) + self.epsilon)
+        u = self._add_weight_decay(r, variable, index)  # r + λ·w
+        ratio = self._ratio(variable, index, u, l2_norm, learning_rate)  # φ(‖w‖) / ‖u‖
+        self.assign_sub(variable, learning_rate * ratio * u)
+
+    def _scheduled_update_step(self, gradient, variable, learning_rate, plan):
+        """`update_step` scheduled by `plan` (`xla_cpu`): u is computed from
+        k·m and k²·v (any power of two k: the same value), so that a fused
+        plan writes a second copy of u for its norm."""
+        index = self._get_variable_index(variable)
+        learning_rate = ops.cast(self._layer_learning_rate(learning_rate, index), variable.dtype)
+        gradient = base.dense_gradient(gradient, variable)
+        new_moments = self._moments.scheduled_update(index, gradient, plan)
 
         def direction(k):
-            """u = m̂ / (√v̂ + ε) + λ·w from k·m and k²·v (any power of two k)."""
+            """u = m̂ / (√v̂ + ε) + λ·w from k·m and k²·v."""
             m, v = new_moments.times(k)
             u = self._adam_direction(m, v, variable.dtype, multiple=k)
             return self._add_weight_decay(u, variable, index)
 
         u, u_for_norm = plan.for_two_consumers(direction(1.0), lambda: direction(2.0))
-        ratio = self._ratio(variable, index, u_for_norm, plan, learning_rate)
-        self.assign_sub(variable, ops.cast(learning_rate, variable.dtype) * ratio * u)
+        ratio = self._ratio(variable, index, u_for_norm, plan.norm, learning_rate)
+        self.assign_sub(variable, learning_rate * ratio * u)
         plan.done(variable, new_moments.finish(variable))
 
-    def _ratio(self, variable, index, update, plan, learning_rate):
-        """The trust ratio φ(‖w‖) / ‖u‖ (LAMB16 may temper it)."""
-        return self._trust_ratio(variable, index, update, plan, self._clip_weight_norm)
+    def _ratio(self, variable, index, update, norm, learning_rate):
+        """The trust ratio φ(‖w‖) / ‖u‖, norms by `norm` (LAMB16 may temper it)."""
+        return self._trust_ratio(variable, index, update, norm, self._clip_weight_norm)
+
+    def _bias_corrections(self, dtype):
+        """(1 − β1^t, 1 − β2^t) for this step."""
+        return self._schedule.per_step(
+            ("bias_corrections", dtype), lambda: self._compute_bias_corrections(dtype)
+        )
+
+    def _compute_bias_corrections(self, dtype):
+        step = ops.cast(self.iterations + 1, dtype)
+        return (
+            1.0 - ops.power(ops.cast(self.beta_1, dtype), step),
+            1.0 - ops.power(ops.cast(self.beta_2, dtype), step),
+        )
 
     def _adam_direction(self, m, v, dtype, multiple=1.0):
         """m̂ / (√v̂ + ε) for `m`, `v` that are `multiple` and `multiple`² times
@@ -140,9 +169,8 @@ class LAMB(base.LayerAdaptiveOptimizer):
 
     def _adam_factors(self, dtype):
         """(√c2 / c1, ε·√c2) for this step, with c = 1 − β^t."""
-        step = ops.cast(self.iterations + 1, dtype)
-        m_correction = 1.0 - ops.power(ops.cast(self.beta_1, dtype), step)
-        v_correction_sqrt = ops.sqrt(1.0 - ops.power(ops.cast(self.beta_2, dtype), step))
+        m_correction, v_correction = self._bias_corrections(dtype)
+        v_correction_sqrt = ops.sqrt(v_correction)
         return v_correction_sqrt / m_correction, self.epsilon * v_correction_sqrt
 
     def _clip_weight_norm(self, weight_norm):

@@ -5,6 +5,7 @@ from keras import ops
 
 from lamb import _checks
 from lamb.optimizers import base
+from lamb.optimizers.norms import l2_norm
 
 
 @keras.saving.register_keras_serializable(package="lamb")
@@ -87,39 +88,56 @@ class LARS(base.LayerAdaptiveOptimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         index = self._get_variable_index(variable)
-        learning_rate = self._layer_learning_rate(learning_rate, index)
-        plan = self._plan(index, variable)  # scheduling only: see `xla_cpu`
-        dtype = variable.dtype
+        learning_rate = ops.cast(self._layer_learning_rate(learning_rate, index), variable.dtype)
         gradient = base.dense_gradient(gradient, variable)
-        v = self._momentums[index]
-
         decayed_gradient = self._add_weight_decay(gradient, variable, index)  # d = g + λ·w
-        if self.trust_ratio_formula == "decayed":
-            ratio = self._trust_ratio(
-                variable, index, decayed_gradient, plan, self._scale_weight_norm
-            )
+        ratio = self._lars_ratio(variable, index, gradient, decayed_gradient, l2_norm)  # r
+        scaled_gradient = learning_rate * ratio * decayed_gradient  # η·r·d
+        v = self._momentums[index]
+        self.assign(v, self.momentum * v + scaled_gradient)
+        if self.nesterov:
+            self.assign_sub(variable, self.momentum * v + scaled_gradient)
         else:
-            decay = self.weight_decay if self._decays_weight[index] else 0.0
+            self.assign_sub(variable, v)
 
-            def separate(weight_norm, gradient_norm):  # ‖g‖ + λ·‖w‖ + ε
-                return gradient_norm + decay * weight_norm + self.epsilon
-
-            ratio = self._trust_ratio(
-                variable, index, gradient, plan, self._scale_weight_norm, separate
-            )
-        step_size = ops.cast(learning_rate, dtype) * ratio
+    def _scheduled_update_step(self, gradient, variable, learning_rate, plan):
+        """`update_step` scheduled by `plan` (`xla_cpu`): η·r·d written as
+        η·r·g + (η·r·λ)·w too, so that a fused plan reads g and w for the
+        update instead of d written to memory."""
+        index = self._get_variable_index(variable)
+        learning_rate = ops.cast(self._layer_learning_rate(learning_rate, index), variable.dtype)
+        gradient = base.dense_gradient(gradient, variable)
+        decayed_gradient = self._add_weight_decay(gradient, variable, index)
+        ratio = self._lars_ratio(variable, index, gradient, decayed_gradient, plan.norm)
+        step_size = learning_rate * ratio
         scaled_gradient = step_size * decayed_gradient
         if self._decays_weight[index]:
-            weight_decay = ops.cast(self.weight_decay, dtype)
+            weight_decay = ops.cast(self.weight_decay, variable.dtype)
             scaled_gradient = plan.separate(
                 scaled_gradient, lambda: step_size * gradient + (step_size * weight_decay) * variable
             )
+        v = self._momentums[index]
         self.assign(v, self.momentum * v + scaled_gradient)
         if self.nesterov:
             self.assign_sub(variable, self.momentum * v + scaled_gradient)
         else:
             self.assign_sub(variable, v)
         plan.done(variable)
+
+    def _lars_ratio(self, variable, index, gradient, decayed_gradient, norm):
+        """r of `trust_ratio_formula`, norms by `norm`."""
+        if self.trust_ratio_formula == "decayed":  # η_LARS·‖w‖ / ‖d‖
+            return self._trust_ratio(
+                variable, index, decayed_gradient, norm, self._scale_weight_norm
+            )
+        decay = self.weight_decay if self._decays_weight[index] else 0.0
+
+        def separate(weight_norm, gradient_norm):  # η_LARS·‖w‖ / (‖g‖ + λ·‖w‖ + ε)
+            return gradient_norm + decay * weight_norm + self.epsilon
+
+        return self._trust_ratio(
+            variable, index, gradient, norm, self._scale_weight_norm, separate
+        )
 
     def _scale_weight_norm(self, weight_norm):
         return self.eeta * weight_norm

@@ -1,13 +1,15 @@
 """Where Adam-type optimizers keep m and v: float variables, or float8 codes.
 
-A store's `step(index, gradient, plan)` moves variable `index`'s moments to
-this step's values,
+A store's `update(index, gradient)` moves variable `index`'s moments to
+this step's values and returns them:
 
     m = β1·m + (1 − β1)·g            v = β2·v + (1 − β2)·g²
 
-and returns them as a `StepMoments`: `times(k)` gives k·m and k²·v, from
-which every power of two k gives the same update direction, so a fused plan
-can write its own copy for each consumer (`lamb.optimizers.xla_cpu`).
+The optimizers' scheduled steps (`lamb.optimizers.xla_cpu`) call
+`scheduled_update(index, gradient, plan)` instead, which returns them as a
+`StepMoments`: `times(k)` gives k·m and k²·v, from which every power of two
+k gives the same update direction, so a fused plan can write its own copy
+for each consumer.
 """
 
 import math
@@ -73,13 +75,17 @@ class _Moments:
         self._optimizer = optimizer
         self.beta_1, self.beta_2 = beta_1, beta_2
 
-    def _float_step(self, m, v, gradient, plan):
-        """Updates the float variables `m` and `v` in place."""
-        self._optimizer.assign_add(m, (gradient - m) * plan.ordered(1.0 - self.beta_1))
-        self._optimizer.assign_add(
-            v, (saturated_square(gradient) - v) * plan.ordered(1.0 - self.beta_2)
-        )
-        return StepMoments(_multiples(m, v))
+    def _float_update(self, m, v, gradient, m_rate, v_rate):
+        """Updates the float variables `m` and `v` in place at the rates
+        `m_rate`, `v_rate` (1 − β1, 1 − β2); returns them."""
+        self._optimizer.assign_add(m, (gradient - m) * m_rate)
+        self._optimizer.assign_add(v, (saturated_square(gradient) - v) * v_rate)
+        return m, v
+
+    def _float_scheduled_update(self, m, v, gradient, plan):
+        """`_float_update`, waiting for the previous variable (`plan.ordered`)."""
+        rates = plan.ordered(1.0 - self.beta_1), plan.ordered(1.0 - self.beta_2)
+        return StepMoments(_multiples(*self._float_update(m, v, gradient, *rates)))
 
 
 class FloatMoments(_Moments):
@@ -91,8 +97,16 @@ class FloatMoments(_Moments):
             var_list, ["momentum", "velocity"]
         )
 
-    def step(self, index, gradient, plan):
-        return self._float_step(self.momentums[index], self.velocities[index], gradient, plan)
+    def update(self, index, gradient):
+        return self._float_update(
+            self.momentums[index], self.velocities[index], gradient,
+            1.0 - self.beta_1, 1.0 - self.beta_2,
+        )
+
+    def scheduled_update(self, index, gradient, plan):
+        return self._float_scheduled_update(
+            self.momentums[index], self.velocities[index], gradient, plan
+        )
 
 
 class Float8Moments(_Moments):
@@ -139,12 +153,10 @@ class Float8Moments(_Moments):
             layout=getattr(variable, "_layout", None),
         )
 
-    def step(self, index, gradient, plan):
+    def update(self, index, gradient):
         m, v, scales = self.momentums[index], self.velocities[index], self.scales[index]
         if scales is None:
-            return self._float_step(m, v, gradient, plan)
-        if plan.recomputes_moments:
-            return self._recomputed_step(index, gradient, plan)
+            return self._float_update(m, v, gradient, 1.0 - self.beta_1, 1.0 - self.beta_2)
         expand = self.scalings[index].expand
         m, v = next_moments(
             dequantize(m, expand(scales[0]), E4M3FN, gradient.dtype),
@@ -158,9 +170,18 @@ class Float8Moments(_Moments):
         self._optimizer.assign(self.momentums[index], m_codes)
         self._optimizer.assign(self.velocities[index], v_codes)
         self._optimizer.assign(scales, ops.stack([m_scales, v_scales]))
-        return StepMoments(_multiples(m, v))
+        return m, v
 
-    def _recomputed_step(self, index, gradient, plan):
+    def scheduled_update(self, index, gradient, plan):
+        if self.scales[index] is None:
+            return self._float_scheduled_update(
+                self.momentums[index], self.velocities[index], gradient, plan
+            )
+        if plan.recomputes_moments:
+            return self._recomputed_update(index, gradient, plan)
+        return StepMoments(_multiples(*self.update(index, gradient)))
+
+    def _recomputed_update(self, index, gradient, plan):
         """The moments for a fused plan: each consumer (the update, its norm,
         the new scales and codes) recomputes them from the stored codes and
         the gradient as its own power-of-two multiple (exact: the same

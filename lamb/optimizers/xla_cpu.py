@@ -1,7 +1,11 @@
-"""How the layer-adaptive steps are scheduled, apart from their math.
+"""How the layer-adaptive steps are scheduled for speed, apart from their math.
 
-The optimizers write each step once, as the paper does, and ask a plan for
-the five things that scheduling changes (`StepSchedule.plan`):
+Each optimizer's `update_step` is its algorithm as written. LAMB and LARS
+also have a twin, `_scheduled_update_step(gradient, variable,
+learning_rate, plan)`: the same values up to float rounding, computed in
+the order and form that a plan asks for. `StepSchedule.plan` says which variables take the
+twin (large ones on CPUs, and under XLA: `takes_scheduled_step`); its
+plans answer the five things that scheduling changes:
 
 - `plan.norm(x)`: ‖x‖;
 - `plan.ordered(x)`: `x`, made to wait for the previous variable's update;
@@ -11,10 +15,12 @@ the five things that scheduling changes (`StepSchedule.plan`):
   a pair: the same tensor twice, or `value` and `rewrite()`;
 - `plan.done(variable)`: the end of `variable`'s step.
 
-`PlainPlan` keeps the step as written: eager and graph mode, and small
-variables under XLA. `FusedPlan` serves variables of at least
-`LARGE_VARIABLE_SIZE` elements under XLA, where a step makes several passes
-over a large variable's data and each costs a trip to main memory:
+Small variables, and large ones on accelerators outside XLA, take
+`update_step`. Large variables (at least `LARGE_VARIABLE_SIZE` elements)
+take the twin: on CPUs outside XLA with `PlainPlan` (only the norms change,
+to `l2_norm_by_matvec`), under XLA with `FusedPlan`, where a step makes
+several passes over a large variable's data and each costs a trip to main
+memory:
 
 - XLA fuses an expression into one consumer; a value with two consumers
   (LAMB's u: its norm and the update) is written to memory and read back
@@ -143,14 +149,15 @@ def zero_after(variable):
 
 
 class PlainPlan:
-    """The step as written; `norm` is `l2_norm` unless given."""
+    """The step in its written order, with `l2_norm_by_matvec` norms: large
+    variables on CPUs outside XLA."""
 
     # Whether 8-bit moments are recomputed from their codes in each consumer
     # (`moments.Float8Moments`) rather than written once in float32.
     recomputes_moments = False
 
-    def __init__(self, norm=l2_norm):
-        self.norm = norm
+    def norm(self, x):
+        return l2_norm_by_matvec(x)
 
     def ordered(self, x):
         return x
@@ -250,15 +257,19 @@ class StepSchedule:
         self._scalars = None
         self._statistics = None
 
+    def takes_scheduled_step(self, index):
+        """Whether variable `index` takes its optimizer's scheduled twin of
+        `update_step` in the step being built (see the module docstring)."""
+        return self._large[index] and (self.on_cpus or compiling_with_xla())
+
     def plan(self, index, dtype):
-        """The plan of variable `index` (of `dtype`) for the step being built."""
-        if not self._large[index]:
-            return PlainPlan()
+        """The plan of variable `index` (of `dtype`) for the scheduled step
+        being built (where `takes_scheduled_step`)."""
         if compiling_with_xla():
             if self.on_cpus and keras.backend.backend() == "jax" and not xla_fuses_square_into_matvec():
                 return JaxCpuPlan(self, dtype)
             return FusedPlan(self, dtype)
-        return PlainPlan(l2_norm_by_matvec if self.on_cpus else l2_norm)
+        return PlainPlan()
 
     @contextlib.contextmanager
     def step(self):

@@ -2,14 +2,15 @@
 fast step (at least `xla_cpu.LARGE_VARIABLE_SIZE` elements).
 
 The value tests of `test_reference_math.py` and `test_lamb16.py` use
-variables of at most 480 elements: under XLA they take the plain step. Here
+variables of at most 480 elements: they take the plain `update_step`. Here
 the same references, run over larger variables with a small bias in the
-same step, check what XLA gets instead: LAMB's separately written copy of u
-for its norm (`plan.separate` in `LAMB.update_step`), LAMB16's recomputing 8-bit step (codes
-and scales bit for bit), LARS's rewritten g + λ·w, and the matrix-vector
-norm (rows of 4096 split in halves). Under TensorFlow, "eager" runs the
-plain step and "jit" (`jit_compile=True`) the restructured one; under JAX
-both run the restructured one (`xla_cpu.compiling_with_xla` is always true),
+same step, check what large variables get instead, the scheduled twin
+(`_scheduled_update_step`): LAMB's separately written copy of u for its
+norm, LAMB16's recomputing 8-bit step (codes and scales bit for bit),
+LARS's rewritten g + λ·w, and the matrix-vector norm (rows of 4096 split
+in halves). Under TensorFlow on CPU, "eager" runs the twin with the
+matrix-vector norms only and "jit" (`jit_compile=True`) the restructured
+one; under JAX both run the restructured one (`xla_cpu.compiling_with_xla` is always true),
 on CPU `xla_cpu.JaxCpuPlan` where JAX's XLA does not fuse x² into
 matrix-vector products (jaxlib 0.10): LAMB's u written once for its norm
 and the update, plain reductions.
