@@ -106,8 +106,8 @@ class LAMB16(LAMB):
             self, var_list, self.beta_1, self.beta_2, self.min_8bit_size, self.row_scales
         )
 
-    def _ratio(self, variable, index, update, plan, learning_rate):
-        ratio = super()._ratio(variable, index, update, plan, learning_rate)
+    def _ratio(self, variable, index, update, norm, learning_rate):
+        ratio = super()._ratio(variable, index, update, norm, learning_rate)
         if self.adaptive_trust and self._adapts_layer[index]:
             ratio = self._learning_rate_adaptive_trust(
                 ratio, ops.cast(learning_rate, variable.dtype)
