@@ -200,9 +200,9 @@ MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed).
 # input files). A resume must keep them (or pass --allow_flag_changes). The
 # others may change: logging, checkpoint frequency and count, input checks,
 # and the hardware layout (--strategy, --num_cpu_devices, --use_tpu and the
-# TPU's address, --jit_compile), which changes the weights only by float
-# rounding (and the dropout masks) as the losses are averaged over the
-# global batch.
+# TPU's address, --jit_compile; on JAX --distribution, --mesh_shape and the
+# process flags), which changes the weights only by float rounding (and the
+# dropout masks) as the losses are averaged over the global batch.
 TRAINING_FLAGS = (
     "init_checkpoint", "max_seq_length", "max_predictions_per_seq", "train_batch_size",
     "learning_rate", "num_train_steps", "num_warmup_steps", "optimizer", "weight_decay",
