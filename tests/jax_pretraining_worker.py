@@ -43,6 +43,8 @@ CONFIGURATIONS = {
 # Flags refused on the JAX backend, each with its one-line error.
 REFUSED = {
     "strategy": ["--strategy=mirrored"],
+    "processes_without_distribution": [
+        "--coordinator_address=127.0.0.1:1", "--num_processes=2", "--process_id=0"],
     "keras_optimizer_accumulation": ["--optimizer=keras_adamw", "--gradient_accumulation_steps=2"],
     "fp16_accumulation": ["--mixed_precision=fp16", "--gradient_accumulation_steps=2"],
     "batch_not_divisible": ["--distribution=data_parallel", "--train_batch_size=6"],

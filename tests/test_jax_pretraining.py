@@ -120,6 +120,9 @@ def test_model_parallel_shards_the_optimizer_state(devices_run):
 @pytest.mark.parametrize("name, message", [
     ("strategy", "--strategy=mirrored is TensorFlow's (tf.distribute); on the JAX backend use "
                  "--distribution=data_parallel or model_parallel."),
+    ("processes_without_distribution",
+     "--num_processes=2 with --distribution=none would train the same steps in every process; "
+     "use --distribution=data_parallel or model_parallel."),
     ("keras_optimizer_accumulation",
      "--gradient_accumulation_steps=2 with --optimizer=keras_adamw does not work on the JAX "
      "backend: Keras's own optimizers pass their schedule the micro-batch count, not the "

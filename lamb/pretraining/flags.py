@@ -294,6 +294,12 @@ def _check_backend_flags():
             f"{given} is TensorFlow's (tf.distribute); on the JAX backend use "
             "--distribution=data_parallel or model_parallel."
         )
+    if FLAGS.distribution == "none" and (FLAGS.num_processes or 1) > 1:
+        raise ValueError(
+            f"--num_processes={FLAGS.num_processes} with --distribution=none would train "
+            "the same steps in every process; use --distribution=data_parallel or "
+            "model_parallel."
+        )
     accumulation = FLAGS.gradient_accumulation_steps
     if accumulation > 1 and FLAGS.optimizer in registry.KERAS_BUILTINS:
         raise ValueError(
