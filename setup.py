@@ -23,6 +23,10 @@ MNIST = ["tensorflow-datasets>=4.9", "importlib_resources", "matplotlib>=3.7", "
 # keras-hub: the BERT model; tokenizers: create_pretraining_data's WordPiece.
 BERT = ["keras-hub>=0.32", "tokenizers>=0.20", "tensorboard>=2.16", "matplotlib>=3.7"]
 NOTEBOOK = MNIST + ["nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"]
+# The JAX backend (KERAS_BACKEND=jax): run_pretraining's checkpoints need orbax-checkpoint
+# (tested: 0.12.8, with jax 0.10.2; jax 0.6 is orbax-checkpoint 0.12.8's own floor). It
+# needs Python 3.11: on 3.10 the extra installs jax alone.
+JAX = ["jax>=0.6", "orbax-checkpoint>=0.12.8; python_version >= '3.11'"]
 # The documentation site (mkdocs.yml): the API pages read the sources statically (griffe).
 DOCS = ["mkdocs>=1.6", "mkdocs-material>=9.5", "mkdocstrings>=1.0", "mkdocstrings-python>=2.0"]
 EXTRAS = {
@@ -30,7 +34,8 @@ EXTRAS = {
     "bert": BERT,
     "notebook": NOTEBOOK,
     "docs": DOCS,
-    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + ["pytest>=7", "jax>=0.4.30", "ml_dtypes>=0.3.1", "optax>=0.2"])),
+    "jax": JAX,
+    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + JAX + ["pytest>=7", "ml_dtypes>=0.3.1", "optax>=0.2"])),
 }
 
 setup(

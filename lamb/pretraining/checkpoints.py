@@ -6,11 +6,13 @@ import re
 import time
 
 from absl import logging
+import keras
 import tensorflow as tf
 
 from lamb import distribute
 
 CHECKPOINT_STATE = "checkpoint"
+ORBAX_STEP_PREFIX = "ckpt"  # The JAX backend's checkpoints: folders ckpt_<step>.
 
 
 def first_line(error):
@@ -29,19 +31,35 @@ def checkpoint_steps(directory):
     return sorted(steps)
 
 
+def orbax_checkpoint_steps(directory):
+    """The steps of the JAX backend's `ckpt_<step>` checkpoint folders in
+    `directory` (orbax's whole ones: not its temporary folders)."""
+    if not tf.io.gfile.isdir(directory):
+        return []
+    steps = []
+    for name in tf.io.gfile.listdir(directory):
+        match = re.fullmatch(rf"{ORBAX_STEP_PREFIX}_(\d+)/?", name)
+        if match:
+            steps.append(int(match.group(1)))
+    return sorted(steps)
+
+
 def holds_checkpoints(directory):
-    """Whether `directory` has checkpoint files or a checkpoint state file."""
-    return bool(checkpoint_steps(directory)) or tf.io.gfile.exists(
-        os.path.join(directory, CHECKPOINT_STATE)
+    """Whether `directory` has checkpoints (TensorFlow's files, their state
+    file, or the JAX backend's folders)."""
+    return bool(checkpoint_steps(directory) or orbax_checkpoint_steps(directory)) or (
+        tf.io.gfile.exists(os.path.join(directory, CHECKPOINT_STATE))
     )
 
 
 def remove_stale_temp_folders(output_dir):
-    """Removes `ckpt-<step>_temp` folders: TensorFlow writes a checkpoint there
-    and merges it into `ckpt-<step>.*`, so one is left only by a run killed
-    while saving (TensorFlow: it "can be safely removed")."""
+    """Removes the folders of checkpoints being written, left only by a run
+    killed while saving: TensorFlow's `ckpt-<step>_temp` (merged into
+    `ckpt-<step>.*` when whole; it "can be safely removed") and orbax's
+    `ckpt_<step>.orbax-checkpoint-tmp*` (renamed `ckpt_<step>` when whole)."""
     for name in tf.io.gfile.listdir(output_dir):
-        if re.fullmatch(r"ckpt-\d+_temp", name.rstrip("/")):
+        if re.fullmatch(rf"ckpt-\d+_temp|{ORBAX_STEP_PREFIX}_\d+\.orbax-checkpoint-tmp.*",
+                        name.rstrip("/")):
             path = os.path.join(output_dir, name.rstrip("/"))
             logging.warning("Removing %s, left by a run killed while saving a checkpoint.", path)
             tf.io.gfile.rmtree(path)
@@ -58,6 +76,16 @@ def checkpoint_damage(path):
     except (tf.errors.OpError, IndexError, ValueError) as error:
         return f"{type(error).__name__}: {first_line(error)}"
     return None
+
+
+def make_checkpoints(output_dir, model, strategy, max_to_keep, model_description):
+    """The checkpoints of the backend: TensorFlow's (`Checkpoints`), or under
+    JAX orbax's (`jax_checkpoints.JaxCheckpoints`, imported only there)."""
+    if keras.backend.backend() == "jax":
+        from lamb.pretraining.jax_checkpoints import JaxCheckpoints
+
+        return JaxCheckpoints(output_dir, model, max_to_keep, model_description)
+    return Checkpoints(output_dir, model, strategy, max_to_keep, model_description)
 
 
 class Checkpoints:
@@ -131,6 +159,14 @@ class Checkpoints:
                 f"{steps}) but none is readable (see the warnings). Move them away to start "
                 "from step 0, or use another --output_dir."
             )
+        for flag, folder in (("--output_dir", self.output_dir),
+                             ("--init_checkpoint", init_checkpoint)):
+            if folder and orbax_checkpoint_steps(folder):
+                raise ValueError(
+                    f"{flag}={folder} holds checkpoints of the JAX backend "
+                    f"({ORBAX_STEP_PREFIX}_<step> folders), which TensorFlow cannot read: use "
+                    "KERAS_BACKEND=jax, or another folder."
+                )
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)

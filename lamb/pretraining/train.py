@@ -15,7 +15,7 @@ from lamb.data import pretraining as data
 from lamb.models import bert
 from lamb.optimizers import registry
 from lamb.pretraining import evaluation, run_folder
-from lamb.pretraining.checkpoints import Checkpoints, holds_checkpoints
+from lamb.pretraining.checkpoints import holds_checkpoints, make_checkpoints
 from lamb.pretraining.flags import FLAGS, MIXED_PRECISION_POLICIES
 from lamb.pretraining.monitor import METRICS_FILE, TrainingMonitor, write_metrics
 
@@ -173,7 +173,7 @@ def build(strategy, bert_config):
         keras.mixed_precision.set_global_policy(MIXED_PRECISION_POLICIES[FLAGS.mixed_precision])
     with strategy.scope():
         model = build_model(bert_config)
-        checkpoints = Checkpoints(
+        checkpoints = make_checkpoints(
             FLAGS.output_dir, model, strategy, FLAGS.keep_checkpoint_max,
             f"--bert_config_file={FLAGS.bert_config_file} and --optimizer={FLAGS.optimizer}",
         )
