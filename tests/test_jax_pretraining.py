@@ -23,12 +23,14 @@ import keras
 import numpy as np
 import pytest
 
-from lamb import configs, run_pretraining
-from lamb.data import pretraining
-from lamb.models import bert
-from lamb.pretraining import train
-from tests import jax_pretraining_worker as worker
-from tests import pretraining_helpers as helpers
+pytest.importorskip("keras_hub")
+
+from lamb import configs, run_pretraining  # noqa: E402
+from lamb.data import pretraining  # noqa: E402
+from lamb.models import bert  # noqa: E402
+from lamb.pretraining import train  # noqa: E402
+from tests import jax_pretraining_worker as worker  # noqa: E402
+from tests import pretraining_helpers as helpers  # noqa: E402
 
 FLOAT32_ROUNDING = 2e-6  # Max abs weight difference after a few steps.
 TENSORFLOW_VS_JAX = 1e-5  # Two backends' kernels: float32 rounding, summed differently.
@@ -66,6 +68,7 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def devices_run(data_dir, tmp_path_factory):
     pytest.importorskip("jax")
+    pytest.importorskip("orbax.checkpoint")  # The app's JAX checkpoints.
     out = str(tmp_path_factory.mktemp("bert_jax_runs"))
     result = subprocess.run(
         [sys.executable, "-m", "tests.jax_pretraining_worker", "devices", data_dir, out],
