@@ -4,7 +4,8 @@
 devices `XLA_FLAGS` makes, runs `lamb.run_pretraining` in this process (its
 `pretrain`) on the records and BERT config in DATA: one device, then
 `data_parallel`, `model_parallel` on (2, 2) and `data_parallel` with
-`--gradient_accumulation_steps=4`, each in its own folder under OUT; prints
+`--gradient_accumulation_steps=4`, each in its own folder under OUT, and the
+last resumed from its checkpoint of step 2 (a copy of its folder); prints
 one JSON line of measurements and writes the initial weights and those of
 one device after training to OUT/initial.npz and OUT/one_device.npz.
 
@@ -16,6 +17,7 @@ of its weights from OUT/one_device.npz.
 
 import json
 import os
+import shutil
 import sys
 
 from absl import flags
@@ -25,7 +27,7 @@ import numpy as np
 from lamb import jax_distribution, run_pretraining
 from lamb.data import pretraining as data
 from lamb.models import bert
-from lamb.pretraining import train
+from lamb.pretraining import jax_checkpoints, train
 from tests import jax_distribution_worker
 
 STEPS = 4
@@ -121,6 +123,15 @@ def devices_run(data_dir, out):
         if name == "model_parallel":
             results["optimizer_bytes_per_device"] = sorted(
                 jax_distribution.bytes_per_device(model.optimizer.variables).values())
+    # The accumulation run resumed from its checkpoint of step STEPS / 2.
+    resumed = os.path.join(out, "accumulation_resumed")
+    shutil.copytree(os.path.join(out, "accumulation"), resumed)
+    shutil.rmtree(jax_checkpoints.step_path(resumed, STEPS))
+    os.remove(os.path.join(resumed, "metrics.json"))
+    model = pretrain(app_flags(data_dir, resumed) + CONFIGURATIONS["accumulation"])
+    results["accumulation_resumed"] = jax_distribution_worker.max_difference(
+        jax_distribution_worker.weights(model), reference)
+    results["accumulation_resumed_iterations"] = int(model.optimizer.iterations)
     for name, extra in REFUSED.items():
         try:
             pretrain(app_flags(data_dir, os.path.join(out, "refused")) + extra)

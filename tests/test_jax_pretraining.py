@@ -1,6 +1,6 @@
 """`lamb.run_pretraining` on the JAX backend: every `--distribution`, Keras's
-gradient accumulation and 2 processes give one device's weights, and one
-JAX device gives TensorFlow's.
+gradient accumulation (also resumed from a checkpoint) and 2 processes give
+one device's weights, and one JAX device gives TensorFlow's.
 
 The app runs in subprocesses (`tests/jax_pretraining_worker.py`) under
 `KERAS_BACKEND=jax` with 4 virtual CPU devices, and as 2 processes joined
@@ -84,7 +84,9 @@ def jax_env(devices):
         KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
 
 
-@pytest.mark.parametrize("configuration", ["data_parallel", "model_parallel", "accumulation"])
+@pytest.mark.parametrize(
+    "configuration", ["data_parallel", "model_parallel", "accumulation", "accumulation_resumed"]
+)
 def test_distributed_runs_end_with_the_weights_of_one_device(devices_run, configuration):
     results, _ = devices_run
     assert results["devices"] == 4
@@ -94,7 +96,7 @@ def test_distributed_runs_end_with_the_weights_of_one_device(devices_run, config
     assert results[f"{configuration}_iterations"] == worker.STEPS
 
 
-def test_accumulation_logs_and_schedules_optimizer_steps(devices_run):
+def test_accumulation_logs_schedules_and_checkpoints_optimizer_steps(devices_run):
     _, out = devices_run
     logged = {
         name: helpers.tensorboard_scalars(os.path.join(out, name, "train"))
@@ -108,6 +110,11 @@ def test_accumulation_logs_and_schedules_optimizer_steps(devices_run):
             [expected[step] for step in sorted(expected)], rtol=1e-5, err_msg=tag)
     with open(os.path.join(out, "accumulation", "metrics.json")) as f:
         assert json.load(f)["global_step"] == worker.STEPS
+    checkpoints = {
+        name: sorted(entry for entry in os.listdir(os.path.join(out, name)) if "ckpt" in entry)
+        for name in ("one_device", "accumulation")
+    }
+    assert checkpoints["accumulation"] == checkpoints["one_device"] and checkpoints["one_device"]
 
 
 def test_model_parallel_shards_the_optimizer_state(devices_run):
