@@ -155,10 +155,11 @@ def configure(distribution, mesh_shape=None, layouts=None, coordinator_address=N
               num_processes=None, process_id=None):
     """The launchers' one call: processes, then the distribution, set globally.
 
-    Returns the distribution (None for `"none"`). Processes are joined
-    (`initialize_processes`) where `coordinator_address` is given or
-    `num_processes` > 1; where JAX reads the cluster from its environment,
-    call `initialize_processes()` first instead.
+    Returns the distribution (None for `"none"`, which also unsets an earlier
+    one). Processes are joined (`initialize_processes`) where
+    `coordinator_address` is given or `num_processes` > 1; where JAX reads
+    the cluster from its environment, call `initialize_processes()` first
+    instead.
     """
     distribution = _checks.check_choice("--distribution", distribution, DISTRIBUTIONS)
     if distribution != "none":
@@ -166,8 +167,7 @@ def configure(distribution, mesh_shape=None, layouts=None, coordinator_address=N
     if num_processes is not None and num_processes != 1 or coordinator_address is not None:
         initialize_processes(coordinator_address, num_processes, process_id)
     result = make_distribution(distribution, mesh_shape, layouts)
-    if result is not None:
-        keras.distribution.set_distribution(result)
+    keras.distribution.set_distribution(result)
     return result
 
 
@@ -183,9 +183,12 @@ def bytes_per_device(variables):
 
 def define_flags():
     """Defines the apps' --distribution, --mesh_shape, --coordinator_address,
-    --num_processes and --process_id (absl flags)."""
+    --num_processes and --process_id (absl flags), once per process (both
+    apps' flag modules call it)."""
     from absl import flags
 
+    if "distribution" in flags.FLAGS:
+        return
     flags.DEFINE_enum(
         "distribution", "none", DISTRIBUTIONS,
         "JAX backend: none (one device), data_parallel (the batch split over all devices) or "

@@ -1,14 +1,16 @@
 """Pre-train BERT (masked LM + next sentence) with LAMB and friends, on CPU, GPUs or TPUs.
 
 The flags are those of google-research/bert's `run_pretraining.py`, plus the
-optimizer, the `tf.distribute` strategy, XLA, mixed precision and gradient
-accumulation. Training is `keras.Model.fit` on keras-hub's BERT.
+optimizer, the `tf.distribute` strategy (TensorFlow) or `keras.distribution`
+(`--distribution`, JAX: `lamb.jax_distribution`), XLA, mixed precision and
+gradient accumulation. Training is `keras.Model.fit` on keras-hub's BERT.
 
 Steps: `--num_train_steps` counts optimizer steps of `--train_batch_size`
-examples (the global batch, split over the replicas and, on each, into
-`--gradient_accumulation_steps` micro-batches that run one after another
-inside the step: `lamb.training.GradientAccumulation`; their gradients are
-summed over the replicas once, then clipped to `--clip_norm`). Every
+examples (the global batch, split over the replicas and into
+`--gradient_accumulation_steps` micro-batches that run one after another; on
+TensorFlow inside the step, `lamb.training.GradientAccumulation`, on JAX one
+`fit` step each, accumulated by the optimizer; their gradients are summed
+over the replicas once, then clipped to `--clip_norm`). Every
 `--save_checkpoints_steps` steps a
 checkpoint `<output_dir>/ckpt-<step>` holds the weights, the optimizer state,
 the dropout RNG state and the step. Started again with the same flags, a run
@@ -42,9 +44,10 @@ import os
 import time
 
 from absl import logging
+import keras
 
 from lamb import _app, _files, _startup, configs
-from lamb import distribute
+from lamb import distribute, jax_distribution
 from lamb.data import pretraining as data
 from lamb.models import bert
 from lamb.pretraining import checkpoints, run_folder, train
@@ -56,6 +59,11 @@ from lamb.pretraining.flags import (
 
 def main(argv):
     """Checks the flags, the data and the output folder, then trains and/or evaluates."""
+    pretrain(argv)
+
+
+def pretrain(argv):
+    """`main`; returns the trained model (None where there is nothing to train)."""
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag.")
     validate_flags()
@@ -69,23 +77,29 @@ def main(argv):
         FLAGS.gcp_project,
         FLAGS.num_cpu_devices,
     )
+    distribution, layout = None, f"--strategy={strategy_name}"
+    if keras.backend.backend() == "jax":
+        # Before the model is built: its variables take their layouts.
+        distribution = jax_distribution.configure_from_flags(jax_distribution.BERT_LAYOUTS)
+        layout = f"--distribution={FLAGS.distribution}"
+    replicas = train.replicas(strategy, distribution)
     _startup.hide_onednn_int64_notice()
     bert_config = bert.load_bert_config(FLAGS.bert_config_file)
     eval_files = []
     if FLAGS.do_eval:
         eval_files = data.expand_input_files(FLAGS.eval_input_file)
         train.check_records(bert_config, eval_files, FLAGS.verify_input_files)
-        train.check_eval_batch_size(strategy, strategy_name)
+        train.check_eval_batch_size(replicas, layout)
     if not FLAGS.do_train:
         run_folder.check_output_dir(FLAGS.output_dir)
         train.evaluate_checkpoint(strategy, bert_config, eval_files)
-        return
+        return None
     files = data.expand_input_files(FLAGS.input_file)
     records = train.check_records(bert_config, files, every_record=False)
-    batch_size = train.micro_batch_size(strategy, strategy_name)
+    batch_size = train.micro_batch_size(replicas, layout)
     train.check_jit_compile(strategy, strategy_name)
     run_folder.check_output_dir(FLAGS.output_dir)
-    chief = distribute.is_chief(strategy)
+    chief = train.is_chief(strategy)
     with _files.folder_lock(FLAGS.output_dir) if chief else contextlib.nullcontext():
         record = run_folder.training_record(bert_config, files)
         run_folder.check_training_record(FLAGS.output_dir, record)
@@ -98,10 +112,9 @@ def main(argv):
             run_folder.write_json(os.path.join(FLAGS.output_dir, run_folder.FLAGS_RECORD), record)
         logging.info(
             "%d input files (%d records checked); %d replicas x %d micro-batches of %d",
-            len(files), records, strategy.num_replicas_in_sync,
-            FLAGS.gradient_accumulation_steps, batch_size,
+            len(files), records, replicas, FLAGS.gradient_accumulation_steps, batch_size,
         )
-        train.train(strategy, bert_config, files, eval_files)
+        return train.train(strategy, bert_config, files, eval_files)
 
 
 def run():

@@ -19,6 +19,12 @@ from keras import ops
 
 from lamb import training
 
+# A label of each micro-batch under Keras's optimizer-side gradient
+# accumulation (JAX): its optimizer step's counts of masked-LM predictions
+# and of examples, one row per example, for the loss's averages over the
+# whole step (`lamb.pretraining.train.split_into_micro_batches`).
+STEP_COUNTS = "step_counts"
+
 BERT_CONFIG_KEYS = {
     "vocab_size": int,
     "hidden_size": int,
@@ -222,17 +228,23 @@ class BertPretrainer(training.GradientAccumulation, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """BERT's loss; this replica's share of the step's averages.
 
-        Within a training step, on the scale of `GradientAccumulation`: the
-        mean over the micro-batches of their losses is the step's loss."""
+        Within a training step of `GradientAccumulation`, or for a
+        micro-batch labelled with its step's counts (`STEP_COUNTS`), on the
+        scale of accumulation: the mean over the micro-batches of their
+        losses is the step's loss."""
         del x, sample_weight, training
         masked_lm_losses, next_sentence_losses = self._per_example_losses(y, y_pred)
         weights = ops.cast(y["masked_lm_weights"], "float32")
-        if self._step_counts is None:
-            num_predictions, num_examples = _counts(y)
-            micro_batches = 1.0
-        else:
+        if self._step_counts is not None:
             num_predictions, num_examples = self._step_counts
             micro_batches = float(self.gradient_accumulation_steps)
+        elif STEP_COUNTS in y:
+            step_counts = ops.cast(y[STEP_COUNTS], "float32")
+            num_predictions, num_examples = step_counts[0, 0], step_counts[0, 1]
+            micro_batches = num_examples / ops.cast(ops.shape(weights)[0], "float32")
+        else:
+            num_predictions, num_examples = _counts(y)
+            micro_batches = 1.0
         masked_lm_loss = ops.sum(masked_lm_losses * weights) / (num_predictions + 1e-5)
         next_sentence_loss = ops.sum(next_sentence_losses) / num_examples
         return micro_batches * (masked_lm_loss + next_sentence_loss)

@@ -3,9 +3,10 @@ optimizer, distribution and precision), their checks, and warnings for flags
 that change nothing."""
 
 from absl import flags
+import keras
 
 from lamb import _app, _checks
-from lamb import distribute
+from lamb import distribute, jax_distribution
 from lamb.factory import DECAY_SCHEDULES
 from lamb.optimizers import base, registry
 
@@ -121,13 +122,20 @@ flags.DEFINE_float(
     "Clip the gradients to this global norm (BERT: 1.0), after summing them over "
     "the micro-batches and replicas; 0 turns clipping off.",
 )
-_app.define_choice("strategy", "default", distribute.STRATEGIES, "The tf.distribute strategy.")
+_app.define_choice(
+    "strategy", "default", distribute.STRATEGIES,
+    "The tf.distribute strategy (TensorFlow backend; on JAX: --distribution).",
+)
+jax_distribution.define_flags()
 flags.DEFINE_integer(
     "num_cpu_devices",
     1,
     "Split the CPU into this many logical devices (to run mirrored/multi_worker without GPUs).",
 )
-flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step.")
+flags.DEFINE_bool(
+    "jit_compile", False,
+    "XLA-compile the training step (TensorFlow backend; JAX always compiles it).",
+)
 _app.define_choice(
     "mixed_precision",
     None,
@@ -137,8 +145,10 @@ _app.define_choice(
 flags.DEFINE_integer(
     "gradient_accumulation_steps",
     1,
-    "Micro-batches per optimizer step, run one after another on each replica; each "
-    "has train_batch_size / (replicas x this) examples per replica.",
+    "Micro-batches per optimizer step, run one after another; each has "
+    "train_batch_size / this examples, split over the replicas (TensorFlow: "
+    "lamb.training.GradientAccumulation inside the step; JAX: the optimizer's own "
+    "gradient_accumulation_steps, one fit step per micro-batch).",
 )
 
 # Run control.
@@ -190,9 +200,9 @@ MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed).
 # input files). A resume must keep them (or pass --allow_flag_changes). The
 # others may change: logging, checkpoint frequency and count, input checks,
 # and the hardware layout (--strategy, --num_cpu_devices, --use_tpu and the
-# TPU's address, --jit_compile), which changes the weights only by float
-# rounding (and the dropout masks) as the losses are averaged over the
-# global batch.
+# TPU's address, --jit_compile; on JAX --distribution, --mesh_shape and the
+# process flags), which changes the weights only by float rounding (and the
+# dropout masks) as the losses are averaged over the global batch.
 TRAINING_FLAGS = (
     "init_checkpoint", "max_seq_length", "max_predictions_per_seq", "train_batch_size",
     "learning_rate", "num_train_steps", "num_warmup_steps", "optimizer", "weight_decay",
@@ -245,6 +255,7 @@ def validate_flags():
     _checks.check_float("--epsilon", FLAGS.epsilon, low=0.0, low_inclusive=False)
     _checks.check_choice("--optimizer", FLAGS.optimizer, OPTIMIZERS)
     _checks.check_choice("--strategy", FLAGS.strategy, distribute.STRATEGIES)
+    _check_backend_flags()
     if FLAGS.mixed_precision is not None:
         _checks.check_choice("--mixed_precision", FLAGS.mixed_precision, MIXED_PRECISION_POLICIES)
     for name in ("use_tpu", "jit_compile", "verify_input_files", "log_trust_ratios",
@@ -263,6 +274,45 @@ def validate_flags():
     if FLAGS.use_tpu and FLAGS.strategy not in ("default", "tpu"):
         raise ValueError(
             f"--use_tpu asks for --strategy=tpu, not --strategy={FLAGS.strategy}; drop one."
+        )
+
+
+def _check_backend_flags():
+    """Raises where a flag of one backend's distribution is given on the other,
+    or where Keras's own optimizers would accumulate gradients on JAX."""
+    _checks.check_choice("--distribution", FLAGS.distribution, jax_distribution.DISTRIBUTIONS)
+    if keras.backend.backend() != "jax":
+        if FLAGS.distribution != "none":
+            jax_distribution.check_backend(f"--distribution={FLAGS.distribution}")
+        for name in ("mesh_shape", "coordinator_address", "num_processes", "process_id"):
+            if getattr(FLAGS, name) is not None:
+                jax_distribution.check_backend(f"--{name}")
+        return
+    if FLAGS.use_tpu or FLAGS.strategy != "default":
+        given = "--use_tpu" if FLAGS.use_tpu else f"--strategy={FLAGS.strategy}"
+        raise ValueError(
+            f"{given} is TensorFlow's (tf.distribute); on the JAX backend use "
+            "--distribution=data_parallel or model_parallel."
+        )
+    if FLAGS.distribution == "none" and (FLAGS.num_processes or 1) > 1:
+        raise ValueError(
+            f"--num_processes={FLAGS.num_processes} with --distribution=none would train "
+            "the same steps in every process; use --distribution=data_parallel or "
+            "model_parallel."
+        )
+    accumulation = FLAGS.gradient_accumulation_steps
+    if accumulation > 1 and FLAGS.optimizer in registry.KERAS_BUILTINS:
+        raise ValueError(
+            f"--gradient_accumulation_steps={accumulation} with --optimizer={FLAGS.optimizer} "
+            "does not work on the JAX backend: Keras's own optimizers pass their schedule "
+            "the micro-batch count, not the optimizer step; use one of "
+            f"{sorted(set(OPTIMIZERS) - set(registry.KERAS_BUILTINS))}."
+        )
+    if accumulation > 1 and FLAGS.mixed_precision == "fp16":
+        raise ValueError(
+            f"--gradient_accumulation_steps={accumulation} with --mixed_precision=fp16 does not "
+            "work on the JAX backend: Keras's loss scaling skips a non-finite micro-batch, "
+            "not its whole step; use --mixed_precision=bf16."
         )
 
 
@@ -312,7 +362,16 @@ def warn_about_flags_without_effect(strategy_name):
     if strategy_name != "tpu":
         for name in ("tpu_name", "tpu_zone", "gcp_project"):
             _app.warn_without_effect(name, f"with --strategy={strategy_name} (only with tpu)")
-    if FLAGS.num_cpu_devices > 1 and strategy_name not in ("mirrored", "multi_worker"):
+    if keras.backend.backend() == "jax":
+        _app.warn_without_effect(
+            "jit_compile", "on the JAX backend, which always XLA-compiles the step"
+        )
+        _app.warn_without_effect(
+            "num_cpu_devices",
+            "on the JAX backend (CPU devices there: "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+        )
+    elif FLAGS.num_cpu_devices > 1 and strategy_name not in ("mirrored", "multi_worker"):
         _app.warn_without_effect(
             "num_cpu_devices", f"with --strategy={strategy_name} (one device: use mirrored)"
         )

@@ -65,13 +65,15 @@ class TrainingMonitor(keras.callbacks.Callback):
     and the divergence guard's check; every `eval_every` steps and at the
     last, an evaluation (if `evaluator`), which stops training once the
     masked-LM accuracy reaches `target_mlm_accuracy`; every `save_every`
-    steps before the last, a checkpoint, unless training is diverging. Each
-    `fit` step is one optimizer step.
+    steps before the last, a checkpoint, unless training is diverging. Steps
+    are optimizer steps, each `fit_steps_per_step` `fit` steps (more than one
+    where the optimizer accumulates micro-batches: Keras's
+    `gradient_accumulation_steps`).
     """
 
     def __init__(self, checkpoints, initial_step, num_train_steps, log_every, save_every,
                  train_batch_size, log_trust_ratios, summary_dir, divergence_steps,
-                 evaluator=None, eval_every=0, target_mlm_accuracy=None):
+                 evaluator=None, eval_every=0, target_mlm_accuracy=None, fit_steps_per_step=1):
         super().__init__()
         self.checkpoints = checkpoints
         self.initial_step = initial_step
@@ -84,6 +86,7 @@ class TrainingMonitor(keras.callbacks.Callback):
         self.evaluator = evaluator
         self.eval_every = eval_every
         self.target_mlm_accuracy = target_mlm_accuracy
+        self.fit_steps_per_step = fit_steps_per_step
         self.step = initial_step
         self.writer = tf.summary.create_file_writer(summary_dir) if checkpoints.chief else None
         self.last_logs = {}
@@ -100,9 +103,13 @@ class TrainingMonitor(keras.callbacks.Callback):
         return step == self.num_train_steps or bool(self.eval_every and step % self.eval_every == 0)
 
     def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.fit_steps_per_step:
+            return  # A micro-batch inside an optimizer step.
         # Keras reports the last batch of a device loop as if the loop were
         # whole; the data (and so the run) ends at num_train_steps.
-        self.step = min(self.initial_step + batch + 1, self.num_train_steps)
+        self.step = min(
+            self.initial_step + (batch + 1) // self.fit_steps_per_step, self.num_train_steps
+        )
         last = self.step == self.num_train_steps
         if self.step % self.save_every == 0 and not last:
             self._save_unless_diverging()  # train() saves the last step, then metrics.json.

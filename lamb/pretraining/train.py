@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 import lamb
+from lamb import distribute
 from lamb.data import pretraining as data
 from lamb.models import bert
 from lamb.optimizers import registry
@@ -41,27 +42,54 @@ def check_records(bert_config, files, every_record):
 
 
 
-def micro_batch_size(strategy, strategy_name):
-    """Examples per micro-batch on each replica; raises unless the replicas
-    and micro-batches share `--train_batch_size` evenly."""
-    replicas = strategy.num_replicas_in_sync
+def replicas(strategy, distribution):
+    """Into how many shares each batch is split: the replicas of the
+    `tf.distribute` strategy, or the batch axis of the JAX distribution's
+    device mesh (all processes' devices)."""
+    if distribution is None:
+        return strategy.num_replicas_in_sync
+    mesh = distribution.device_mesh
+    return mesh.shape[mesh.axis_names.index(distribution.batch_dim_name)]
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files: the chief of a
+    multi-worker strategy, or JAX's process 0."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.process_index() == 0
+    return distribute.is_chief(strategy)
+
+
+def fit_steps_per_step():
+    """`fit` steps per optimizer step: on JAX, where the optimizer accumulates
+    the micro-batches (Keras's `gradient_accumulation_steps`), one per
+    micro-batch; on TensorFlow 1 (`lamb.training.GradientAccumulation`
+    accumulates inside the step)."""
+    return FLAGS.gradient_accumulation_steps if keras.backend.backend() == "jax" else 1
+
+
+def micro_batch_size(replica_count, layout):
+    """Examples per micro-batch on each replica; raises unless the
+    `replica_count` replicas (of `layout`, the flag that sets them) and the
+    micro-batches share `--train_batch_size` evenly."""
     accumulation = FLAGS.gradient_accumulation_steps
-    if FLAGS.train_batch_size % (replicas * accumulation):
+    if FLAGS.train_batch_size % (replica_count * accumulation):
         raise ValueError(
             f"--train_batch_size={FLAGS.train_batch_size} is not divisible by the "
-            f"{replicas} replicas of --strategy={strategy_name} x "
+            f"{replica_count} replicas of {layout} x "
             f"--gradient_accumulation_steps={accumulation}."
         )
-    return FLAGS.train_batch_size // (replicas * accumulation)
+    return FLAGS.train_batch_size // (replica_count * accumulation)
 
 
-def check_eval_batch_size(strategy, strategy_name):
-    """Raises unless the replicas share `--eval_batch_size` evenly."""
-    replicas = strategy.num_replicas_in_sync
-    if FLAGS.eval_batch_size % replicas:
+def check_eval_batch_size(replica_count, layout):
+    """Raises unless the replicas (of `layout`) share `--eval_batch_size` evenly."""
+    if FLAGS.eval_batch_size % replica_count:
         raise ValueError(
-            f"--eval_batch_size={FLAGS.eval_batch_size} is not divisible by the {replicas} "
-            f"replicas of --strategy={strategy_name}."
+            f"--eval_batch_size={FLAGS.eval_batch_size} is not divisible by the "
+            f"{replica_count} replicas of {layout}."
         )
 
 
@@ -104,10 +132,14 @@ def build_model(bert_config):
         optimizer_kwargs.update(skip_nonfinite_gradients=True)
     if FLAGS.optimizer == "lamb16":
         optimizer_kwargs.update(row_scales=FLAGS.lamb16_row_scales)
+    in_step_accumulation = FLAGS.gradient_accumulation_steps
+    if fit_steps_per_step() > 1:
+        optimizer_kwargs.update(gradient_accumulation_steps=fit_steps_per_step())
+        in_step_accumulation = 1
     keras.utils.set_random_seed(FLAGS.seed)
     model = bert.BertPretrainer(
         bert_config,
-        gradient_accumulation_steps=FLAGS.gradient_accumulation_steps,
+        gradient_accumulation_steps=in_step_accumulation,
         name="bert_pretrainer",
     )
     optimizer = lamb.create_optimizer(
@@ -122,7 +154,8 @@ def build_model(bert_config):
         **schedule_options(),
         **optimizer_kwargs,
     )
-    model.compile(optimizer=optimizer, jit_compile=FLAGS.jit_compile)
+    jit_compile = FLAGS.jit_compile or keras.backend.backend() == "jax"
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
     model.optimizer.build(model.trainable_variables)
     return model
 
@@ -145,6 +178,22 @@ def build(strategy, bert_config):
             f"--bert_config_file={FLAGS.bert_config_file} and --optimizer={FLAGS.optimizer}",
         )
     return model, checkpoints
+
+
+def split_into_micro_batches(dataset, micro_batches):
+    """Each batch of `dataset` as `micro_batches` batches in a row, each
+    labelled with the whole batch's counts of masked-LM predictions and of
+    examples (`bert.STEP_COUNTS`), so that its loss is its share of the
+    optimizer step's loss (`bert.BertPretrainer.compute_loss`)."""
+
+    def with_step_counts(x, y):
+        weights = tf.cast(y["masked_lm_weights"], tf.float32)
+        examples = tf.shape(weights)[0]
+        counts = tf.stack([tf.reduce_sum(weights), tf.cast(examples, tf.float32)])
+        return x, {**y, bert.STEP_COUNTS: tf.tile(counts[None], [examples, 1])}
+
+    size = FLAGS.train_batch_size // micro_batches
+    return dataset.map(with_step_counts).rebatch(size, drop_remainder=True)
 
 
 def make_evaluator(model, eval_files, summary_dir):
@@ -188,8 +237,8 @@ def raise_for_bad_record(bert_config, files, error):
 def train(strategy, bert_config, files, eval_files=None):
     """Builds the model, resumes from the output folder's newest readable
     checkpoint and trains to --num_train_steps (or --target_mlm_accuracy),
-    evaluating on `eval_files` if given; raises RuntimeError if training
-    diverges."""
+    evaluating on `eval_files` if given; returns the model (None if the
+    folder's run had ended); raises RuntimeError if training diverges."""
     model, checkpoints = build(strategy, bert_config)
     with strategy.scope():
         step = checkpoints.restore(FLAGS.init_checkpoint)
@@ -199,10 +248,11 @@ def train(strategy, bert_config, files, eval_files=None):
             FLAGS.output_dir, step, FLAGS.num_train_steps,
             "" if step >= FLAGS.num_train_steps else ", --target_mlm_accuracy reached",
         )
-        return
+        return None
     # Loops end at the log, checkpoint and eval steps counted from here (set
     # before fit builds its train function).
-    model.steps_per_execution = steps_per_execution(strategy, step)
+    fit_steps = fit_steps_per_step()
+    model.steps_per_execution = steps_per_execution(strategy, step) * fit_steps
     summaries = os.path.join(FLAGS.output_dir, "{}") if checkpoints.chief else None
     evaluator = None
     if eval_files:
@@ -220,6 +270,7 @@ def train(strategy, bert_config, files, eval_files=None):
         evaluator,
         FLAGS.eval_every_steps,
         FLAGS.target_mlm_accuracy,
+        fit_steps,
     )
     remaining = FLAGS.num_train_steps - step
     dataset = data.make_dataset(
@@ -229,12 +280,14 @@ def train(strategy, bert_config, files, eval_files=None):
         FLAGS.max_predictions_per_seq,
         FLAGS.seed,
         skip_batches=step,
-    )
+    ).take(remaining)
+    if fit_steps > 1:
+        dataset = split_into_micro_batches(dataset, fit_steps)
     try:
         model.fit(
-            dataset.take(remaining),
+            dataset,
             epochs=1,
-            steps_per_epoch=remaining,
+            steps_per_epoch=remaining * fit_steps,
             callbacks=[monitor],
             shuffle=False,  # The dataset is shuffled (with a seed) already.
             verbose=1 if sys.stdout.isatty() else 0,
@@ -253,6 +306,7 @@ def train(strategy, bert_config, files, eval_files=None):
     if checkpoints.chief and monitor.last_logs:
         write_metrics(FLAGS.output_dir, final_step, monitor.last_logs, monitor.last_eval,
                       monitor.target_reached_at, FLAGS.train_batch_size)
+    return model
 
 
 def evaluate_checkpoint(strategy, bert_config, eval_files):
