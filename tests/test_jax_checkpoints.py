@@ -191,9 +191,11 @@ def test_an_altered_checkpoint_falls_back_to_the_previous_one(data, reference, t
         _truncate(_largest_file(os.path.join(output_dir, f"ckpt_{step}", "optimizer")))
     failed = run_app(data, app_args(data, output_dir))
     assert failed.returncode == 1
-    assert (f"--output_dir={output_dir} holds checkpoints (steps [4, 6]) but none is readable "
-            "(see the warnings). Move them away to start from step 0, or use another "
-            "--output_dir.") in failed.stderr.splitlines()[-1]
+    # Not always the last line: orbax's reader threads may print "Event loop is closed"
+    # tracebacks after it when the files are truncated (an open problem).
+    assert (f"run_pretraining: error: --output_dir={output_dir} holds checkpoints (steps [4, 6]) "
+            "but none is readable (see the warnings). Move them away to start from step 0, or "
+            "use another --output_dir.") in failed.stderr.splitlines()
 
 
 def test_eval_only_of_an_init_checkpoint_matches_the_eval_in_training(data, reference, tmp_path):
@@ -276,7 +278,8 @@ def test_each_backend_refuses_the_other_ones_checkpoints(data, reference, tmp_pa
             output_dir, model, tf.distribute.get_strategy(), 2, "a test's model")
         with pytest.raises(ValueError, match=(
                 rf"{flag}={folder} holds checkpoints of the JAX backend \(ckpt_<step> folders\), "
-                r"which TensorFlow cannot read: use KERAS_BACKEND=jax, or another folder\.")):
+                r"which the TensorFlow backend cannot read: use KERAS_BACKEND=jax, or another "
+                r"folder\.")):
             tensorflow_checkpoints.restore(init_checkpoint)
     tensorflow_checkpoints.save(4)
     assert checkpoints.checkpoint_steps(tensorflow_run) == [4]

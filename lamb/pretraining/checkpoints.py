@@ -78,6 +78,29 @@ def checkpoint_damage(path):
     return None
 
 
+# Each backend's checkpoints: its name, what they look like, their steps in a folder.
+BACKEND_CHECKPOINTS = {
+    "tensorflow": ("TensorFlow", "ckpt-<step>.index files", checkpoint_steps),
+    "jax": ("JAX", f"{ORBAX_STEP_PREFIX}_<step> folders", orbax_checkpoint_steps),
+}
+
+
+def refuse_checkpoints_of(backend, output_dir, init_checkpoint):
+    """Raises ValueError if --output_dir or --init_checkpoint holds checkpoints
+    of `backend`, which the other backend cannot read."""
+    name, files, steps = BACKEND_CHECKPOINTS[backend]
+    other, (other_name, _, _) = next(
+        (b, entry) for b, entry in BACKEND_CHECKPOINTS.items() if b != backend
+    )
+    for flag, folder in (("--output_dir", output_dir), ("--init_checkpoint", init_checkpoint)):
+        if folder and steps(folder):
+            raise ValueError(
+                f"{flag}={folder} holds checkpoints of the {name} backend ({files}), which the "
+                f"{other_name} backend cannot read: use KERAS_BACKEND={backend}, or another "
+                "folder."
+            )
+
+
 def make_checkpoints(output_dir, model, strategy, max_to_keep, model_description):
     """The checkpoints of the backend: TensorFlow's (`Checkpoints`), or under
     JAX orbax's (`jax_checkpoints.JaxCheckpoints`, imported only there)."""
@@ -166,14 +189,7 @@ class Checkpoints:
                 f"{steps}) but none is readable (see the warnings). Move them away to start "
                 "from step 0, or use another --output_dir."
             )
-        for flag, folder in (("--output_dir", self.output_dir),
-                             ("--init_checkpoint", init_checkpoint)):
-            if folder and orbax_checkpoint_steps(folder):
-                raise ValueError(
-                    f"{flag}={folder} holds checkpoints of the JAX backend "
-                    f"({ORBAX_STEP_PREFIX}_<step> folders), which TensorFlow cannot read: use "
-                    "KERAS_BACKEND=jax, or another folder."
-                )
+        refuse_checkpoints_of("jax", self.output_dir, init_checkpoint)
         if init_checkpoint:
             path = tf.train.latest_checkpoint(init_checkpoint) or init_checkpoint
             logging.info("Initializing the weights from %s", path)

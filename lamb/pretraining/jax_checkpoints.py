@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from lamb.pretraining.checkpoints import (
-    ORBAX_STEP_PREFIX, checkpoint_steps, first_line, orbax_checkpoint_steps,
+    ORBAX_STEP_PREFIX, first_line, orbax_checkpoint_steps, refuse_checkpoints_of,
 )
 
 ITEMS = ("model", "optimizer")
@@ -138,14 +138,7 @@ class JaxCheckpoints:
                 "is readable (see the warnings). Move them away to start from step 0, or use "
                 "another --output_dir."
             )
-        for flag, folder in (("--output_dir", self.output_dir),
-                             ("--init_checkpoint", init_checkpoint)):
-            if folder and checkpoint_steps(folder):
-                raise ValueError(
-                    f"{flag}={folder} holds checkpoints of the TensorFlow backend "
-                    "(ckpt-<step>.index files), which the JAX backend cannot read: use "
-                    "KERAS_BACKEND=tensorflow, or another folder."
-                )
+        refuse_checkpoints_of("tensorflow", self.output_dir, init_checkpoint)
         if not init_checkpoint:
             return 0
         init_steps = orbax_checkpoint_steps(init_checkpoint)
