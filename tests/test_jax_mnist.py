@@ -70,7 +70,8 @@ def devices_run(tmp_path_factory):
 @needs_mnist
 def test_jax_trains_a_cell_as_tensorflow_does(devices_run):
     """One cell of the app on real MNIST, from TensorFlow's initial weights
-    (each backend draws its own from the seed): the same weights, accuracy and loss."""
+    (each backend draws its own from the seed): the same weights, accuracy and
+    loss, under its own run id."""
     results, _ = devices_run
     cell = results["tf_cell"]
     assert cell["difference"] < FLOAT32_ROUNDING
@@ -79,6 +80,9 @@ def test_jax_trains_a_cell_as_tensorflow_does(devices_run):
         for row in ("jax_row", "tensorflow_row")
     )
     assert jax_row.pop("test_loss") == pytest.approx(tf_row.pop("test_loss"), rel=1e-5)
+    # The backend is part of a run's id, so that neither takes the other's runs.
+    assert jax_row.pop("run_id") != tf_row.pop("run_id")
+    assert jax_row.pop("run_dir") != tf_row.pop("run_dir")
     assert jax_row == tf_row
 
 
