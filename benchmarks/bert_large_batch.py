@@ -29,6 +29,8 @@ same held-out records (the last --num_eval_texts files of --text_dir, other
 plays, less the documents a training file also holds) every
 --eval_every_examples examples and at its end.
 
+A run that diverges (`lamb.run_pretraining --divergence_steps`) is a result: the
+table says where, the batch figure draws it as x, and the driver goes on.
 Killed, the same command resumes: finished runs are skipped, a run in progress
 continues from its checkpoints, and records are made once. Then it writes
 `<output>_curves.png` (held-out masked-LM accuracy and loss against examples
@@ -124,6 +126,10 @@ flags.DEFINE_integer(
     "Evaluate (and save a checkpoint) about every this many examples.",
 )
 flags.DEFINE_bool("jit_compile", True, "XLA-compile the training steps.")
+flags.DEFINE_integer(
+    "divergence_steps", 100,
+    "Every run's --divergence_steps: it stops, diverged, once its loss has been bad this long.",
+)
 flags.DEFINE_bool(
     "report_only", False, "Train nothing: the figures and table of the runs finished so far."
 )
@@ -192,6 +198,7 @@ def make_run(stage, optimizer, batch, lr, examples, files, seq_length=None, pred
         "save_checkpoints_steps": eval_steps,
         "keep_checkpoint_max": 2,
         "jit_compile": FLAGS.jit_compile,
+        "divergence_steps": FLAGS.divergence_steps,
         "do_eval": True,
         "eval_input_file": files[f"eval{seq_length}"],
         "eval_batch_size": FLAGS.eval_batch_size,
@@ -218,10 +225,13 @@ def plan_sweep(files):
 
 
 def best_rates(sweep):
-    """`{optimizer: the sweep rate with the best final held-out masked-LM accuracy}`."""
+    """`{optimizer: the sweep rate with the best final held-out masked-LM
+    accuracy}`; a diverged run (or one without a finite accuracy) is the worst."""
     best = {}
     for run in sweep:
-        accuracy = held_out(run)["eval_masked_lm_accuracy"]
+        accuracy = final_accuracy(run)
+        if accuracy is None:
+            accuracy = -math.inf
         if run.optimizer not in best or accuracy > best[run.optimizer][0]:
             best[run.optimizer] = (accuracy, run.lr)
     return {optimizer: lr for optimizer, (_, lr) in best.items()}
@@ -400,38 +410,59 @@ def run(command, name):
 
 
 def finished(run_, bert_config):
-    """Whether the run has trained to its last step with these flags, data and model."""
+    """Whether the run has trained to its last step, or diverged, with these
+    flags, data and model."""
     args = run_.args
     try:
         with open(os.path.join(args["output_dir"], "metrics.json")) as f:
-            step = json.load(f)["global_step"]
+            metrics = json.load(f)
         with open(os.path.join(args["output_dir"], "flags.json")) as f:
             record = json.load(f)
     except FileNotFoundError:
         return False
-    return (step == args["num_train_steps"] and record["input_files"] == [args["input_file"]]
+    return ((metrics["global_step"] == args["num_train_steps"] or "diverged_at_step" in metrics)
+            and record["input_files"] == [args["input_file"]]
             and record["bert_config"] == bert_config
             and all(record[k] == v for k, v in args.items() if k in record))
 
 
 def train(runs, bert_config):
+    """Trains the unfinished `runs` in order; a run that diverges is a result
+    (its metrics.json says where), and a run that starts from a diverged run's
+    weights is not trained."""
     for run_ in runs:
         label = f"{run_.stage}: {display(run_.optimizer)}, batch {run_.batch}, lr {run_.lr:.3g}"
         if finished(run_, bert_config):
             print(f"{label}: finished in {run_.args['output_dir']}, nothing to do.")
+            continue
+        start = next((r for r in runs if r.args["output_dir"] == run_.args.get("init_checkpoint")),
+                     None)
+        if start is not None and finished(start, bert_config) and final_accuracy(start) is None:
+            print(f"{label}: not trained, as the run it starts from diverged.")
             continue
         print(f"{label}: training in {run_.args['output_dir']}", flush=True)
         command = [sys.executable, "-m", "lamb.run_pretraining"] + [
             (f"--{'' if v else 'no'}{k}" if isinstance(v, bool) else f"--{k}={v}")
             for k, v in run_.args.items()
         ]
-        run(command, f"lamb.run_pretraining --output_dir={run_.args['output_dir']}")
+        if subprocess.run(command).returncode:
+            if finished(run_, bert_config):  # Diverged: a result, the grid goes on.
+                print(f"{label}: diverged at step {held_out(run_)['diverged_at_step']}.")
+                continue
+            sys.exit(f"lamb.run_pretraining --output_dir={run_.args['output_dir']} failed (its "
+                     "messages are above); the same command resumes.")
 
 
 def held_out(run_):
     """The run's metrics.json: its last evaluation as `eval_<metric>`."""
     with open(os.path.join(run_.args["output_dir"], "metrics.json")) as f:
         return json.load(f)
+
+
+def final_accuracy(run_):
+    """The held-out masked-LM accuracy of the run's end; None if it diverged."""
+    metrics = held_out(run_)
+    return None if "diverged_at_step" in metrics else metrics["eval_masked_lm_accuracy"]
 
 
 def train_minutes(run_):
@@ -492,21 +523,30 @@ def plot_batch(grid, retune, two_phase, title):
     figure = Figure(figsize=(8, 4.6), layout="constrained")
     axes = figure.subplots()
     names = list(FLAGS.optimizers) + ["lamb two-phase"]
+    diverged = []
     for optimizer in FLAGS.optimizers:
         style = reports.line_style(names, optimizer)
-        points = sorted((r.batch, held_out(r)["eval_masked_lm_accuracy"])
-                        for r in grid if r.optimizer == optimizer)
+        points = sorted((r.batch, final_accuracy(r)) for r in grid if r.optimizer == optimizer)
+        diverged += [(batch, style["color"]) for batch, accuracy in points if accuracy is None]
+        points = [point for point in points if point[1] is not None]
         if points:
             axes.plot(*zip(*points), label=f"{display(optimizer)}, sqrt-scaled lr", **style)
-        tuned = [(r.batch, held_out(r)["eval_masked_lm_accuracy"])
-                 for r in retune if r.optimizer == optimizer]
+        tuned = [(r.batch, final_accuracy(r)) for r in retune if r.optimizer == optimizer]
+        diverged += [(batch, style["color"]) for batch, accuracy in tuned if accuracy is None]
+        tuned = [point for point in tuned if point[1] is not None]
         if tuned:
             axes.plot(*zip(*tuned), linestyle="none", marker="^", color=style["color"],
                       markersize=7, label=f"{display(optimizer)}, other lr at the largest batch")
     if len(two_phase) == 2:
-        axes.plot([two_phase[-1].batch], [held_out(two_phase[-1])["eval_masked_lm_accuracy"]],
-                  linestyle="none", marker="*", markersize=11, color="C2",
-                  label="LAMB two-phase (phase 2 at this batch)")
+        accuracy = final_accuracy(two_phase[-1])
+        if accuracy is None:
+            diverged.append((two_phase[-1].batch, "C2"))
+        else:
+            axes.plot([two_phase[-1].batch], [accuracy], linestyle="none", marker="*",
+                      markersize=11, color="C2", label="LAMB two-phase (phase 2 at this batch)")
+    for index, (batch, color) in enumerate(diverged):
+        axes.plot([batch], [0], linestyle="none", marker="x", markersize=9, color=color,
+                  label=None if index else "diverged (drawn at 0)")
     axes.set_xscale("log", base=2)
     axes.set_xticks(batch_sizes(), [str(b) for b in batch_sizes()])
     axes.set(xlabel="global batch size", ylabel="final held-out masked-LM accuracy")
@@ -524,12 +564,18 @@ def table(runs):
     for run_ in runs:
         metrics, args = held_out(run_), run_.args
         accumulation = args["gradient_accumulation_steps"]
+        if "diverged_at_step" in metrics:
+            evaluation = f"diverged at step {metrics['diverged_at_step']} | |"
+        else:
+            evaluation = (f"{metrics['eval_masked_lm_accuracy']:.4f} | "
+                          f"{metrics['eval_masked_lm_loss']:.3f} |")
+        train_loss = metrics["masked_lm_loss"]
         rows.append(
             f"| {run_.stage} | {display(run_.optimizer)} | {run_.batch} ({accumulation} x "
             f"{run_.batch // accumulation}) | {args['num_train_steps']} | "
-            f"{args['num_warmup_steps']} | {run_.lr:.3g} | "
-            f"{metrics['eval_masked_lm_accuracy']:.4f} | {metrics['eval_masked_lm_loss']:.3f} | "
-            f"{metrics['masked_lm_loss']:.3f} | {train_minutes(run_):.1f} |"
+            f"{args['num_warmup_steps']} | {run_.lr:.3g} | {evaluation} "
+            f"{'-' if train_loss is None else format(train_loss, '.3f')} | "
+            f"{train_minutes(run_):.1f} |"
         )
     return "\n".join(rows)
 

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ pytest.importorskip("keras_hub")
 from tests import pretraining_helpers as helpers  # noqa: E402
 
 DOCUMENTS = 100  # 291 records of sequence 32.
+DIVERGING = 1e5  # A retune factor whose run diverges.
 
 
 def run_driver(tmp_path, *extra, check=True):
@@ -30,8 +32,9 @@ def run_driver(tmp_path, *extra, check=True):
         f"--output={tmp_path / 'large_batch'}", "--num_records=256", "--epochs=1",
         "--batch_sizes=8,32", "--micro_batch_size=16", "--eval_every_examples=64",
         "--optimizers=lamb", "--sweep_learning_rates=lamb=4e-3:1e-2", "--sweep_examples=256",
-        "--sweep_extensions=1", "--retune_factors=2", "--nojit_compile", "--num_eval_texts=1",
-        "--eval_batch_size=16", "--max_eval_steps=2", *extra,
+        "--sweep_extensions=1", f"--retune_factors={DIVERGING}", "--divergence_steps=2",
+        "--nojit_compile", "--num_eval_texts=1", "--eval_batch_size=16", "--max_eval_steps=2",
+        *extra,
     ]
     result = subprocess.run(command, env=helpers.app_env(), cwd=helpers.REPO,
                             capture_output=True, text=True, timeout=900)
@@ -52,6 +55,7 @@ def table_rows(stdout):
 
 @pytest.mark.tensorflow_only
 def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_path):
+    """Every stage, a retune run that diverges among them (a result, not an error)."""
     result, work_dir = run_driver(tmp_path)
     rows = table_rows(result.stdout)
     # stage, optimizer, batch (micro-batches), steps, warmup steps, peak lr.
@@ -67,11 +71,14 @@ def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_pat
     # 256 examples: 32 steps at batch 8 (warmup 20% x 8/32 of them), 8 at 32 (20%).
     assert best[2:5] == ["8 (1 x 8)", "32", "2"]
     assert grid[1][2:6] == ["32 (2 x 16)", "8", "2", f"{2 * base:.3g}"]
-    assert rows[5][2:6] == ["32 (2 x 16)", "8", "2", f"{4 * base:.3g}"]  # Retuned: x 2.
+    # Retuned: x DIVERGING; it diverged (the guard's second bad step), and the driver went on.
+    assert rows[5][2:6] == ["32 (2 x 16)", "8", "2", f"{2 * DIVERGING * base:.3g}"]
+    assert re.fullmatch(r"diverged at step [2-8]", rows[5][6]), rows[5]
+    assert f"retune: LAMB, batch 32, lr {2 * DIVERGING * base:.3g}: {rows[5][6]}." in result.stdout
     # Phase 1: sequence 16 at batch 64, 3 steps (192 examples); phase 2: 2 steps of 32.
     assert rows[6][2:6] == ["64 (4 x 16)", "3", "1", f"{math.sqrt(8) * base:.3g}"]
     assert rows[7][2:6] == ["32 (2 x 16)", "2", "0", f"{2 * base:.3g}"]
-    for row in rows:  # Held-out masked-LM accuracy.
+    for row in rows[:5] + rows[6:]:  # Held-out masked-LM accuracy.
         assert 0 <= float(row[6]) <= 1
     for name in ("curves", "batch"):
         title = Image.open(tmp_path / f"large_batch_{name}.png").text["Title"]

@@ -704,11 +704,15 @@ def test_diverging_run_stops_naming_step_loss_and_flag_and_keeps_the_last_good_c
     ))
     assert result.returncode == 1
     last = result.stderr.strip().splitlines()[-1]
-    assert re.fullmatch(
+    match = re.fullmatch(
         r"run_pretraining: error: training diverged at step (\d+): .* for 2 steps \(last finite "
         r"loss [\d.]+ at step \d+\); lower --learning_rate=1e\+06, or raise --divergence_steps=2 "
-        r"\(0: never stop\)\. Newest checkpoint kept: step \d+\.", last), last
-    assert not os.path.exists(os.path.join(output_dir, "metrics.json"))
+        r"\(0: never stop\)\. Newest checkpoint kept: step \d+\.", last)
+    assert match, last
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        metrics = json.load(f, parse_constant=pytest.fail)  # Strict JSON.
+    assert metrics["diverged_at_step"] == metrics["global_step"] == int(match.group(1))
+    assert metrics["diverged"] in last
     kept = tf.train.latest_checkpoint(output_dir)
     assert kept.endswith(f"ckpt-{last.split('step ')[-1].rstrip('.')}")
     # Saved before the loss went bad (later checkpoint steps were refused).

@@ -165,7 +165,8 @@ flags.DEFINE_float(
 )
 flags.DEFINE_integer(
     "divergence_steps", 100,
-    "Stop the run (exit status 1, no checkpoint of the diverged weights) once the "
+    "Stop the run (exit status 1, no checkpoint of the diverged weights, metrics.json "
+    "with diverged_at_step) once the "
     "training loss has been NaN or infinite, above 10 times its lowest logged value, "
     "or every step skipped for a non-finite gradient, for this many steps in a row "
     "(checked at each log, --iterations_per_loop). 0: never stop.",

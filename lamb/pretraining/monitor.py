@@ -211,15 +211,19 @@ class TrainingMonitor(keras.callbacks.Callback):
 
 
 def write_metrics(output_dir, step, logs, last_eval=None, target_reached_at=None,
-                  train_batch_size=None):
+                  train_batch_size=None, diverged=None):
     """Writes `<output_dir>/metrics.json` atomically: the step, the training
-    metrics of the last log, the last evaluation's (`eval_<name>`) and, if the
-    target accuracy stopped training, its step and the examples seen."""
+    metrics of the last log, the last evaluation's (`eval_<name>`), if the
+    target accuracy stopped training, its step and the examples seen, and if
+    the divergence guard stopped it, `diverged_at_step` and `diverged` (why)."""
     metrics = {"global_step": step, **logs}
     metrics.update({f"eval_{name}": value for name, value in (last_eval or {}).items()})
     if target_reached_at is not None:
         metrics["target_mlm_accuracy_reached_at_step"] = target_reached_at
         metrics["target_mlm_accuracy_reached_at_examples"] = target_reached_at * train_batch_size
+    if diverged is not None:
+        metrics["diverged_at_step"] = step
+        metrics["diverged"] = diverged
     path = os.path.join(output_dir, METRICS_FILE)
     run_folder.write_json(path, metrics)
     logging.info("Final metrics in %s: %s", path, metrics)

@@ -296,6 +296,9 @@ def train(strategy, bert_config, files, eval_files=None):
         raise_for_bad_record(bert_config, list(files) + list(eval_files or []), error)
         raise
     if monitor.diverged:
+        if checkpoints.chief:  # A sweep's driver reads the outcome here.
+            write_metrics(FLAGS.output_dir, monitor.step, monitor.last_logs, monitor.last_eval,
+                          diverged=monitor.diverged)
         raise RuntimeError(
             f"{monitor.diverged}; lower --learning_rate={FLAGS.learning_rate:g}, or raise "
             f"--divergence_steps={FLAGS.divergence_steps} (0: never stop). Newest checkpoint "
