@@ -35,6 +35,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from lamb.optimizers import registry  # noqa: E402
+
 import throughput  # noqa: E402  (benchmarks/throughput.py)
 
 BACKEND = keras.backend.backend()
@@ -365,6 +367,7 @@ def main(argv):
              f"{BACKEND} on {device_name()}, {FLAGS.harness} harness, median of {FLAGS.rounds} rounds x "
              f"{FLAGS.steps_per_round} steps")
     pairs = pair_ratios(samples)
+    print(f"lamb imported from {os.path.dirname(registry.__file__)}")
     print(title)
     print_table(rows)
     for ours, peer, ratio, low, high in pairs:
