@@ -78,13 +78,15 @@ def optax_lamb(
 
 
 class Step:
-    """One jit-compiled step `(params, state, gradients) -> (params, state)`
-    with `params` and `state` donated, so that each new value reuses its old
-    buffer. `run()` takes one step (asynchronously); `wait()` blocks until
+    """One jit-compiled step `(params, state, gradients) -> (params, state)`,
+    each step's new values fed to the next; with `donate`, `params` and
+    `state` donated, so that each new value reuses its old buffer (without,
+    as a user's `jax.jit(optimizer.stateless_apply)`, each step writes new
+    buffers). `run()` takes one step (asynchronously); `wait()` blocks until
     the last one is done. `state_bytes` counts the optimizer state."""
 
-    def __init__(self, step, params, state):
-        self._step = jax.jit(step, donate_argnums=(0, 1))
+    def __init__(self, step, params, state, donate=True):
+        self._step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
         self.params, self.state = params, state
         self.state_bytes = sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(state))
 
@@ -99,7 +101,7 @@ class Step:
         return self._step.lower(self.params, self.state, gradients).compile().as_text()
 
 
-def keras_step(optimizer, variables):
+def keras_step(optimizer, variables, donate=True):
     """`Step` of a Keras optimizer over `variables` (built here; each step
     updates copies of their values, so several optimizers can share them).
 
@@ -118,10 +120,10 @@ def keras_step(optimizer, variables):
     def step(params, state, gradients):
         return optimizer.stateless_apply(state, gradients, params)
 
-    return Step(step, params, state)
+    return Step(step, params, state, donate)
 
 
-def optax_step(transformation, values):
+def optax_step(transformation, values, donate=True):
     """`Step` of an optax transformation over copies of `values`."""
     params = [jnp.array(value) for value in values]
 
@@ -129,7 +131,7 @@ def optax_step(transformation, values):
         updates, state = transformation.update(gradients, state, params)
         return optax.apply_updates(params, updates), state
 
-    return Step(step, params, transformation.init(params))
+    return Step(step, params, transformation.init(params), donate)
 
 
 def device_names():

@@ -1,10 +1,13 @@
 """Optimizer step time: each optimizer beside Keras Adam, AdamW and Lamb
 (and, under JAX, optax's Adam and LAMB).
 
-One XLA-compiled step per call on float32 variables: under TensorFlow a
-`jit_compile=True` `apply_gradients`, under JAX (`KERAS_BACKEND=jax`) a
-`jax.jit` step with the weights and the optimizer state donated
-(`jax_steps.py`). Rounds are interleaved across optimizers so machine noise
+One XLA-compiled step per call on float32 variables, called as a user's
+script calls it: under TensorFlow `tf.function(lambda grads:
+optimizer.apply_gradients(zip(grads, variables)), jit_compile=True)`, the
+optimizer built by its first call; under JAX (`KERAS_BACKEND=jax`)
+`jax.jit(optimizer.stateless_apply)`, each step's new weights and state fed
+to the next (`--harness=donated`: both donated, as Keras's JAX trainer does;
+`jax_steps.py`). Rounds are interleaved across optimizers so machine noise
 hits all alike; the median of the rounds is reported with their range, and
 the ratio to Keras Adam is the median of the rounds' ratios (each measured
 in the same round).
@@ -12,6 +15,7 @@ in the same round).
     python benchmarks/optimizer_step.py --variable_set=50x1M     # also 50x1M_1d: vectors
     python benchmarks/optimizer_step.py --variable_set=bert_base --rounds=5
     KERAS_BACKEND=jax python benchmarks/optimizer_step.py --variable_set=50x1M --rounds=15
+    KERAS_BACKEND=jax python benchmarks/optimizer_step.py --harness=donated
     python benchmarks/optimizer_step.py --first_call   # trace + compile cost
     python benchmarks/optimizer_step.py --first_call --first_call_model=bert_large
 
@@ -31,6 +35,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from lamb.optimizers import registry  # noqa: E402
+
 import throughput  # noqa: E402  (benchmarks/throughput.py)
 
 BACKEND = keras.backend.backend()
@@ -47,6 +53,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("variable_set", "50x1M", ["50x1M", "50x1M_1d", "bert_base"],
                   "Shapes of the variables to update (50x1M: (1000, 1000) kernels; 50x1M_1d: "
                   "vectors of 1M, as flattened parameters are).")
+flags.DEFINE_enum("harness", "user", ["user", "donated"],
+                  "Under JAX: user: jax.jit(optimizer.stateless_apply), nothing donated; donated: the "
+                  "weights and the state donated, as Keras's JAX trainer does. TensorFlow takes user only.")
 flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds; the median is reported.")
 flags.DEFINE_string("markdown", None, "Also append the table, in Markdown, to this file.")
 flags.DEFINE_integer("steps_per_round", 10, "Optimizer steps timed per round.")
@@ -125,14 +134,8 @@ def time_steps(optimizers, variables, gradients):
     state bytes}` of XLA-compiled `apply_gradients` under TensorFlow."""
     steps = {}
     for name, optimizer in optimizers.items():
-        optimizer.build(variables)
-
-        @tf.function(jit_compile=True)
-        def step(grads, optimizer=optimizer):
-            optimizer.apply_gradients(zip(grads, variables))
-
-        step(gradients)  # trace + compile
-        steps[name] = step
+        steps[name] = user_step(optimizer, variables)
+        steps[name](gradients)  # build + trace + compile
 
     def wait(name):  # The last step's outputs are variables: read one back to wait for it.
         float(keras.ops.reshape(variables[0], (-1,))[0])
@@ -141,29 +144,36 @@ def time_steps(optimizers, variables, gradients):
     return samples, {name: state_bytes(optimizer.variables) for name, optimizer in optimizers.items()}
 
 
-def make_jax_step(name, variables):
-    """`jax_steps.Step` of optimizer `name` over copies of `variables`: a
+def user_step(optimizer, variables):
+    """`optimizer`'s XLA step over `variables` as a user writes it (the
+    optimizer is built by the first call)."""
+    return tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)), jit_compile=True)
+
+
+def make_jax_step(name, variables, donate=False):
+    """`jax_steps.Step` of optimizer `name` over copies of `variables` (with
+    `donate`, the weights and state donated): a
     registry optimizer as `throughput.make_optimizer` makes it, or optax's
     Adam / LAMB with the arguments and math of Keras Adam / lamb.LAMB there
     (learning rate 1e-3, weight decay 0.01 except on `BERT_EXCLUDE`)."""
     values = [v.value for v in variables]
     if name == "optax_adam":
-        return jax_steps.optax_step(jax_steps.optax_adam(1e-3), values)
+        return jax_steps.optax_step(jax_steps.optax_adam(1e-3), values, donate)
     if name == "optax_lamb":
         transformation = jax_steps.optax_lamb(
             [v.path for v in variables], 1e-3, weight_decay=0.01,
             exclude_from_weight_decay=list(throughput.BERT_EXCLUDE))
-        return jax_steps.optax_step(transformation, values)
-    return jax_steps.keras_step(throughput.make_optimizer(name), variables)
+        return jax_steps.optax_step(transformation, values, donate)
+    return jax_steps.keras_step(throughput.make_optimizer(name), variables, donate)
 
 
 def time_steps_jax(names, variables, gradients):
-    """As `time_steps`, under JAX: a jit-compiled step per optimizer with
-    the weights and the state donated; each round waits for its last step
-    (`block_until_ready`)."""
+    """As `time_steps`, under JAX: a jit-compiled step per optimizer (the
+    weights and the state donated with `--harness=donated`); each round
+    waits for its last step (`block_until_ready`)."""
     steps = {}
     for name in names:
-        steps[name] = make_jax_step(name, variables)
+        steps[name] = make_jax_step(name, variables, donate=FLAGS.harness == "donated")
         steps[name].run(gradients)  # trace + compile
         steps[name].wait()
     runs = {name: lambda step=step: step.run(gradients) for name, step in steps.items()}
@@ -278,7 +288,7 @@ def first_call_seconds(name, shapes):
     if BACKEND == "jax":
         gradients = [jax.numpy.asarray(g) for g in gradient_values]
         start = time.perf_counter()
-        step = make_jax_step(name, variables)
+        step = make_jax_step(name, variables, donate=True)
         step.run(gradients)
         step.wait()
         first = time.perf_counter() - start
@@ -287,12 +297,7 @@ def first_call_seconds(name, shapes):
         step.wait()
         return first, time.perf_counter() - start
     gradients = [tf.constant(g) for g in gradient_values]
-    optimizer = throughput.make_optimizer(name)
-
-    @tf.function(jit_compile=True)
-    def step(grads):
-        optimizer.apply_gradients(zip(grads, variables))
-
+    step = user_step(throughput.make_optimizer(name), variables)
     start = time.perf_counter()
     step(gradients)
     first = time.perf_counter() - start
@@ -332,6 +337,8 @@ def main(argv):
     if unknown or (BACKEND != "jax" and set(names) & set(OPTAX)):
         raise app.UsageError(f"--optimizers: unknown here: {', '.join(unknown or sorted(set(names) & set(OPTAX)))} "
                              f"(choose from {', '.join(OPTIMIZERS + (OPTAX if BACKEND == 'jax' else ()))})")
+    if FLAGS.harness == "donated" and BACKEND != "jax":
+        raise app.UsageError("--harness=donated: JAX only (run under KERAS_BACKEND=jax)")
     if FLAGS.first_call:
         if FLAGS.first_call_model == "bert_large":
             shapes = bert_shapes(layers=24, hidden=1024, intermediate=4096)
@@ -357,8 +364,10 @@ def main(argv):
         samples, states = time_steps({name: throughput.make_optimizer(name) for name in names}, variables, gradients)
     rows = table_rows(samples, states, parameters)
     title = (f"{FLAGS.variable_set}: {len(variables)} variables, {parameters / 1e6:.1f}M parameters, "
-             f"{BACKEND} on {device_name()}, median of {FLAGS.rounds} rounds x {FLAGS.steps_per_round} steps")
+             f"{BACKEND} on {device_name()}, {FLAGS.harness} harness, median of {FLAGS.rounds} rounds x "
+             f"{FLAGS.steps_per_round} steps")
     pairs = pair_ratios(samples)
+    print(f"lamb imported from {os.path.dirname(registry.__file__)}")
     print(title)
     print_table(rows)
     for ours, peer, ratio, low, high in pairs:

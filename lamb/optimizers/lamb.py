@@ -5,11 +5,13 @@ from keras import ops
 
 from lamb import _checks
 from lamb.optimizers import base, moments
+from lamb.optimizers.layer_adaptive import LayerAdaptiveOptimizer
 from lamb.optimizers.norms import l2_norm
+from lamb.optimizers.rules import variable_path
 
 
 @keras.saving.register_keras_serializable(package="lamb")
-class LAMB(base.LayerAdaptiveOptimizer):
+class LAMB(LayerAdaptiveOptimizer):
     """LAMB, Algorithm 2 of You et al. (arXiv:1904.00962 v3 and later).
 
     Per variable `w` with gradient `g` at step `t`:
@@ -89,7 +91,7 @@ class LAMB(base.LayerAdaptiveOptimizer):
         if variable.dtype == "bfloat16":
             raise ValueError(
                 f"{type(self).__name__} cannot train bfloat16 variable "
-                f"'{base.variable_path(variable)}': its moments and bias correction "
+                f"'{variable_path(variable)}': its moments and bias correction "
                 "would be bfloat16, where beta_2 = 0.999 rounds to 1.0 and the step "
                 "to 0. Keep the variable in float32 (the 'mixed_bfloat16' policy "
                 "computes in bfloat16 with float32 variables)."

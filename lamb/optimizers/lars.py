@@ -5,11 +5,12 @@ from keras import ops
 
 from lamb import _checks
 from lamb.optimizers import base
+from lamb.optimizers.layer_adaptive import LayerAdaptiveOptimizer
 from lamb.optimizers.norms import l2_norm
 
 
 @keras.saving.register_keras_serializable(package="lamb")
-class LARS(base.LayerAdaptiveOptimizer):
+class LARS(LayerAdaptiveOptimizer):
     """Layer-wise Adaptive Rate Scaling (You et al., 2017), classic momentum.
 
     Per variable `w` with gradient `g` (λ only where weight decay applies):

@@ -16,7 +16,7 @@ import math
 
 from keras import ops
 
-from lamb.optimizers.base import variable_path
+from lamb.optimizers.rules import variable_path
 from lamb.optimizers.float8 import (
     E4M3FN,
     E5M2,

@@ -4,11 +4,12 @@ benchmarks, with one way to build each from the same arguments."""
 import keras
 
 from lamb import _checks
-from lamb.optimizers.base import check_keras_keywords, compile_rules
 from lamb.optimizers.adam_weight_decay import AdamWeightDecay
+from lamb.optimizers.base import check_keras_keywords
 from lamb.optimizers.lamb import LAMB
 from lamb.optimizers.lamb16 import LAMB16
 from lamb.optimizers.lars import LARS
+from lamb.optimizers.rules import compile_rules
 
 OPTIMIZERS = {
     "adam": keras.optimizers.Adam,  # Keras's Adam: no weight decay

@@ -8,7 +8,8 @@ import keras
 from lamb import _app, _checks
 from lamb import distribute, jax_distribution
 from lamb.factory import DECAY_SCHEDULES
-from lamb.optimizers import base, registry
+from lamb.optimizers import registry
+from lamb.optimizers.layer_adaptive import LayerAdaptiveOptimizer
 
 FLAGS = flags.FLAGS
 OPTIMIZERS = tuple(registry.OPTIMIZERS)
@@ -344,7 +345,7 @@ def warn_about_flags_without_effect(strategy_name):
         for name in ("eval_input_file", "eval_batch_size", "max_eval_steps"):
             _app.warn_without_effect(name, "without --do_eval")
     if FLAGS.log_trust_ratios and not issubclass(
-        registry.OPTIMIZERS[optimizer], base.LayerAdaptiveOptimizer
+        registry.OPTIMIZERS[optimizer], LayerAdaptiveOptimizer
     ):
         _app.warn_without_effect(
             "log_trust_ratios",

@@ -36,3 +36,28 @@ def test_xla_writes_only_the_new_state_for_any_rank(make_optimizer, float_output
     full_size = [op for dims, op in written
                  if math.prod(int(d) for d in dims.split(",")) == math.prod(shape)]
     assert full_size.count("fusion") == float_outputs, written
+
+
+@pytest.mark.xla_structure
+@pytest.mark.parametrize(
+    "make_optimizer, float_outputs",
+    [(lambda: lamb.LAMB(1e-3, weight_decay=0.01), 3), (lambda: lamb.LARS(1e-3, weight_decay=0.01), 2)],
+    ids=["lamb", "lars"],
+)
+def test_the_users_call_takes_the_restructured_step(make_optimizer, float_outputs):
+    """As a user's script calls it (`benchmarks/optimizer_step.py`): raw
+    `tf.Variable` vectors, the optimizer built by the first call of
+    `tf.function(lambda grads: optimizer.apply_gradients(...), jit_compile=True)`,
+    which returns `iterations`: still only the new state is written."""
+    import tensorflow as tf
+
+    shape = (2**17,)
+    variables = [tf.Variable(tf.random.normal(shape, seed=i)) for i in range(2)]
+    gradients = [tf.random.normal(shape, seed=10 + i) for i in range(2)]
+    optimizer = make_optimizer()
+    step = tf.function(lambda grads: optimizer.apply_gradients(zip(grads, variables)), jit_compile=True)
+    step(gradients)
+    hlo = step.experimental_get_compiler_ir(gradients)(stage="optimized_hlo")
+    written = re.findall(r"^\s*%\S+ = f32\[131072\]\S* (\w+)\(", hlo[hlo.index("\nENTRY"):],
+                         flags=re.MULTILINE)
+    assert written.count("fusion") == 2 * float_outputs, written
