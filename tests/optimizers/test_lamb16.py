@@ -450,28 +450,43 @@ def test_rounding_up_frequencies_have_the_binomial_distribution():
 
 
 JAX_CODES = """
+import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from keras import ops
 from lamb.optimizers.float8 import E5M2, rounding_bits
+
+def encode(x):
+    bits = rounding_bits(x.shape, ops.convert_to_tensor(np.int64(123)), 77)
+    return E5M2.encode(x, True, bits)
+
 x = np.random.default_rng(0).standard_t(2.0, size=(40, 128)).astype(np.float32) ** 2
-bits = rounding_bits(x.shape, ops.convert_to_tensor(np.int64(123)), 77)
-print(ops.convert_to_numpy(E5M2.encode(x, True, bits)).tobytes().hex())
+print(np.asarray(jax.jit(encode)(x)).tobytes().hex())
+rows = NamedSharding(Mesh(np.array(jax.devices()), ("rows",)), PartitionSpec("rows", None))
+sharded = jax.jit(encode, out_shardings=rows)(jax.device_put(x, rows))
+assert len(sharded.addressable_shards) == 4
+print(np.asarray(sharded).tobytes().hex())
 """
 
 
 @pytest.mark.tensorflow_only
-def test_jax_rounds_to_the_same_codes_as_tensorflow():
-    """The same step, seed and values give the same stochastic codes on both backends."""
+def test_jax_rounds_to_the_same_codes_as_tensorflow_also_sharded():
+    """The same step, seed and values give the same stochastic codes under
+    JAX as under TensorFlow, also with the tensor's rows split over 4 devices
+    (each shard's elements keep their whole-tensor index)."""
     pytest.importorskip("jax")
     result = subprocess.run(
         [sys.executable, "-c", JAX_CODES], cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT)),
+        env=dict(
+            os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT),
+            XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        ),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     x = np.random.default_rng(0).standard_t(2.0, size=(40, 128)).astype(np.float32) ** 2
     bits = rounding_bits(x.shape, ops.convert_to_tensor(np.int64(123)), 77)
-    codes = ops.convert_to_numpy(E5M2.encode(x, True, bits))
-    assert result.stdout.split()[-1] == codes.tobytes().hex()
+    codes = ops.convert_to_numpy(E5M2.encode(x, True, bits)).tobytes().hex()
+    assert result.stdout.split()[-2:] == [codes, codes]
 
 
 # ----------------------------------------------------------------------------
