@@ -34,9 +34,9 @@ class LAMB16(LAMB):
     their small moments instead of rounding them to 0 under the scale of the
     frequent rows. A row is the variable's last axes, as few as hold at
     least 128 elements (`float8.Scaling`), so the scales add at most 1/16
-    byte per parameter to the codes' 2. v rounds stochastically
-    (`moment_rounding`), so that it follows its small per-step changes
-    instead of staying at its code.
+    byte per parameter to the codes' 2. v's codes round to nearest, or
+    stochastically (`moment_rounding`) so that v follows changes smaller
+    than half a code's spacing instead of staying at its code.
 
     With `adaptive_trust=True`, each layer-adapted variable's trust ratio r
     becomes `min((r · reference_learning_rate / learning_rate)^s, 2)` with
@@ -50,10 +50,10 @@ class LAMB16(LAMB):
         min_8bit_size: Variables with fewer elements keep float moments.
         row_scales: Whether the 8-bit moments have a scale per row (else
             one per variable).
-        moment_rounding: How v's codes round: "stochastic" (unbiased, from
-            a hash of the step, the element and the variable's path:
-            deterministic) or "nearest" (LAMB16 before 0.x: a code that a
-            step moves by less than half its spacing stays).
+        moment_rounding: How v's codes round: "nearest" (ties to even: a
+            code that a step moves by less than half its spacing stays) or
+            "stochastic" (unbiased, its random bits a hash of the step, the
+            element and the variable: deterministic, no state).
         adaptive_trust: Whether to rescale the trust ratio by the learning
             rate as above (off by default: plain LAMB).
         reference_learning_rate: The learning rate at which, with
@@ -82,7 +82,7 @@ class LAMB16(LAMB):
         weight_norm_bounds=None,
         min_8bit_size=4096,
         row_scales=True,
-        moment_rounding="stochastic",
+        moment_rounding="nearest",
         adaptive_trust=False,
         reference_learning_rate=1e-3,
         trust_exponent=0.382,

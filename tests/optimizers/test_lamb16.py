@@ -171,10 +171,10 @@ def np_lamb16(kwargs, values, gradients, min_8bit_size, paths=None, fused=False)
     """Weights (float64 update math) and final float8 state after `gradients`,
     for variables at `paths` (default: `VARIABLE_SPECS`'); `fused` as in
     `np_moment`; scales per row unless `kwargs` has `row_scales=False`; v
-    rounded stochastically unless `moment_rounding="nearest"`, with the bits
+    rounded to nearest, or with `moment_rounding="stochastic"` with the bits
     of the step before the update (`iterations`) and the variable's index."""
     per_row = kwargs.get("row_scales", True)
-    stochastic = kwargs.get("moment_rounding", "stochastic") == "stochastic"
+    stochastic = kwargs.get("moment_rounding", "nearest") == "stochastic"
     paths = paths or [path for path, _, _ in VARIABLE_SPECS]
     beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
     epsilon, lr = kwargs.get("epsilon", 1e-6), kwargs["learning_rate"]
@@ -497,7 +497,7 @@ LAMB16_CASES = {
     "mixed_sizes": (dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, weight_decay=0.05, exclude_from_layer_adaptation=["gamma"]), 16),
     "adaptive_trust": (dict(learning_rate=0.02, weight_decay=0.01, exclude_from_weight_decay=["bias"], adaptive_trust=True), 1),
     "per_tensor": (dict(learning_rate=0.01, weight_decay=0.01, row_scales=False), 1),
-    "nearest": (dict(learning_rate=0.01, weight_decay=0.01, moment_rounding="nearest"), 1),
+    "stochastic": (dict(learning_rate=0.01, weight_decay=0.01, moment_rounding="stochastic"), 1),
 }
 
 
@@ -544,7 +544,7 @@ def test_config_round_trips_and_bad_arguments_are_named():
         learning_rate=0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-5, weight_decay=0.03,
         exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["gamma"],
         bias_correction=False, weight_norm_bounds=[0.1, 10.0], min_8bit_size=1024,
-        row_scales=False, moment_rounding="nearest", adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
+        row_scales=False, moment_rounding="stochastic", adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
         gradient_accumulation_steps=2, name="custom",
     )
     config = LAMB16(**arguments).get_config()
@@ -685,12 +685,18 @@ def _assert_row_scales(optimizer):
     assert (2, 8) in [tuple(v.shape) for v in optimizer.variables if v.name.endswith("moment_scales")]
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
-def test_save_load_round_trips_bit_exactly_and_training_continues_identically(policy, tmp_path):
+@pytest.mark.parametrize(
+    "policy, rounding",
+    [("float32", "nearest"), ("mixed_float16", "nearest"), ("float32", "stochastic")],
+)
+def test_save_load_round_trips_bit_exactly_and_training_continues_identically(
+    policy, rounding, tmp_path
+):
     """`.keras` and `.weights.h5` files restore the state bit-exactly, also
-    through the LossScaleOptimizer that mixed_float16 wraps around LAMB16."""
+    through the LossScaleOptimizer that mixed_float16 wraps around LAMB16;
+    stochastic rounding continues with the bits of the restored step."""
     keras.config.set_dtype_policy(policy)
-    model = train(_lamb16(), epochs=2, model=_wide_model(), jit_compile=True)
+    model = train(_lamb16(moment_rounding=rounding), epochs=2, model=_wide_model(), jit_compile=True)
     _assert_row_scales(model.optimizer)
     model.save(tmp_path / "model.keras")
     model.save_weights(tmp_path / "model.weights.h5")
@@ -700,7 +706,9 @@ def test_save_load_round_trips_bit_exactly_and_training_continues_identically(po
 
     restored = keras.saving.load_model(tmp_path / "model.keras")
     from_weights = _wide_model(seed=1)
-    from_weights.compile(optimizer=_lamb16(), loss="sparse_categorical_crossentropy")
+    from_weights.compile(
+        optimizer=_lamb16(moment_rounding=rounding), loss="sparse_categorical_crossentropy"
+    )
     from_weights.optimizer.build(from_weights.trainable_variables)
     from_weights.load_weights(tmp_path / "model.weights.h5")
     for loaded in (restored, from_weights):
@@ -715,9 +723,10 @@ def test_save_load_round_trips_bit_exactly_and_training_continues_identically(po
 
 @pytest.mark.tensorflow_only
 def test_tf_train_checkpoint_restores_the_state_bit_exactly(tmp_path):
+    """Also with stochastic rounding: training goes on as if uninterrupted."""
     import tensorflow as tf
 
-    model = train(_lamb16(), epochs=2, model=_wide_model())
+    model = train(_lamb16(moment_rounding="stochastic"), epochs=2, model=_wide_model())
     _assert_row_scales(model.optimizer)
     prefix = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
     saved_state = _optimizer_state(model.optimizer)
@@ -725,7 +734,7 @@ def test_tf_train_checkpoint_restores_the_state_bit_exactly(tmp_path):
     model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
 
     restored = _wide_model(seed=1)
-    optimizer = _lamb16()
+    optimizer = _lamb16(moment_rounding="stochastic")
     restored.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     optimizer.build(restored.trainable_variables)
     tf.train.Checkpoint(model=restored, optimizer=optimizer).restore(prefix).assert_consumed()
