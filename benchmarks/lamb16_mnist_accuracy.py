@@ -4,7 +4,8 @@
         --mnist_manual_dir=../shared/data/mnist
 
 Trains each model (`lamb.models.mnist`, Keras' default initialization) with
-LAMB, LAMB16 and LAMB16 with the learning-rate-adaptive trust, at one batch
+LAMB, LAMB16 and LAMB16 with the learning-rate-adaptive trust (or any of
+`lamb16_mnist_setup.OPTIMIZERS`, such as LAMB16 with either moment rounding), at one batch
 size and a constant learning rate (defaults: 1024, 0.02, weight decay 0.01
 except on biases, 10 epochs, XLA-compiled steps; `--decay` for BERT's warmup
 and linear decay instead), on all 60,000 training
@@ -16,7 +17,6 @@ are not repeated.
 """
 
 import csv
-import math
 import os
 import statistics
 import time
@@ -24,16 +24,15 @@ import time
 from absl import app, flags
 import keras
 
-from lamb import schedules
-from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
-from lamb.optimizers.lamb import LAMB
-from lamb.optimizers.lamb16 import LAMB16
+from lamb16_mnist_setup import OPTIMIZERS, load_data, make_optimizer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", "mlp,cnn", "Models of `lamb.models.mnist`.")
 flags.DEFINE_list("seeds", "1,2,3", "Seeds of initialization and data order.")
-flags.DEFINE_list("optimizers", "lamb,lamb16,lamb16_adaptive", "Of: lamb, lamb16, lamb16_adaptive.")
+flags.DEFINE_list(
+    "optimizers", "lamb,lamb16,lamb16_adaptive", f"Of: {', '.join(OPTIMIZERS)}."
+)
 flags.DEFINE_integer("batch_size", 1024, "Batch size.")
 flags.DEFINE_float("learning_rate", 0.02, "Learning rate (peak rate with --decay).")
 flags.DEFINE_float("weight_decay", 0.01, "Weight decay (not on biases).")
@@ -53,11 +52,6 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("output_csv", "results/lamb16_mnist_accuracy.csv", "Per-run results.")
 
-OPTIMIZERS = {
-    "lamb": lambda **kwargs: LAMB(**kwargs),
-    "lamb16": lambda **kwargs: LAMB16(**kwargs),
-    "lamb16_adaptive": lambda **kwargs: LAMB16(adaptive_trust=True, **kwargs),
-}
 FIELDS = ("model", "optimizer", "seed", "batch_size", "learning_rate", "decay", "weight_decay",
           "epochs", "test_accuracy", "train_seconds")
 
@@ -66,16 +60,9 @@ def train_and_evaluate(model_name, optimizer_name, seed, data):
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
     model = mnist_models.build_model(model_name)
-    learning_rate = FLAGS.learning_rate
-    if FLAGS.decay:
-        steps_per_epoch = math.ceil(len(x_train) / FLAGS.batch_size)
-        learning_rate = schedules.WarmupPolynomialDecay(
-            learning_rate, decay_steps=FLAGS.epochs * steps_per_epoch, warmup_steps=steps_per_epoch
-        )
-    optimizer = OPTIMIZERS[optimizer_name](
-        learning_rate=learning_rate,
-        weight_decay=FLAGS.weight_decay,
-        exclude_from_weight_decay=["bias"],
+    optimizer = make_optimizer(
+        optimizer_name, FLAGS.learning_rate, FLAGS.weight_decay, FLAGS.decay, FLAGS.epochs,
+        len(x_train), FLAGS.batch_size,
     )
     model.compile(
         optimizer=optimizer,
@@ -88,14 +75,6 @@ def train_and_evaluate(model_name, optimizer_name, seed, data):
     seconds = time.perf_counter() - start
     _, accuracy = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
     return accuracy, seconds
-
-
-def load_data():
-    splits = []
-    for split in ("train", "test"):
-        images, labels = mnist_data.load_mnist(split, manual_dir=FLAGS.mnist_manual_dir)
-        splits.append((images.astype("float32") / 255.0, labels))
-    return splits
 
 
 def read_results(path):
@@ -148,7 +127,13 @@ def markdown_table(rows):
 
 def main(argv):
     del argv
-    data = load_data()
+    unknown = sorted(set(FLAGS.optimizers) - set(OPTIMIZERS))
+    if unknown:
+        raise app.UsageError(
+            f"`--optimizers` must be a comma-separated subset of {list(OPTIMIZERS)}; "
+            f"received unknown {unknown}."
+        )
+    data = load_data(FLAGS.mnist_manual_dir)
     rows = [r for r in read_results(FLAGS.output_csv) if settings_match(r)]
     os.makedirs(os.path.dirname(FLAGS.output_csv) or ".", exist_ok=True)
     for model_name in FLAGS.models:

@@ -2,8 +2,8 @@
 
     python benchmarks/lamb16_moment_error.py --learning_rate=0.08 --seed=1
 
-Trains the MNIST MLP (`lamb.models.mnist`) with `--optimizer` (LAMB16 or
-LAMB) at batch 1024 with BERT's schedule (linear warmup over the first epoch,
+Trains the MNIST MLP (`lamb.models.mnist`) with `--optimizer` (LAMB16, with
+either moment rounding, or LAMB) at batch 1024 with BERT's schedule (linear warmup over the first epoch,
 linear decay to 0; weight decay 0.01 except on biases; 10 epochs), the
 settings of `lamb16_mnist_accuracy.py --decay` (with its own data order),
 and keeps beside it float32 m and v
@@ -45,14 +45,14 @@ import ml_dtypes
 import numpy as np
 import tensorflow as tf
 
-from lamb import schedules
-from lamb.data import mnist as mnist_data
 from lamb.models import mnist as mnist_models
-from lamb.optimizers.lamb import LAMB
-from lamb.optimizers.lamb16 import LAMB16
+from lamb16_mnist_setup import load_data, make_optimizer
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("optimizer", "lamb16", ["lamb16", "lamb"], "The optimizer that trains.")
+flags.DEFINE_enum(
+    "optimizer", "lamb16", ["lamb16", "lamb16_nearest", "lamb16_stochastic", "lamb"],
+    "The optimizer that trains (`lamb16_mnist_setup.OPTIMIZERS`).",
+)
 flags.DEFINE_integer("seed", 1, "Seed of initialization and data order.")
 flags.DEFINE_integer("batch_size", 1024, "Batch size.")
 flags.DEFINE_float("learning_rate", 0.08, "Peak learning rate.")
@@ -66,7 +66,7 @@ flags.DEFINE_string(
 flags.DEFINE_string("output_csv", "results/lamb16_moment_error.csv", "Every step's record.")
 
 MOMENT_FIELDS = ("cosine", "norm_ratio", "v_below_half", "v_above_2", "v_floor", "m_zero", "v_max")
-MIN_8BIT_SIZE = 4096  # LAMB16's default: the MLP's three hidden kernels
+MIN_8BIT_SIZE = 4096  # LAMB16's min_8bit_size: the MLP's three hidden kernels
 E5M2_SMALLEST_SUBNORMAL = 2.0**-16
 
 
@@ -97,14 +97,6 @@ def moment_error(m16, v16, v16_normalized, m32, v32, step, epsilon=1e-6, beta_1=
         m_zero=float(np.mean(m16[nonzero_m] == 0)) if nonzero_m.any() else 0.0,
         v_max=float(v32.max()),
     )
-
-
-def load_data():
-    splits = []
-    for split in ("train", "test"):
-        images, labels = mnist_data.load_mnist(split, manual_dir=FLAGS.mnist_manual_dir)
-        splits.append((images.astype("float32") / 255.0, labels))
-    return splits
 
 
 def summary(rows, layers):
@@ -152,21 +144,15 @@ def summary(rows, layers):
 
 def main(argv):
     del argv
-    (x_train, y_train), (x_test, y_test) = load_data()
+    (x_train, y_train), (x_test, y_test) = load_data(FLAGS.mnist_manual_dir)
     steps_per_epoch = math.ceil(len(x_train) / FLAGS.batch_size)
     keras.utils.set_random_seed(FLAGS.seed)
     model = mnist_models.build_model("mlp")
-    options = dict(min_8bit_size=MIN_8BIT_SIZE) if FLAGS.optimizer == "lamb16" else {}
-    optimizer = (LAMB16 if FLAGS.optimizer == "lamb16" else LAMB)(
-        **options,
-        learning_rate=schedules.WarmupPolynomialDecay(
-            FLAGS.learning_rate,
-            decay_steps=FLAGS.epochs * steps_per_epoch,
-            warmup_steps=steps_per_epoch,
-        ),
-        weight_decay=FLAGS.weight_decay,
-        exclude_from_weight_decay=["bias"],
+    optimizer = make_optimizer(
+        FLAGS.optimizer, FLAGS.learning_rate, FLAGS.weight_decay, True, FLAGS.epochs,
+        len(x_train), FLAGS.batch_size,
     )
+    is_lamb16 = FLAGS.optimizer.startswith("lamb16")
     variables = model.trainable_variables
     optimizer.build(variables)
     kernels = [  # the variables LAMB16 keeps in 8 bits
@@ -215,7 +201,7 @@ def main(argv):
                 row[f"{layer}_gradient_norm"] = float(np.linalg.norm(gradient))
                 row[f"{layer}_weight_norm"] = weight_norm
                 row[f"{layer}_trust_ratio"] = trust_ratio
-                if FLAGS.optimizer == "lamb16":
+                if is_lamb16:
                     errors = moment_error(*stored_moments(variables[i].path), m32[i], v32[i], step)
                     row.update({f"{layer}_{name}": value for name, value in errors.items()})
             rows.append(row)

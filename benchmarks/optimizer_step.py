@@ -70,14 +70,17 @@ flags.DEFINE_integer("first_call_width", 64, "Width of the dense --first_call mo
                      "65,536 elements, which get the restructured XLA step).")
 
 # In this order (Keras's Adam first: the baseline of the ratios).
-OPTIMIZERS = ("adam", "keras_adamw", "keras_lamb", "lamb", "adamw", "lars", "lamb16")
+OPTIMIZERS = ("adam", "keras_adamw", "keras_lamb", "lamb", "adamw", "lars", "lamb16", "lamb16_stochastic")
+# Timed beside the registry's optimizers: (registry name, constructor keywords).
+VARIANTS = {"lamb16_stochastic": ("lamb16", {"moment_rounding": "stochastic"})}
 # Under JAX also optax's Adam and LAMB, configured to Keras Adam's and
 # lamb.LAMB's math (`make_jax_step`).
 OPTAX = ("optax_adam", "optax_lamb")
 LABELS = {
     "adam": "Keras Adam", "keras_adamw": "Keras AdamW", "keras_lamb": "Keras Lamb",
     "lamb": "`lamb.LAMB`", "adamw": "`lamb.AdamWeightDecay`", "lars": "`lamb.LARS`",
-    "lamb16": "`lamb.LAMB16`", "optax_adam": "optax adam", "optax_lamb": "optax lamb",
+    "lamb16": "`lamb.LAMB16`", "lamb16_stochastic": "`lamb.LAMB16`, v rounded stochastically",
+    "optax_adam": "optax adam", "optax_lamb": "optax lamb",
 }
 
 
@@ -164,7 +167,13 @@ def make_jax_step(name, variables, donate=False):
             [v.path for v in variables], 1e-3, weight_decay=0.01,
             exclude_from_weight_decay=list(throughput.BERT_EXCLUDE))
         return jax_steps.optax_step(transformation, values, donate)
-    return jax_steps.keras_step(throughput.make_optimizer(name), variables, donate)
+    return jax_steps.keras_step(make_optimizer(name), variables, donate)
+
+
+def make_optimizer(name):
+    """`throughput.make_optimizer(name)`, or that of a `VARIANTS` name."""
+    registry_name, options = VARIANTS.get(name, (name, {}))
+    return throughput.make_optimizer(registry_name, **options)
 
 
 def time_steps_jax(names, variables, gradients):
@@ -223,7 +232,8 @@ def table_rows(samples, states, parameters, baseline="adam"):
 
 
 # (ours, peer): the median and range of the rounds' ratios of their steps.
-PAIRS = (("lamb", "optax_lamb"), ("lamb", "keras_lamb"), ("lamb16", "lamb"), ("lars", "adam"))
+PAIRS = (("lamb", "optax_lamb"), ("lamb", "keras_lamb"), ("lamb16", "lamb"),
+         ("lamb16_stochastic", "lamb16"), ("lars", "adam"))
 
 
 def pair_ratios(samples):
@@ -238,12 +248,12 @@ def pair_ratios(samples):
 
 
 def print_table(rows):
-    print(f"{'optimizer':<12} {'step (ms)':>10} {'fastest':>8} {'slowest':>8}  "
+    print(f"{'optimizer':<18} {'step (ms)':>10} {'fastest':>8} {'slowest':>8}  "
           f"{'ratio to adam (Keras)':>22} {'ratio range':>12}  {'B/param r+w':>11} {'GB/s':>6}")
     for row in rows:
         ratio = f"{row['ratio']:.2f}" if row["ratio"] is not None else "-"
         spread = "{:.2f}-{:.2f}".format(*row["ratio_range"]) if row["ratio_range"] else "-"
-        print(f"{row['name']:<12} {row['median'] * 1e3:10.2f} {row['fastest'] * 1e3:8.2f} "
+        print(f"{row['name']:<18} {row['median'] * 1e3:10.2f} {row['fastest'] * 1e3:8.2f} "
               f"{row['slowest'] * 1e3:8.2f}  {ratio:>22} {spread:>12}  "
               f"{row['reads']:5.1f}+{row['writes']:<5.1f} {row['gb_per_s']:6.1f}")
 
@@ -297,7 +307,7 @@ def first_call_seconds(name, shapes):
         step.wait()
         return first, time.perf_counter() - start
     gradients = [tf.constant(g) for g in gradient_values]
-    step = user_step(throughput.make_optimizer(name), variables)
+    step = user_step(make_optimizer(name), variables)
     start = time.perf_counter()
     step(gradients)
     first = time.perf_counter() - start
@@ -361,7 +371,7 @@ def main(argv):
         samples, states = time_steps_jax(names, variables, gradients)
     else:
         gradients = [tf.constant(g) for g in gradient_values]
-        samples, states = time_steps({name: throughput.make_optimizer(name) for name in names}, variables, gradients)
+        samples, states = time_steps({name: make_optimizer(name) for name in names}, variables, gradients)
     rows = table_rows(samples, states, parameters)
     title = (f"{FLAGS.variable_set}: {len(variables)} variables, {parameters / 1e6:.1f}M parameters, "
              f"{BACKEND} on {device_name()}, {FLAGS.harness} harness, median of {FLAGS.rounds} rounds x "

@@ -13,15 +13,18 @@ from lamb.optimizers import registry
 BERT_EXCLUDE = ("LayerNorm", "layer_norm", "bias")
 
 
-def make_optimizer(name, exclude_from_weight_decay=BERT_EXCLUDE):
+def make_optimizer(name, exclude_from_weight_decay=BERT_EXCLUDE, **options):
     """Optimizer `name` of `lamb.optimizers.registry` as the benchmarks compare
     them: learning rate 1e-3 and weight decay 0.01 (LARS: 1.0 and 1e-4; none
-    for adam and keras_lamb), the listed variables excluded from decay."""
+    for adam and keras_lamb), the listed variables excluded from decay, and
+    further constructor keywords `options`."""
     if name == "lars":
         learning_rate, weight_decay = 1.0, 1e-4
     else:
         learning_rate, weight_decay = 1e-3, 0.0 if name in ("adam", "keras_lamb") else 0.01
-    return registry.create(name, learning_rate, weight_decay, list(exclude_from_weight_decay))
+    return registry.create(
+        name, learning_rate, weight_decay, list(exclude_from_weight_decay), **options
+    )
 
 
 def examples_per_second(models, x, y, batch_size, steps, rounds):

@@ -1,7 +1,7 @@
 """`benchmarks/lamb16_row_drift.py` on a short run: after a spike in one entry,
-the other entries' v stored by LAMB16's codec (rounding to nearest) decays
-with the spiked one's, while stochastic rounding of the same codes holds it,
-as docs/guides/lamb16.md says."""
+the other entries' v stored by LAMB16's codec rounding to nearest decays with
+the spiked one's, while the codec's stochastic rounding holds it within 1.5x
+of float32's, as docs/guides/lamb16.md says."""
 
 import os
 import subprocess
@@ -24,9 +24,9 @@ def test_nearest_rounding_lets_a_spiked_row_drift_and_stochastic_rounding_does_n
         if len(cells) == 4 and cells[0].isdigit():
             rows[int(cells[0]), cells[1]] = (float(cells[2]), float(cells[3]))
     assert sorted({step for step, _ in rows}) == [99, 200, 400, 600]
-    before, after = rows[99, "nearest (LAMB16)"], rows[600, "nearest (LAMB16)"]
-    assert before[0] < 0.05 and before[1] < 1.2
+    before, after = rows[99, "nearest"], rows[600, "nearest"]
+    assert before[0] < 0.05 and before[1] < 1.5
     assert after[0] > 0.5 and after[1] > 2.0
     for step in (99, 200, 400, 600):
         below_half, median = rows[step, "stochastic"]
-        assert below_half < 0.1 and median < 1.2, step
+        assert below_half < 0.1 and 1 / 1.5 < median < 1.5, step

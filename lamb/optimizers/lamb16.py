@@ -34,7 +34,9 @@ class LAMB16(LAMB):
     their small moments instead of rounding them to 0 under the scale of the
     frequent rows. A row is the variable's last axes, as few as hold at
     least 128 elements (`float8.Scaling`), so the scales add at most 1/16
-    byte per parameter to the codes' 2.
+    byte per parameter to the codes' 2. v's codes round to nearest, or
+    stochastically (`moment_rounding`) so that v follows changes smaller
+    than half a code's spacing instead of staying at its code.
 
     With `adaptive_trust=True`, each layer-adapted variable's trust ratio r
     becomes `min((r · reference_learning_rate / learning_rate)^s, 2)` with
@@ -48,6 +50,10 @@ class LAMB16(LAMB):
         min_8bit_size: Variables with fewer elements keep float moments.
         row_scales: Whether the 8-bit moments have a scale per row (else
             one per variable).
+        moment_rounding: How v's codes round: "nearest" (ties to even: a
+            code that a step moves by less than half its spacing stays) or
+            "stochastic" (unbiased, its random bits a hash of the step, the
+            element and the variable: deterministic, no state).
         adaptive_trust: Whether to rescale the trust ratio by the learning
             rate as above (off by default: plain LAMB).
         reference_learning_rate: The learning rate at which, with
@@ -76,6 +82,7 @@ class LAMB16(LAMB):
         weight_norm_bounds=None,
         min_8bit_size=4096,
         row_scales=True,
+        moment_rounding="nearest",
         adaptive_trust=False,
         reference_learning_rate=1e-3,
         trust_exponent=0.382,
@@ -95,6 +102,9 @@ class LAMB16(LAMB):
         )
         self.min_8bit_size = _checks.check_int("min_8bit_size", min_8bit_size, low=1)
         self.row_scales = _checks.check_bool("row_scales", row_scales)
+        self.moment_rounding = _checks.check_choice(
+            "moment_rounding", moment_rounding, moments.ROUNDINGS
+        )
         self.adaptive_trust = _checks.check_bool("adaptive_trust", adaptive_trust)
         self.reference_learning_rate = _checks.check_float(
             "reference_learning_rate", reference_learning_rate, low=0.0, low_inclusive=False
@@ -103,7 +113,8 @@ class LAMB16(LAMB):
 
     def _build_moments(self, var_list):
         return moments.Float8Moments(
-            self, var_list, self.beta_1, self.beta_2, self.min_8bit_size, self.row_scales
+            self, var_list, self.beta_1, self.beta_2, self.min_8bit_size, self.row_scales,
+            v_rounding=self.moment_rounding,
         )
 
     def _ratio(self, variable, index, update, norm, learning_rate):
@@ -125,6 +136,7 @@ class LAMB16(LAMB):
             {
                 "min_8bit_size": self.min_8bit_size,
                 "row_scales": self.row_scales,
+                "moment_rounding": self.moment_rounding,
                 "adaptive_trust": self.adaptive_trust,
                 "reference_learning_rate": self.reference_learning_rate,
                 "trust_exponent": self.trust_exponent,

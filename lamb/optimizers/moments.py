@@ -25,8 +25,11 @@ from lamb.optimizers.float8 import (
     dequantize,
     encode_scaled,
     quantize,
+    rounding_bits,
 )
 from lamb.optimizers.xla_cpu import zero_after
+
+ROUNDINGS = ("stochastic", "nearest")
 
 # Squares of gradients saturate here instead of overflowing to inf (so the
 # second moment stays finite for every finite gradient), with room for the
@@ -117,12 +120,24 @@ class Float8Moments(_Moments):
     then v's.
 
     Rounding applies only to what is kept for the next step: the step itself
-    uses the float32 moments. Positive v entries never round to 0.
+    uses the float32 moments. Positive v entries never round to 0. m rounds
+    to nearest; v too with `v_rounding="nearest"`, and with "stochastic" up
+    or down with the probabilities that make it unbiased, so that it follows
+    changes smaller than half a code's spacing (β2 = 0.999 moves v by 0.1 %
+    a step, e5m2's codes are 12-25 % apart). Its random bits hash the
+    optimizer's step, the element's index and the variable's index in
+    `var_list` (`float8.rounding_bits`): no state, and a resumed run rounds
+    as the uninterrupted one (paths are no seed: a model loaded from a
+    `.keras` file has other ones).
     """
 
-    def __init__(self, optimizer, var_list, beta_1, beta_2, min_size, per_row=False):
+    def __init__(
+        self, optimizer, var_list, beta_1, beta_2, min_size, per_row=False,
+        v_rounding="nearest",
+    ):
         super().__init__(optimizer, beta_1, beta_2)
         self.per_row = per_row
+        self.v_rounding = v_rounding
         self.momentums, self.velocities, self.scales, self.scalings = [], [], [], []
         for variable in var_list:
             momentum = velocity = scales = scaling = None
@@ -153,6 +168,14 @@ class Float8Moments(_Moments):
             layout=getattr(variable, "_layout", None),
         )
 
+    def _v_rounding_bits(self, index):
+        """`rounding_bits` of variable `index`'s v this step, or None (nearest)."""
+        if self.v_rounding == "nearest":
+            return None
+        return rounding_bits(
+            self.velocities[index].shape, self._optimizer.iterations, index
+        )
+
     def update(self, index, gradient):
         m, v, scales = self.momentums[index], self.velocities[index], self.scales[index]
         if scales is None:
@@ -166,7 +189,10 @@ class Float8Moments(_Moments):
             self.beta_2,
         )
         m_codes, m_scales = quantize(m, E4M3FN, per_row=self.per_row)
-        v_codes, v_scales = quantize(v, E5M2, keep_nonzero=True, per_row=self.per_row)
+        v_codes, v_scales = quantize(
+            v, E5M2, keep_nonzero=True, per_row=self.per_row,
+            random_bits=self._v_rounding_bits(index),
+        )
         self._optimizer.assign(self.momentums[index], m_codes)
         self._optimizer.assign(self.velocities[index], v_codes)
         self._optimizer.assign(scales, ops.stack([m_scales, v_scales]))
@@ -215,7 +241,8 @@ class Float8Moments(_Moments):
             self._optimizer.assign(
                 self.velocities[index],
                 encode_scaled(
-                    v, scaling.expand((v_scales + after_update) * 64.0), E5M2, keep_nonzero=True
+                    v, scaling.expand((v_scales + after_update) * 64.0), E5M2,
+                    keep_nonzero=True, random_bits=self._v_rounding_bits(index),
                 ),
             )
             self._optimizer.assign(self.scales[index], ops.stack([m_scales, v_scales]))

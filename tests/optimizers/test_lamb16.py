@@ -1,6 +1,10 @@
 """LAMB16 against a NumPy model of its float8 state (ml_dtypes), in training,
 under heavy-tailed gradients, and through every way of saving."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import NamedTuple
 
 import keras
@@ -9,7 +13,15 @@ import numpy as np
 import pytest
 from keras import ops
 
-from lamb.optimizers.float8 import E4M3FN, E5M2, Scaling, absmax, dequantize, quantize
+from lamb.optimizers.float8 import (
+    E4M3FN,
+    E5M2,
+    Scaling,
+    absmax,
+    dequantize,
+    quantize,
+    rounding_bits,
+)
 from lamb.optimizers.lamb16 import LAMB16
 from tests.optimizers.helpers import (
     VARIABLE_SPECS,
@@ -27,6 +39,7 @@ from tests.optimizers.test_training import (
     weights,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 FORMATS = {f.name: f for f in (E4M3FN, E5M2)}
 MODES = ["eager", "jit"]
 
@@ -75,9 +88,46 @@ def np_row_axes(shape, per_row):
     return tuple(range(len(shape)))
 
 
-def np_quantize(x, name, keep_nonzero=False, per_row=False):
+def np_mix32(x):
+    """lowbias32 (C. Wellons, 2018) on uint32 arrays."""
+    x = np.asarray(x, np.uint32)
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(0x7FEB352D)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(0x846CA68B)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def np_rounding_bits(shape, step, seed):
+    """mix(index · 0x9E3779B9 + mix(step + mix(seed))) of each element's flat index."""
+    offset = np_mix32(np.asarray(step % 2**32, np.uint32) + np_mix32(seed))
+    index = np.arange(int(np.prod(shape)), dtype=np.uint32).reshape(shape)
+    return np_mix32(index * np.uint32(0x9E3779B9) + offset)
+
+
+def np_stochastic_round(normalized, name, random_bits):
+    """`normalized` (within the format's range) rounded to the code below or
+    above it: up where the top `23 − mantissa_bits` random bits, as a fraction
+    u in [0, 1), reach 1 − the value's position between the two codes."""
+    dtype, limits = getattr(ml_dtypes, name), LIMITS[name]
+    grid = np.arange(128, dtype=np.uint8).view(dtype).astype(np.float64)
+    grid = grid[np.isfinite(grid) & (grid <= limits.max)]
+    magnitude = np.abs(normalized).astype(np.float64)
+    below_index = np.searchsorted(grid, magnitude, side="right") - 1
+    below = grid[below_index]
+    above = grid[np.minimum(below_index + 1, len(grid) - 1)]
+    position = np.where(above > below, (magnitude - below) / np.where(above > below, above - below, 1), 0)
+    kept_bits = 23 - limits.mantissa_bits
+    u = (random_bits >> np.uint32(32 - kept_bits)).astype(np.float64) / 2.0**kept_bits
+    rounded = np.where(u >= 1 - position, above, below)
+    return np.copysign(rounded, normalized).astype(np.float32)
+
+
+def np_quantize(x, name, keep_nonzero=False, per_row=False, random_bits=None):
     """Codes (as ml_dtypes float8) and float32 scales (of the leading axes'
-    shape, a scalar per tensor), as `float8.quantize` defines them."""
+    shape, a scalar per tensor), as `float8.quantize` defines them: rounded
+    to nearest, or stochastically with `random_bits` (`np_stochastic_round`)."""
     dtype, limits = getattr(ml_dtypes, name), LIMITS[name]
     max_value = np.float32(limits.max)
     x = np.asarray(x, np.float32)
@@ -87,6 +137,12 @@ def np_quantize(x, name, keep_nonzero=False, per_row=False):
         np.float32(2.0**-126),
     )
     normalized = np.clip(x * (np.float32(1.0) / scales), -max_value, max_value)
+    if random_bits is not None:
+        rounded = np_stochastic_round(normalized, name, random_bits)
+        if keep_nonzero:
+            smallest = np.copysign(np.float32(limits.smallest_subnormal), normalized)
+            rounded = np.where((normalized != 0) & (rounded == 0), smallest, rounded)
+        return rounded.astype(dtype), scales.reshape(x.shape[: len(x.shape) - len(axes)])
     if keep_nonzero:
         smallest = np.float32(limits.smallest_subnormal)
         raised = np.sign(normalized) * np.maximum(np.abs(normalized), smallest)
@@ -114,8 +170,11 @@ def np_moment(previous, target, rate, fused=False):
 def np_lamb16(kwargs, values, gradients, min_8bit_size, paths=None, fused=False):
     """Weights (float64 update math) and final float8 state after `gradients`,
     for variables at `paths` (default: `VARIABLE_SPECS`'); `fused` as in
-    `np_moment`; scales per row unless `kwargs` has `row_scales=False`."""
+    `np_moment`; scales per row unless `kwargs` has `row_scales=False`; v
+    rounded to nearest, or with `moment_rounding="stochastic"` with the bits
+    of the step before the update (`iterations`) and the variable's index."""
     per_row = kwargs.get("row_scales", True)
+    stochastic = kwargs.get("moment_rounding", "nearest") == "stochastic"
     paths = paths or [path for path, _, _ in VARIABLE_SPECS]
     beta_1, beta_2 = kwargs.get("beta_1", 0.9), kwargs.get("beta_2", 0.999)
     epsilon, lr = kwargs.get("epsilon", 1e-6), kwargs["learning_rate"]
@@ -150,7 +209,10 @@ def np_lamb16(kwargs, values, gradients, min_8bit_size, paths=None, fused=False)
             weights_[i] = w - lr * ratio * u
             if m[i].size >= min_8bit_size:
                 m_codes, m_scales = np_quantize(m[i], "float8_e4m3fn", per_row=per_row)
-                v_codes, v_scales = np_quantize(v[i], "float8_e5m2", True, per_row)
+                bits = None
+                if stochastic:
+                    bits = np_rounding_bits(v[i].shape, t - 1, i)
+                v_codes, v_scales = np_quantize(v[i], "float8_e5m2", True, per_row, bits)
                 m[i], v[i] = np_dequantize(m_codes, m_scales), np_dequantize(v_codes, v_scales)
                 state[path] = (m_codes, v_codes, np.stack([m_scales, v_scales]))
     return weights_, state
@@ -293,6 +355,141 @@ def test_row_scales_keep_small_rows_that_one_scale_rounds_to_zero():
 
 
 # ----------------------------------------------------------------------------
+# Stochastic rounding: the hash, the codes, unbiasedness.
+
+SEED = 0xDEADBEEF
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_rounding_bits_are_the_numpy_hash_of_step_index_and_seed(mode):
+    """Also for a step beyond 2^32 (int64 `iterations`), which wraps."""
+    for step in (0, 1, 7, 2**33 + 5):
+        bits = compiled(lambda s: rounding_bits((3, 5, 7), s, SEED), mode)(
+            ops.convert_to_tensor(np.int64(step))
+        )
+        np.testing.assert_array_equal(
+            ops.convert_to_numpy(bits), np_rounding_bits((3, 5, 7), step, SEED), err_msg=step
+        )
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_stochastic_codes_match_the_numpy_model_bit_for_bit(name, mode):
+    """Every finite value, midpoints, random values and zeros of each sign;
+    then `quantize` with row scales and `keep_nonzero` on moment-like tensors."""
+    float8_format = FORMATS[name]
+    values = _format_test_values(name)
+    bits = np_rounding_bits(values.shape, 3, SEED)
+    codes = compiled(lambda x, b: float8_format.encode(x, random_bits=b), mode)(values, bits)
+    expected, _ = np_quantize(values, name, random_bits=bits)
+    # np_quantize scales by the absmax, which is the format's largest value here.
+    assert np.abs(values).max() == LIMITS[name].max
+    np.testing.assert_array_equal(ops.convert_to_numpy(codes), expected.view(np.uint8))
+
+    keep_nonzero = name == "float8_e5m2"
+    encode = compiled(
+        lambda x, b: quantize(x, float8_format, keep_nonzero, per_row=True, random_bits=b), mode
+    )
+    for kind, x in _moment_like_tensors().items():
+        x = x.astype(np.float32)[:4000].reshape(25, 160)
+        bits = np_rounding_bits(x.shape, 11, SEED)
+        codes, scales = (ops.convert_to_numpy(t) for t in encode(x, bits))
+        expected_codes, expected_scales = np_quantize(x, name, keep_nonzero, True, bits)
+        np.testing.assert_array_equal(codes, expected_codes.view(np.uint8), err_msg=kind)
+        np.testing.assert_array_equal(scales, expected_scales, err_msg=kind)
+
+
+def _decode_rounded(x, float8_format, steps, random):
+    """x encoded at each of `steps` (with `rounding_bits` if `random`, else to
+    nearest) and decoded: (steps, x.size) float32."""
+    rounded = []
+    for step in steps:
+        bits = rounding_bits(x.shape, ops.convert_to_tensor(step), SEED) if random else None
+        rounded.append(ops.convert_to_numpy(float8_format.decode(float8_format.encode(x, random_bits=bits))))
+    return np.stack(rounded)
+
+
+@pytest.mark.parametrize(
+    "name, value, below, above",
+    [("float8_e5m2", 1.1, 1.0, 1.25),  # normal
+     ("float8_e5m2", 2.3 * 2.0**-16, 2.0 * 2.0**-16, 3.0 * 2.0**-16),  # subnormal
+     ("float8_e4m3fn", 100.3, 96.0, 104.0),
+     ("float8_e5m2", 57000.0, 49152.0, 57344.0)],  # rounds up to the largest value
+)
+def test_stochastic_rounding_is_unbiased_and_nearest_is_not(name, value, below, above):
+    """The mean of 2^16 elements' roundings of one value is within 4.5 standard
+    errors of the value (0.2-0.4 % of the spacing); rounding to nearest is
+    over 40 standard errors off."""
+    float8_format = FORMATS[name]
+    x = np.full(2**16, value, np.float32)
+    stochastic = _decode_rounded(x, float8_format, [5], random=True)[0]
+    assert set(np.unique(stochastic)) == {below, above}
+    position = (np.float32(value) - below) / (above - below)
+    standard_error = (above - below) * np.sqrt(position * (1 - position) / x.size)
+    assert abs(stochastic.astype(np.float64).mean() - np.float32(value)) < 4.5 * standard_error
+    nearest = _decode_rounded(x, float8_format, [5], random=False)[0]
+    assert abs(nearest.mean() - np.float32(value)) > 40 * standard_error
+
+
+def test_rounding_up_frequencies_have_the_binomial_distribution():
+    """1024 elements at 16 positions between two e5m2 codes, 256 steps: each
+    position rounds up at its frequency; the elements' counts of rounding up
+    vary across elements, and across steps, as independent draws would (a
+    hash whose bits depend on the element or the step would show an excess)."""
+    positions = (np.arange(16) + 0.5) / 16
+    x = np.repeat(1.0 + 0.25 * positions, 64).astype(np.float32)
+    probability = np.repeat(positions, 64)
+    up = _decode_rounded(x, E5M2, range(256), random=True) > 1.0
+    frequencies = up.reshape(256, 16, 64).mean(axis=(0, 2))
+    np.testing.assert_allclose(frequencies, positions, atol=4.5 * np.sqrt(0.25 / (256 * 64)))
+    binomial_variance = probability * (1 - probability)
+    per_element = (up.sum(axis=0) - 256 * probability) ** 2 / (256 * binomial_variance)
+    per_step = (up.sum(axis=1) - probability.sum()) ** 2 / binomial_variance.sum()
+    assert 0.8 < per_element.mean() < 1.2, per_element.mean()
+    assert 0.7 < per_step.mean() < 1.3, per_step.mean()
+
+
+JAX_CODES = """
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from keras import ops
+from lamb.optimizers.float8 import E5M2, rounding_bits
+
+def encode(x):
+    bits = rounding_bits(x.shape, ops.convert_to_tensor(np.int64(123)), 77)
+    return E5M2.encode(x, True, bits)
+
+x = np.random.default_rng(0).standard_t(2.0, size=(40, 128)).astype(np.float32) ** 2
+print(np.asarray(jax.jit(encode)(x)).tobytes().hex())
+rows = NamedSharding(Mesh(np.array(jax.devices()), ("rows",)), PartitionSpec("rows", None))
+sharded = jax.jit(encode, out_shardings=rows)(jax.device_put(x, rows))
+assert len(sharded.addressable_shards) == 4
+print(np.asarray(sharded).tobytes().hex())
+"""
+
+
+@pytest.mark.tensorflow_only
+def test_jax_rounds_to_the_same_codes_as_tensorflow_also_sharded():
+    """The same step, seed and values give the same stochastic codes under
+    JAX as under TensorFlow, also with the tensor's rows split over 4 devices
+    (each shard's elements keep their whole-tensor index)."""
+    pytest.importorskip("jax")
+    result = subprocess.run(
+        [sys.executable, "-c", JAX_CODES], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(
+            os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT),
+            XLA_FLAGS="--xla_force_host_platform_device_count=4",
+        ),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    x = np.random.default_rng(0).standard_t(2.0, size=(40, 128)).astype(np.float32) ** 2
+    bits = rounding_bits(x.shape, ops.convert_to_tensor(np.int64(123)), 77)
+    codes = ops.convert_to_numpy(E5M2.encode(x, True, bits)).tobytes().hex()
+    assert result.stdout.split()[-2:] == [codes, codes]
+
+
+# ----------------------------------------------------------------------------
 # The optimizer's math.
 
 LAMB16_CASES = {
@@ -300,6 +497,7 @@ LAMB16_CASES = {
     "mixed_sizes": (dict(learning_rate=0.02, beta_1=0.8, beta_2=0.99, weight_decay=0.05, exclude_from_layer_adaptation=["gamma"]), 16),
     "adaptive_trust": (dict(learning_rate=0.02, weight_decay=0.01, exclude_from_weight_decay=["bias"], adaptive_trust=True), 1),
     "per_tensor": (dict(learning_rate=0.01, weight_decay=0.01, row_scales=False), 1),
+    "stochastic": (dict(learning_rate=0.01, weight_decay=0.01, moment_rounding="stochastic"), 1),
 }
 
 
@@ -346,7 +544,7 @@ def test_config_round_trips_and_bad_arguments_are_named():
         learning_rate=0.02, beta_1=0.8, beta_2=0.95, epsilon=1e-5, weight_decay=0.03,
         exclude_from_weight_decay=["bias"], exclude_from_layer_adaptation=["gamma"],
         bias_correction=False, weight_norm_bounds=[0.1, 10.0], min_8bit_size=1024,
-        row_scales=False, adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
+        row_scales=False, moment_rounding="stochastic", adaptive_trust=True, reference_learning_rate=0.002, trust_exponent=0.5,
         gradient_accumulation_steps=2, name="custom",
     )
     config = LAMB16(**arguments).get_config()
@@ -358,6 +556,11 @@ def test_config_round_trips_and_bad_arguments_are_named():
     for bad, message in [
         (dict(min_8bit_size=0), r"`min_8bit_size` must be an integer in \[1, inf\)"),
         (dict(row_scales="yes"), r"`row_scales` must be"),
+        (
+            dict(moment_rounding="up"),
+            r"`moment_rounding` must be one of \['nearest', 'stochastic'\]; received "
+            r"moment_rounding='up'\.",
+        ),
         (dict(reference_learning_rate=0.0), r"`reference_learning_rate` must be a finite number in \(0.0, inf\)"),
         (dict(trust_exponent=-0.5), r"`trust_exponent` must be a finite number in \[0.0, inf\)"),
         (dict(beta_2=1.0), r"`beta_2` must be a finite number in \[0.0, 1.0\)"),
@@ -482,12 +685,18 @@ def _assert_row_scales(optimizer):
     assert (2, 8) in [tuple(v.shape) for v in optimizer.variables if v.name.endswith("moment_scales")]
 
 
-@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
-def test_save_load_round_trips_bit_exactly_and_training_continues_identically(policy, tmp_path):
+@pytest.mark.parametrize(
+    "policy, rounding",
+    [("float32", "nearest"), ("mixed_float16", "nearest"), ("float32", "stochastic")],
+)
+def test_save_load_round_trips_bit_exactly_and_training_continues_identically(
+    policy, rounding, tmp_path
+):
     """`.keras` and `.weights.h5` files restore the state bit-exactly, also
-    through the LossScaleOptimizer that mixed_float16 wraps around LAMB16."""
+    through the LossScaleOptimizer that mixed_float16 wraps around LAMB16;
+    stochastic rounding continues with the bits of the restored step."""
     keras.config.set_dtype_policy(policy)
-    model = train(_lamb16(), epochs=2, model=_wide_model(), jit_compile=True)
+    model = train(_lamb16(moment_rounding=rounding), epochs=2, model=_wide_model(), jit_compile=True)
     _assert_row_scales(model.optimizer)
     model.save(tmp_path / "model.keras")
     model.save_weights(tmp_path / "model.weights.h5")
@@ -497,7 +706,9 @@ def test_save_load_round_trips_bit_exactly_and_training_continues_identically(po
 
     restored = keras.saving.load_model(tmp_path / "model.keras")
     from_weights = _wide_model(seed=1)
-    from_weights.compile(optimizer=_lamb16(), loss="sparse_categorical_crossentropy")
+    from_weights.compile(
+        optimizer=_lamb16(moment_rounding=rounding), loss="sparse_categorical_crossentropy"
+    )
     from_weights.optimizer.build(from_weights.trainable_variables)
     from_weights.load_weights(tmp_path / "model.weights.h5")
     for loaded in (restored, from_weights):
@@ -512,9 +723,10 @@ def test_save_load_round_trips_bit_exactly_and_training_continues_identically(po
 
 @pytest.mark.tensorflow_only
 def test_tf_train_checkpoint_restores_the_state_bit_exactly(tmp_path):
+    """Also with stochastic rounding: training goes on as if uninterrupted."""
     import tensorflow as tf
 
-    model = train(_lamb16(), epochs=2, model=_wide_model())
+    model = train(_lamb16(moment_rounding="stochastic"), epochs=2, model=_wide_model())
     _assert_row_scales(model.optimizer)
     prefix = tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(str(tmp_path / "ckpt"))
     saved_state = _optimizer_state(model.optimizer)
@@ -522,7 +734,7 @@ def test_tf_train_checkpoint_restores_the_state_bit_exactly(tmp_path):
     model.fit(x, y, batch_size=BATCH_SIZE, epochs=2, shuffle=False, verbose=0)
 
     restored = _wide_model(seed=1)
-    optimizer = _lamb16()
+    optimizer = _lamb16(moment_rounding="stochastic")
     restored.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
     optimizer.build(restored.trainable_variables)
     tf.train.Checkpoint(model=restored, optimizer=optimizer).restore(prefix).assert_consumed()
