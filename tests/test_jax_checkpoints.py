@@ -28,6 +28,7 @@ from lamb import _files  # noqa: E402
 from lamb.data import pretraining  # noqa: E402
 from lamb.pretraining import run_folder  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
+from tests import subprocesses  # noqa: E402
 
 SEQUENCE, PREDICTIONS = 16, 3
 
@@ -64,12 +65,8 @@ def app_args(data, output_dir, **flags):
 
 
 def jax_env(data, devices=1):
-    return dict(
-        KERAS_BACKEND="jax",
-        JAX_COMPILATION_CACHE_DIR=data["cache"],
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
+    """The environment of a run on `devices` JAX devices, its compilations cached."""
+    return subprocesses.jax_env(devices, compilation_cache=data["cache"])
 
 
 def run_app(data, args):
@@ -262,7 +259,7 @@ def test_resume_under_data_parallel_on_two_devices_and_the_output_dir_guards(
         worker = subprocess.Popen(
             [sys.executable, "-m", "tests.jax_checkpoints_worker", "data_parallel", "-",
              *app_args(data, output_dir)],
-            env=helpers.app_env(**jax_env(data, devices=2)), cwd=helpers.REPO,
+            env=jax_env(data, devices=2), cwd=subprocesses.REPO,
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:
