@@ -29,6 +29,7 @@ import os
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import tensorflow as tf
@@ -292,4 +293,6 @@ class JaxCheckpoints:
         self.manager.wait_until_finished()
         if self.chief:
             write_file_digest(step_path(self.output_dir, step))
+        if jax.process_count() > 1:  # Every process returns once the checkpoint is whole.
+            multihost_utils.sync_global_devices(f"file digest of checkpoint {step} written")
         self.saved_step = step
