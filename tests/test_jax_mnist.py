@@ -33,8 +33,8 @@ pytest.importorskip("jax")
 QUIET = dict(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
-def _env(devices):
-    return subprocesses.jax_env(devices, **QUIET)
+def _env(devices, compilation_cache=None):
+    return subprocesses.jax_env(devices, compilation_cache, **QUIET)
 
 
 def _has_mnist():
@@ -42,7 +42,14 @@ def _has_mnist():
 
 
 @pytest.fixture(scope="module")
-def devices_run(tmp_path_factory):
+def compilation_cache(tmp_path_factory):
+    """The XLA programs compiled by the worker and the app (the sweep's are
+    compiled once, not for each of its three runs)."""
+    return tmp_path_factory.mktemp("jax_compilation_cache")
+
+
+@pytest.fixture(scope="module")
+def devices_run(tmp_path_factory, compilation_cache):
     """The worker's measurements and folder; with MNIST, after `TF_CELL` ran
     here under TensorFlow."""
     out_dir = tmp_path_factory.mktemp("jax_mnist")
@@ -51,7 +58,8 @@ def devices_run(tmp_path_factory):
         worker.tf_cell(str(out_dir / "tf_run"), MANUAL_DIR, out_dir / "tf_cell.npz")
         arguments = [MANUAL_DIR, json.dumps(GRID)]
     return subprocesses.run_worker(
-        "tests.jax_mnist_worker", "devices", str(out_dir), *arguments, **QUIET
+        "tests.jax_mnist_worker", "devices", str(out_dir), *arguments,
+        compilation_cache=compilation_cache, **QUIET
     ), out_dir
 
 
@@ -120,12 +128,13 @@ def _command(output_dir):
 
 
 @needs_mnist
-def test_a_sweep_killed_on_jax_resumes_to_the_uninterrupted_results(devices_run, tmp_path):
+def test_a_sweep_killed_on_jax_resumes_to_the_uninterrupted_results(
+        devices_run, compilation_cache, tmp_path):
     """SIGKILL at the end of the first epoch (a run half done), then the same
     command: the results of the worker's uninterrupted sweep, to the byte."""
     _, out_dir = devices_run
     output_dir = tmp_path / "killed"
-    process = subprocess.Popen(_command(output_dir), cwd=REPO, env=_env(4),
+    process = subprocess.Popen(_command(output_dir), cwd=REPO, env=_env(4, compilation_cache),
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:
         if re.search(r" - val_loss: ", line):  # After the first epoch's files are written.
@@ -135,7 +144,7 @@ def test_a_sweep_killed_on_jax_resumes_to_the_uninterrupted_results(devices_run,
     assert read_results(output_dir / "results.csv") == []
     assert os.listdir(output_dir / "runs")  # The first run's folder, without its row.
 
-    finished = subprocess.run(_command(output_dir), cwd=REPO, env=_env(4), capture_output=True,
+    finished = subprocess.run(_command(output_dir), cwd=REPO, env=_env(4, compilation_cache), capture_output=True,
                               text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "left from an interrupted run" in finished.stdout

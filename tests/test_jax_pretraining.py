@@ -68,7 +68,11 @@ def devices_run(data_dir, tmp_path_factory):
     pytest.importorskip("jax")
     pytest.importorskip("orbax.checkpoint")  # The app's JAX checkpoints.
     out = str(tmp_path_factory.mktemp("bert_jax_runs"))
-    return subprocesses.run_worker("tests.jax_pretraining_worker", "devices", data_dir, out), out
+    # The resumed accumulation run's programs are read from the cache.
+    return subprocesses.run_worker(
+        "tests.jax_pretraining_worker", "devices", data_dir, out,
+        compilation_cache=tmp_path_factory.mktemp("jax_compilation_cache"),
+    ), out
 
 
 @pytest.mark.parametrize(
