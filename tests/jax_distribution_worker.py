@@ -20,6 +20,7 @@ import numpy as np
 
 import lamb
 from lamb import jax_distribution
+from tests.subprocesses import gathered_weights, gradient_norm, max_difference
 
 STEPS = 3
 BATCH = 16
@@ -115,34 +116,6 @@ def train(kind, initial, batches, distribution=None, accumulation=None, **optimi
     return model
 
 
-def weights(model):
-    from jax.experimental import multihost_utils
-
-    return [np.asarray(multihost_utils.process_allgather(v.value, tiled=True))
-            for v in model.weights]
-
-
-def max_difference(a, b):
-    return float(max(np.max(np.abs(x - y)) for x, y in zip(a, b)))
-
-
-def gradient_norm(model, batch):
-    """The global norm of the whole batch's gradient at the model's weights."""
-    import jax
-
-    x, y = batch
-    state = [v.value for v in model.trainable_variables]
-
-    def loss_of(trainable):
-        mapping = list(zip(model.trainable_variables, trainable))
-        with keras.StatelessScope(state_mapping=mapping):
-            y_pred = model(x, training=True)
-            return model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-
-    grads = jax.grad(loss_of)(state)
-    return float(np.sqrt(sum(np.sum(np.square(np.asarray(g))) for g in grads)))
-
-
 def devices_run(out):
     import jax
 
@@ -160,7 +133,7 @@ def devices_run(out):
         initial = build(kind).get_weights()
         results[f"{kind}_gradient_norm"] = gradient_norm(_with(build(kind), initial), batches[0])
         reference = train(kind, initial, batches)
-        expected = weights(reference)
+        expected = gathered_weights(reference)
         if kind == "mlp":
             np.savez(out, *expected)
         data_parallel = jax_distribution.make_distribution("data_parallel")
@@ -171,7 +144,7 @@ def devices_run(out):
             ("data_parallel_accumulation",
              train(kind, initial, batches, data_parallel, accumulation=ACCUMULATION)),
         ):
-            results[f"{kind}_{name}"] = max_difference(weights(model), expected)
+            results[f"{kind}_{name}"] = max_difference(gathered_weights(model), expected)
             if name == "model_parallel":
                 results[f"{kind}_sharding"] = _state_sharding(model)
                 results[f"{kind}_optimizer_bytes_one_device"] = sum(
@@ -210,17 +183,17 @@ def _keras_accumulation_facts(initial, batches, expected_lamb, data_parallel):
     (one device and `data_parallel`)."""
     facts = {}
     facts["schedule_lamb_accumulation"] = max_difference(
-        weights(train("mlp", initial, batches, accumulation=ACCUMULATION)), expected_lamb)
+        gathered_weights(train("mlp", initial, batches, accumulation=ACCUMULATION)), expected_lamb)
     facts["schedule_adamw_accumulation"] = max_difference(
-        weights(train("mlp", initial, batches, accumulation=ACCUMULATION, name="adamw")),
-        weights(train("mlp", initial, batches, name="adamw")))
+        gathered_weights(train("mlp", initial, batches, accumulation=ACCUMULATION, name="adamw")),
+        gathered_weights(train("mlp", initial, batches, name="adamw")))
     # The second micro-batch of step 1 non-finite, then step 2's micro-batches;
     # the reference: step 2's micro-batches alone.
     x, y = batches[0]
     x = x.copy()
     x[BATCH // ACCUMULATION:2 * BATCH // ACCUMULATION] = np.nan
-    without_step_1 = weights(train("mlp", initial, batches[1:2], accumulation=ACCUMULATION,
-                                   skip_nonfinite=True))
+    without_step_1 = gathered_weights(train(
+        "mlp", initial, batches[1:2], accumulation=ACCUMULATION, skip_nonfinite=True))
     for name, distribution in (("one_device", None), ("data_parallel", data_parallel)):
         scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
         with scope:
@@ -233,12 +206,12 @@ def _keras_accumulation_facts(initial, batches, expected_lamb, data_parallel):
                     batches[1], ACCUMULATION):
                 model.train_on_batch(micro_x, micro_y)
                 iterations.append(int(model.optimizer.iterations))
-                changed.append(max_difference(weights(model), initial) > 0)
+                changed.append(max_difference(gathered_weights(model), initial) > 0)
         facts[f"nonfinite_iterations_after_each_micro_batch_{name}"] = iterations
         facts[f"nonfinite_weights_changed_after_each_micro_batch_{name}"] = changed
         facts[f"nonfinite_skipped_steps_{name}"] = model.optimizer.skipped_steps
         facts[f"nonfinite_difference_from_the_run_without_step_1_{name}"] = max_difference(
-            weights(model), without_step_1)
+            gathered_weights(model), without_step_1)
     return facts
 
 
@@ -258,7 +231,7 @@ def process_run(process_id, port, reference):
     expected = list(np.load(reference).values())
     print(json.dumps({"process": process_id, "devices": len(jax.devices()),
                       "local_devices": len(jax.local_devices()),
-                      "difference": max_difference(weights(model), expected)}))
+                      "difference": max_difference(gathered_weights(model), expected)}))
 
 
 if __name__ == "__main__":

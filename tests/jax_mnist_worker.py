@@ -37,6 +37,7 @@ from lamb.mnist.plan import plan_runs
 from lamb.mnist.sweep import run_sweep
 from lamb.mnist.training import load_data, train_and_evaluate
 from lamb.models import mnist as mnist_models
+from tests.subprocesses import gathered_weights, gradient_norm, max_difference
 
 STEPS, BATCH, ACCUMULATION, TEST = 3, 16, 4, 16
 CLIPNORM = 0.05  # Below the gradient's global norm (measured and printed).
@@ -119,34 +120,14 @@ def equality_config(output_dir, batch_devices, accumulation=None):
     )
 
 
-def weights(model):
-    from jax.experimental import multihost_utils
-
-    return [np.asarray(multihost_utils.process_allgather(v.value, tiled=True))
-            for v in model.weights]
-
-
-def max_difference(a, b):
-    return float(max(np.max(np.abs(x - y)) for x, y in zip(a, b)))
-
-
-def gradient_norm(initial, data):
+def first_batch_gradient_norm(initial, data):
     """The global norm of the first batch's gradient at the initial weights."""
-    import jax
-
     (images, labels), _ = data
     x, y = next(iter(mnist_data.train_dataset(images, labels, BATCH, 12345)))
-    x, y = np.asarray(x), np.asarray(y)
     model = mnist_models.build_model("mlp")
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.set_weights(initial)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    def loss_of(trainable):
-        with keras.StatelessScope(state_mapping=list(zip(model.trainable_variables, trainable))):
-            return loss(y, model(x, training=True))
-
-    grads = jax.grad(loss_of)([v.value for v in model.trainable_variables])
-    return float(np.sqrt(sum(np.sum(np.square(np.asarray(g))) for g in grads)))
+    return gradient_norm(model, (np.asarray(x), np.asarray(y)))
 
 
 def devices_run(out_dir, manual_dir=None, sweep_json=None):
@@ -158,9 +139,9 @@ def devices_run(out_dir, manual_dir=None, sweep_json=None):
     use_flags()
     reference, initial, reference_row = train_cell(
         equality_config(os.path.join(out_dir, "one_device"), 1), data)
-    expected = weights(reference)
+    expected = gathered_weights(reference)
     np.savez(os.path.join(out_dir, "reference.npz"), *expected)
-    results["gradient_norm"] = gradient_norm(initial, data)
+    results["gradient_norm"] = first_batch_gradient_norm(initial, data)
     results["reference_test_loss"] = reference_row["test_loss"]
     for name, flag_values, accumulation in (
         ("data_parallel", {"distribution": "data_parallel"}, None),
@@ -172,7 +153,7 @@ def devices_run(out_dir, manual_dir=None, sweep_json=None):
             equality_config(os.path.join(out_dir, name), batch_devices, accumulation), data)
         results[name] = {
             "batch_devices": batch_devices,
-            "difference": max_difference(weights(model), expected),
+            "difference": max_difference(gathered_weights(model), expected),
             "test_loss": row["test_loss"],
             "sharded": sorted(v.path for v in model.weights
                               if any(axis is not None for axis in v.value.sharding.spec))
@@ -217,7 +198,7 @@ def process_run(process_id, port, out_dir):
     expected = list(np.load(os.path.join(out_dir, "reference.npz")).values())
     print(json.dumps({"process": process_id, "devices": len(jax.devices()),
                       "local_devices": len(jax.local_devices()), "batch_devices": batch_devices,
-                      "difference": max_difference(weights(model), expected)}))
+                      "difference": max_difference(gathered_weights(model), expected)}))
 
 
 if __name__ == "__main__":

@@ -21,14 +21,13 @@ import shutil
 import sys
 
 from absl import flags
-import keras
 import numpy as np
 
 from lamb import jax_distribution, run_pretraining
 from lamb.data import pretraining as data
 from lamb.models import bert
 from lamb.pretraining import jax_checkpoints, train
-from tests import jax_distribution_worker
+from tests.subprocesses import gathered_weights, gradient_norm, max_difference
 
 STEPS = 4
 BATCH = 16
@@ -88,21 +87,6 @@ def initial_model(data_dir):
     return model, batch
 
 
-def gradient_norm(model, batch):
-    """The global norm of the gradient of `batch` at the model's weights."""
-    import jax
-
-    x, y = batch
-
-    def loss_of(trainable):
-        mapping = list(zip(model.trainable_variables, trainable))
-        with keras.StatelessScope(state_mapping=mapping):
-            return model.compute_loss(x=x, y=y, y_pred=model(x, training=True))
-
-    gradients = jax.jit(jax.grad(loss_of))([v.value for v in model.trainable_variables])
-    return float(np.sqrt(sum(np.sum(np.square(np.asarray(g))) for g in gradients)))
-
-
 def devices_run(data_dir, out):
     import jax
 
@@ -112,13 +96,13 @@ def devices_run(data_dir, out):
     reference = None
     for name, extra in CONFIGURATIONS.items():
         model = pretrain(app_flags(data_dir, os.path.join(out, name)) + extra)
-        values = jax_distribution_worker.weights(model)
+        values = gathered_weights(model)
         if reference is None:
             reference = values
             np.savez(os.path.join(out, "one_device.npz"), *values)
             results["optimizer_bytes_one_device"] = sum(
                 v.value.nbytes for v in model.optimizer.variables)
-        results[name] = jax_distribution_worker.max_difference(values, reference)
+        results[name] = max_difference(values, reference)
         results[f"{name}_iterations"] = int(model.optimizer.iterations)
         if name == "model_parallel":
             results["optimizer_bytes_per_device"] = sorted(
@@ -129,8 +113,8 @@ def devices_run(data_dir, out):
     shutil.rmtree(jax_checkpoints.step_path(resumed, STEPS))
     os.remove(os.path.join(resumed, "metrics.json"))
     model = pretrain(app_flags(data_dir, resumed) + CONFIGURATIONS["accumulation"])
-    results["accumulation_resumed"] = jax_distribution_worker.max_difference(
-        jax_distribution_worker.weights(model), reference)
+    results["accumulation_resumed"] = max_difference(
+        gathered_weights(model), reference)
     results["accumulation_resumed_iterations"] = int(model.optimizer.iterations)
     for name, extra in REFUSED.items():
         try:
@@ -150,8 +134,8 @@ def process_run(process_id, port, data_dir, out):
     expected = list(np.load(os.path.join(out, "one_device.npz")).values())
     print(json.dumps({"process": process_id, "devices": len(jax.devices()),
                       "local_devices": len(jax.local_devices()),
-                      "difference": jax_distribution_worker.max_difference(
-                          jax_distribution_worker.weights(model), expected)}))
+                      "difference": max_difference(
+                          gathered_weights(model), expected)}))
 
 
 if __name__ == "__main__":

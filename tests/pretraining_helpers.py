@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import tensorflow as tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.subprocesses import REPO, app_env
+
 SHARED_DATA = os.path.join(REPO, "..", "shared", "data")
 WORDS = [f"w{i}" for i in range(60)]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -61,6 +62,14 @@ def write_bert_config(path, vocab_size, dropout=0.0, **overrides):
     return config
 
 
+def tiny_bert_config(directory):
+    """Writes `directory`/bert_config.json, a BERT of 1 layer of hidden 32 over
+    a vocabulary of 64 (the benchmarks' tests); returns its path."""
+    path = os.path.join(directory, "bert_config.json")
+    write_bert_config(path, vocab_size=64, num_hidden_layers=1)
+    return path
+
+
 def make_pretraining_data(directory, dupe_factor=2):
     """Corpus, vocab, TFRecords (two files) and BERT configs in `directory`."""
     from lamb.data import pretraining
@@ -98,12 +107,6 @@ def app_args(data, output_dir, config="bert_config.json", **flags):
     }
     values.update(flags)
     return [f"--{name}={value}" for name, value in values.items()]
-
-
-def app_env(**extra):
-    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    env.update(extra)
-    return env
 
 
 def run_app(args, timeout=240, **env):

@@ -3,18 +3,14 @@ runs as on the accelerator machine, where neither TensorFlow nor keras-hub's
 optional dependencies exist (a BERT of hidden 32 and 64 tokens, tiny shapes,
 CPU), and prints its figures."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
+from tests.pretraining_helpers import tiny_bert_config
+from tests.subprocesses import REPO, skip_without
 
-from tests.pretraining_helpers import write_bert_config
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Missing as a module is missing (ModuleNotFoundError with its name), so
 # keras-hub's optional imports take their "not installed" branch.
@@ -39,17 +35,13 @@ runpy.run_path("benchmarks/bert_steps_jax.py", run_name="__main__")
 
 
 def test_bert_steps_jax_runs_without_tensorflow_and_prints_sequences_per_second(tmp_path):
-    # Looked up only: nothing here starts JAX in the suite's process (which forks).
-    for module in ("jax", "keras_hub"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"needs {module}")
-    config = str(tmp_path / "bert_config.json")
-    write_bert_config(config, vocab_size=64, num_hidden_layers=1)
+    skip_without("jax", "keras_hub")
+    config = tiny_bert_config(tmp_path)
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_ACCELERATOR_MACHINE_ABSENTEES, f"--bert_config={config}",
          "--optimizer=lamb", "--batch_size=2", "--sequence=8", "--predictions=2", "--rounds=1",
          "--steps=1"],
-        cwd=ROOT, env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=str(ROOT)),
+        cwd=REPO, env=dict(os.environ, KERAS_BACKEND="jax", PYTHONPATH=REPO),
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]

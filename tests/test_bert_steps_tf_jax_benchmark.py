@@ -4,32 +4,23 @@ configuration (the one-device ones run the same function with fewer devices or
 TensorFlow, left out to keep this short), and LAMB's state split over the
 model axis under model_parallel."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
-
-from tests.pretraining_helpers import write_bert_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.pretraining_helpers import tiny_bert_config
+from tests.subprocesses import REPO, skip_without
 
 
 def test_bert_steps_tf_jax_measures_each_configuration_and_the_sharded_state(tmp_path):
-    # Looked up only: nothing here starts JAX in the suite's process (which forks).
-    for module in ("jax", "keras_hub"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"needs {module}")
-    config = str(tmp_path / "bert_config.json")
-    write_bert_config(config, vocab_size=64, num_hidden_layers=1)
+    skip_without("jax", "keras_hub")
+    config = tiny_bert_config(tmp_path)
     result = subprocess.run(
         [sys.executable, "benchmarks/bert_steps_tf_jax.py", f"--bert_config={config}",
          "--batch_size=4", "--sequence=8", "--predictions=2", "--rounds=1", "--steps=1",
          "--configurations=jax_data_parallel_2"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO),
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]

@@ -5,6 +5,7 @@ Each run is a subprocess with KERAS_BACKEND=jax; the runs share a persistent
 XLA compilation cache (measured: about a third less CPU time for this file).
 """
 
+import hashlib
 import json
 import os
 import random
@@ -27,6 +28,7 @@ from lamb import _files  # noqa: E402
 from lamb.data import pretraining  # noqa: E402
 from lamb.pretraining import run_folder  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
+from tests import subprocesses  # noqa: E402
 
 SEQUENCE, PREDICTIONS = 16, 3
 
@@ -63,12 +65,8 @@ def app_args(data, output_dir, **flags):
 
 
 def jax_env(data, devices=1):
-    return dict(
-        KERAS_BACKEND="jax",
-        JAX_COMPILATION_CACHE_DIR=data["cache"],
-        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-    )
+    """The environment of a run on `devices` JAX devices, its compilations cached."""
+    return subprocesses.jax_env(devices, compilation_cache=data["cache"])
 
 
 def run_app(data, args):
@@ -138,15 +136,23 @@ def test_sigkill_during_a_save_then_rerun_ends_with_the_uninterrupted_weights(
     assert steps(output_dir) == [4, 6]
 
 
+def _files_under(folder):
+    return [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def _largest_file(folder):
-    files = [os.path.join(root, name) for root, _, names in os.walk(folder) for name in names]
-    return max(files, key=os.path.getsize)
+    return max(_files_under(folder), key=os.path.getsize)
 
 
 def _alter_a_byte_that_orbax_reads_silently(checkpoint):
     """Flips a byte of the largest data file of `checkpoint`'s weights: the
     first one (every 1000th from byte 100) that orbax, which keeps no
-    checksums, reads back without an error as other values."""
+    checksums, reads back without an error as other values. Returns the file."""
     before = orbax_values(checkpoint)
     path = _largest_file(os.path.join(checkpoint, "model", "ocdbt.process_0", "d"))
     with open(path, "rb") as f:
@@ -161,7 +167,7 @@ def _alter_a_byte_that_orbax_reads_silently(checkpoint):
         except ValueError:  # Orbax noticed: that part no longer decodes.
             continue
         if any(not np.array_equal(before[name], after[name]) for name in before):
-            return
+            return path
     pytest.fail(f"orbax noticed every altered byte of {path}")
 
 
@@ -172,30 +178,54 @@ def _truncate(path):
         f.write(content[: len(content) // 2])
 
 
-def test_an_altered_checkpoint_falls_back_to_the_previous_one(data, reference, tmp_path):
-    """Orbax restores an altered byte as another value; the digest notices."""
+def _assert_last_line_and_no_traceback(stderr, line):
+    assert stderr.strip().splitlines()[-1] == line
+    assert "Traceback" not in stderr
+
+
+def test_damaged_checkpoints_are_skipped_each_check_in_turn(data, reference, tmp_path):
+    """The SHA-256 of each file, written after orbax committed the folder,
+    notices a truncated file or an unfinished save before orbax reads it (so
+    orbax prints nothing); the arrays' checksums notice an altered byte that
+    orbax reads back silently and the files' digest cannot see (altered
+    before the digest was taken)."""
+    for folder in (os.path.join(reference, f"ckpt_{step}") for step in (4, 6)):
+        with open(os.path.join(folder, "file_digest.json")) as f:
+            recorded = json.load(f)
+        assert recorded == {os.path.relpath(path, folder): _sha256(path)
+                            for path in _files_under(folder) if not path.endswith("file_digest.json")}
     output_dir = str(tmp_path / "run")
     shutil.copytree(reference, output_dir)
     damaged = os.path.join(output_dir, "ckpt_6")
-    _alter_a_byte_that_orbax_reads_silently(damaged)
+    altered = _alter_a_byte_that_orbax_reads_silently(damaged)
+    with open(os.path.join(damaged, "file_digest.json")) as f:
+        recorded = json.load(f)
+    recorded[os.path.relpath(altered, damaged)] = _sha256(altered)
+    with open(os.path.join(damaged, "file_digest.json"), "w") as f:
+        json.dump(recorded, f)
     resumed = run_app(data, app_args(data, output_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Checkpoint {damaged} is damaged (model variable " in resumed.stderr
     assert " differs from its checksum); trying the previous one." in resumed.stderr
     assert f"Resuming from {os.path.join(output_dir, 'ckpt_4')}" in resumed.stderr
     assert f"Removing the damaged checkpoint {damaged}." in resumed.stderr
+    assert "Traceback" not in resumed.stderr
     helpers.assert_same_weights(orbax_values(os.path.join(reference, "ckpt_6")),
                                 orbax_values(damaged))
 
-    for step in (4, 6):
-        _truncate(_largest_file(os.path.join(output_dir, f"ckpt_{step}", "optimizer")))
+    truncated = _largest_file(os.path.join(damaged, "optimizer"))
+    _truncate(truncated)
+    os.remove(os.path.join(output_dir, "ckpt_4", "file_digest.json"))  # A save killed at its end.
     failed = run_app(data, app_args(data, output_dir))
     assert failed.returncode == 1
-    # Not always the last line: orbax's reader threads may print "Event loop is closed"
-    # tracebacks after it when the files are truncated (an open problem).
-    assert (f"run_pretraining: error: --output_dir={output_dir} holds checkpoints (steps [4, 6]) "
-            "but none is readable (see the warnings). Move them away to start from step 0, or "
-            "use another --output_dir.") in failed.stderr.splitlines()
+    assert (f"Checkpoint {damaged} is damaged ({os.path.relpath(truncated, damaged)} differs "
+            "from its SHA-256 in file_digest.json); trying the previous one.") in failed.stderr
+    assert (f"Checkpoint {os.path.join(output_dir, 'ckpt_4')} is damaged (no file_digest.json: "
+            "its save did not finish); trying the previous one.") in failed.stderr
+    _assert_last_line_and_no_traceback(failed.stderr, (
+        f"run_pretraining: error: --output_dir={output_dir} holds checkpoints (steps [4, 6]) "
+        "but none is readable (see the warnings). Move them away to start from step 0, or use "
+        "another --output_dir."))
 
 
 def test_eval_only_of_an_init_checkpoint_matches_the_eval_in_training(data, reference, tmp_path):
@@ -229,7 +259,7 @@ def test_resume_under_data_parallel_on_two_devices_and_the_output_dir_guards(
         worker = subprocess.Popen(
             [sys.executable, "-m", "tests.jax_checkpoints_worker", "data_parallel", "-",
              *app_args(data, output_dir)],
-            env=helpers.app_env(**jax_env(data, devices=2)), cwd=helpers.REPO,
+            env=jax_env(data, devices=2), cwd=subprocesses.REPO,
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:

@@ -7,34 +7,13 @@ the gradient's norm (so a clip of a replica's or a micro-batch's share would
 show) and compares the weights with one device on the whole batch.
 """
 
-import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
-
 import keras
 import pytest
 
 from lamb import jax_distribution
+from tests import subprocesses
 
-ROOT = Path(__file__).resolve().parent.parent
 FLOAT32_ROUNDING = 2e-6  # Max abs weight difference over a few steps.
-
-
-def _env(devices):
-    return dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        PYTHONPATH=str(ROOT),
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        CUDA_VISIBLE_DEVICES="",
-    )
-
-
-def _last_json_line(output):
-    return json.loads(output.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +21,8 @@ def devices_run(tmp_path_factory):
     pytest.importorskip("jax")
     pytest.importorskip("keras_hub")
     reference = tmp_path_factory.mktemp("jax") / "reference.npz"
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.jax_distribution_worker", "devices", str(reference)],
-        cwd=ROOT, env=_env(4), capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return _last_json_line(result.stdout), reference
+    return (subprocesses.run_worker("tests.jax_distribution_worker", "devices", str(reference)),
+            reference)
 
 
 @pytest.mark.parametrize("model", ["mlp", "bert"])
@@ -111,22 +86,8 @@ def test_keras_accumulation_skips_the_whole_step_of_a_nonfinite_micro_batch(
 
 def test_two_processes_equal_one_process(devices_run):
     _, reference = devices_run
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.jax_distribution_worker", "process", str(process_id),
-             str(port), str(reference)],
-            cwd=ROOT, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for process_id in (0, 1)
-    ]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for worker, (stdout, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stdout[-3000:] + stderr[-6000:]
-    for process_id, (stdout, _) in enumerate(outputs):
-        result = _last_json_line(stdout)
+    results = subprocesses.run_two_processes("tests.jax_distribution_worker", str(reference))
+    for process_id, result in enumerate(results):
         assert result["process"] == process_id
         assert (result["devices"], result["local_devices"]) == (4, 2)
         assert result["difference"] < FLOAT32_ROUNDING

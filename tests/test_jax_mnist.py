@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 
@@ -22,6 +21,7 @@ from lamb.mnist.config import make_config
 from lamb.mnist.results import read_results
 from lamb.mnist.training import evaluation_batch_size
 from tests import jax_mnist_worker as worker
+from tests import subprocesses
 from tests.test_mnist_compare import MANUAL_DIR, REPO, needs_mnist
 from tests.test_mnist_sweep_kills import GRID, assert_same_sweep
 
@@ -30,20 +30,11 @@ TIMINGS = ("train_seconds", "examples_per_second")
 pytest.importorskip("jax")
 
 
-def _env(devices):
-    return dict(
-        os.environ,
-        KERAS_BACKEND="jax",
-        PYTHONPATH=str(REPO),
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-        CUDA_VISIBLE_DEVICES="",
-        TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONUNBUFFERED="1",
-    )
+QUIET = dict(TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
 
-def _last_json_line(output):
-    return json.loads(output.strip().splitlines()[-1])
+def _env(devices, compilation_cache=None):
+    return subprocesses.jax_env(devices, compilation_cache, **QUIET)
 
 
 def _has_mnist():
@@ -51,7 +42,14 @@ def _has_mnist():
 
 
 @pytest.fixture(scope="module")
-def devices_run(tmp_path_factory):
+def compilation_cache(tmp_path_factory):
+    """The XLA programs compiled by the worker and the app (the sweep's are
+    compiled once, not for each of its three runs)."""
+    return tmp_path_factory.mktemp("jax_compilation_cache")
+
+
+@pytest.fixture(scope="module")
+def devices_run(tmp_path_factory, compilation_cache):
     """The worker's measurements and folder; with MNIST, after `TF_CELL` ran
     here under TensorFlow."""
     out_dir = tmp_path_factory.mktemp("jax_mnist")
@@ -59,12 +57,10 @@ def devices_run(tmp_path_factory):
     if _has_mnist():
         worker.tf_cell(str(out_dir / "tf_run"), MANUAL_DIR, out_dir / "tf_cell.npz")
         arguments = [MANUAL_DIR, json.dumps(GRID)]
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.jax_mnist_worker", "devices", str(out_dir), *arguments],
-        cwd=REPO, env=_env(4), capture_output=True, text=True, timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return _last_json_line(result.stdout), out_dir
+    return subprocesses.run_worker(
+        "tests.jax_mnist_worker", "devices", str(out_dir), *arguments,
+        compilation_cache=compilation_cache, **QUIET
+    ), out_dir
 
 
 @needs_mnist
@@ -118,22 +114,8 @@ def test_a_model_axis_that_cannot_split_the_kernels_is_a_clear_error(devices_run
 
 def test_two_processes_equal_one_process(devices_run):
     _, out_dir = devices_run
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.jax_mnist_worker", "process", str(process_id),
-             str(port), str(out_dir)],
-            cwd=REPO, env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        for process_id in (0, 1)
-    ]
-    outputs = [worker_process.communicate(timeout=600) for worker_process in workers]
-    for worker_process, (stdout, stderr) in zip(workers, outputs):
-        assert worker_process.returncode == 0, stdout[-3000:] + stderr[-6000:]
-    for process_id, (stdout, _) in enumerate(outputs):
-        result = _last_json_line(stdout)
+    results = subprocesses.run_two_processes("tests.jax_mnist_worker", str(out_dir), **QUIET)
+    for process_id, result in enumerate(results):
         assert result["process"] == process_id
         assert (result["devices"], result["local_devices"], result["batch_devices"]) == (4, 2, 4)
         assert result["difference"] < FLOAT32_ROUNDING
@@ -146,12 +128,13 @@ def _command(output_dir):
 
 
 @needs_mnist
-def test_a_sweep_killed_on_jax_resumes_to_the_uninterrupted_results(devices_run, tmp_path):
+def test_a_sweep_killed_on_jax_resumes_to_the_uninterrupted_results(
+        devices_run, compilation_cache, tmp_path):
     """SIGKILL at the end of the first epoch (a run half done), then the same
     command: the results of the worker's uninterrupted sweep, to the byte."""
     _, out_dir = devices_run
     output_dir = tmp_path / "killed"
-    process = subprocess.Popen(_command(output_dir), cwd=REPO, env=_env(4),
+    process = subprocess.Popen(_command(output_dir), cwd=REPO, env=_env(4, compilation_cache),
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:
         if re.search(r" - val_loss: ", line):  # After the first epoch's files are written.
@@ -161,7 +144,7 @@ def test_a_sweep_killed_on_jax_resumes_to_the_uninterrupted_results(devices_run,
     assert read_results(output_dir / "results.csv") == []
     assert os.listdir(output_dir / "runs")  # The first run's folder, without its row.
 
-    finished = subprocess.run(_command(output_dir), cwd=REPO, env=_env(4), capture_output=True,
+    finished = subprocess.run(_command(output_dir), cwd=REPO, env=_env(4, compilation_cache), capture_output=True,
                               text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "left from an interrupted run" in finished.stdout

@@ -13,9 +13,6 @@ would show) and a schedule that changes the rate at every step.
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
 
 from absl import flags
 from absl.testing import flagsaver
@@ -31,6 +28,7 @@ from lamb.models import bert  # noqa: E402
 from lamb.pretraining import train  # noqa: E402
 from tests import jax_pretraining_worker as worker  # noqa: E402
 from tests import pretraining_helpers as helpers  # noqa: E402
+from tests import subprocesses  # noqa: E402
 
 FLOAT32_ROUNDING = 2e-6  # Max abs weight difference after a few steps.
 TENSORFLOW_VS_JAX = 1e-5  # Two backends' kernels: float32 rounding, summed differently.
@@ -70,18 +68,11 @@ def devices_run(data_dir, tmp_path_factory):
     pytest.importorskip("jax")
     pytest.importorskip("orbax.checkpoint")  # The app's JAX checkpoints.
     out = str(tmp_path_factory.mktemp("bert_jax_runs"))
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.jax_pretraining_worker", "devices", data_dir, out],
-        cwd=helpers.REPO, env=jax_env(4), capture_output=True, text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-    return json.loads(result.stdout.strip().splitlines()[-1]), out
-
-
-def jax_env(devices):
-    return helpers.app_env(
-        KERAS_BACKEND="jax", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    # The resumed accumulation run's programs are read from the cache.
+    return subprocesses.run_worker(
+        "tests.jax_pretraining_worker", "devices", data_dir, out,
+        compilation_cache=tmp_path_factory.mktemp("jax_compilation_cache"),
+    ), out
 
 
 @pytest.mark.parametrize(
@@ -152,23 +143,8 @@ def test_flags_refused_on_jax(devices_run, name, message):
 
 def test_two_processes_end_with_the_weights_of_one_device(devices_run, data_dir):
     _, out = devices_run
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.jax_pretraining_worker", "process", str(process_id),
-             str(port), data_dir, out],
-            cwd=helpers.REPO, env=jax_env(2), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-        )
-        for process_id in (0, 1)
-    ]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
-    for process, (stdout, stderr) in zip(workers, outputs):
-        assert process.returncode == 0, stdout[-3000:] + stderr[-6000:]
-    for process_id, (stdout, _) in enumerate(outputs):
-        result = json.loads(stdout.strip().splitlines()[-1])
+    results = subprocesses.run_two_processes("tests.jax_pretraining_worker", data_dir, out)
+    for process_id, result in enumerate(results):
         assert result["process"] == process_id
         assert (result["devices"], result["local_devices"]) == (4, 2)
         assert result["difference"] < FLOAT32_ROUNDING

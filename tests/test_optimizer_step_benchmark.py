@@ -2,15 +2,12 @@
 made unimportable, as on an accelerator machine without it: it runs and
 writes its Markdown table (one round of one step: no timing is checked)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
+from tests.subprocesses import REPO, skip_without
 
-ROOT = Path(__file__).resolve().parent.parent
 
 WITHOUT_TENSORFLOW = """
 import runpy
@@ -30,21 +27,18 @@ runpy.run_path("benchmarks/optimizer_step.py", run_name="__main__")
 
 
 def test_the_step_benchmark_runs_under_jax_without_tensorflow(tmp_path):
-    # Looked up only: nothing here starts JAX in the suite's process (which forks).
-    for module in ("jax", "optax"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"needs {module}")
+    skip_without("jax", "optax")
     markdown = tmp_path / "steps.md"
     env = dict(
         os.environ,
         KERAS_BACKEND="jax",
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")]),
+        PYTHONPATH=os.pathsep.join([REPO, os.path.join(REPO, "benchmarks")]),
     )
     result = subprocess.run(
         [sys.executable, "-c", WITHOUT_TENSORFLOW, "--variable_set=50x1M", "--rounds=1",
          "--steps_per_round=1", "--optimizers=adam,lamb,keras_lamb,optax_lamb,optax_adam",
          f"--markdown={markdown}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = markdown.read_text()

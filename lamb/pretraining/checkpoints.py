@@ -78,6 +78,36 @@ def checkpoint_damage(path):
     return None
 
 
+def read_newest_readable(output_dir, paths, read, init_checkpoint, weights_only):
+    """Reads the newest of the checkpoints `paths` (`{step: path}`) of
+    `output_dir` that `read(path)` finds whole (it returns None, or why the
+    files are damaged), warning about each damaged one and about
+    `init_checkpoint`, unused then; returns its step, or None if none is whole."""
+    for step in sorted(paths, reverse=True):
+        damage = read(paths[step])
+        if damage:
+            logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
+                            paths[step], damage)
+            continue
+        logging.info("%s %s", "Evaluating" if weights_only else "Resuming from", paths[step])
+        if init_checkpoint:
+            logging.warning(
+                "--init_checkpoint=%s has no effect: --output_dir=%s holds checkpoints "
+                "of its own, resumed instead.", init_checkpoint, output_dir,
+            )
+        return step
+    return None
+
+
+def none_readable(output_dir, held):
+    """The error for an `output_dir` that holds checkpoints (`held` says
+    which), none of them readable."""
+    return ValueError(
+        f"--output_dir={output_dir} holds checkpoints ({held}) but none is readable (see the "
+        "warnings). Move them away to start from step 0, or use another --output_dir."
+    )
+
+
 # Each backend's checkpoints: its name, what they look like, their steps in a folder.
 BACKEND_CHECKPOINTS = {
     "tensorflow": ("TensorFlow", "ckpt-<step>.index files", checkpoint_steps),
@@ -165,29 +195,23 @@ class Checkpoints:
         steps = checkpoint_steps(self.output_dir)
         state_path = os.path.join(self.output_dir, CHECKPOINT_STATE)
         state_readable = self._state_readable(state_path)
-        for step in reversed(steps):
-            path = os.path.join(self.output_dir, f"ckpt-{step}")
-            damage = self._read(weights if weights_only else self.checkpoint, path)
-            if damage:
-                logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
-                                path, damage)
-                continue
-            logging.info("%s %s", "Evaluating" if weights_only else "Resuming from", path)
-            if init_checkpoint:
-                logging.warning(
-                    "--init_checkpoint=%s has no effect: --output_dir=%s holds checkpoints "
-                    "of its own, resumed instead.", init_checkpoint, self.output_dir,
-                )
+        step = read_newest_readable(
+            self.output_dir,
+            {s: os.path.join(self.output_dir, f"ckpt-{s}") for s in steps},
+            lambda path: self._read(weights if weights_only else self.checkpoint, path),
+            init_checkpoint,
+            weights_only,
+        )
+        if step is not None:
             if not state_readable and self.chief and not weights_only:
                 self._write_state([s for s in steps if s <= step])
             self.saved_step = step
             return int(self.global_step.numpy())
         if steps or tf.io.gfile.exists(state_path):
-            raise ValueError(
-                f"--output_dir={self.output_dir} holds checkpoints ({CHECKPOINT_STATE} state "
-                f"file: {'readable' if state_readable else 'damaged or absent'}; steps "
-                f"{steps}) but none is readable (see the warnings). Move them away to start "
-                "from step 0, or use another --output_dir."
+            raise none_readable(
+                self.output_dir,
+                f"{CHECKPOINT_STATE} state file: "
+                f"{'readable' if state_readable else 'damaged or absent'}; steps {steps}",
             )
         refuse_checkpoints_of("jax", self.output_dir, init_checkpoint)
         if init_checkpoint:

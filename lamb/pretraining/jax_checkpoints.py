@@ -11,25 +11,36 @@ previous checkpoints intact). Keras's `.weights.h5` files gather every array
 on one host and are written in place.
 
 Orbax does not notice altered bytes: a flipped byte in an array's file
-restores silently as another value (measured with orbax-checkpoint 0.12.8).
-So each checkpoint also holds a digest (`checksums` of every array), written
-in the same atomic folder, and a restore checks the arrays it read against it.
+restores silently as another value (measured with orbax-checkpoint 0.12.8);
+and a truncated file makes its reader threads print thousands of lines of
+tracebacks, also at exit. So a restore first checks each file against its
+SHA-256 in `FILE_DIGEST`, written last into the checkpoint's folder once
+orbax has committed it (a checkpoint without it was not saved to the end),
+and reads no damaged checkpoint with orbax. Then it checks the arrays it read
+against their `checksums`, saved with them in the same atomic folder: that
+also notices bytes altered before they reached the files.
 """
 
 import functools
+import hashlib
+import json
 import logging as python_logging
 import os
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
+import tensorflow as tf
 
 from lamb.pretraining.checkpoints import (
-    ORBAX_STEP_PREFIX, first_line, orbax_checkpoint_steps, refuse_checkpoints_of,
+    ORBAX_STEP_PREFIX, first_line, none_readable, orbax_checkpoint_steps, read_newest_readable,
+    refuse_checkpoints_of,
 )
 
 ITEMS = ("model", "optimizer")
+FILE_DIGEST = "file_digest.json"  # In each checkpoint: {file's path in it: its SHA-256}.
 
 
 class DamagedCheckpoint(Exception):
@@ -38,6 +49,49 @@ class DamagedCheckpoint(Exception):
 
 def step_path(directory, step):
     return os.path.join(directory, f"{ORBAX_STEP_PREFIX}_{step}")
+
+
+def sha256(path):
+    """The SHA-256 hex digest of the file `path`'s bytes."""
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as f:
+        while chunk := f.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_file_digest(folder):
+    """Writes `FILE_DIGEST` into the checkpoint `folder`: the SHA-256 of
+    each of its files, whole or not at all (a temporary file renamed)."""
+    digest = {
+        os.path.relpath(os.path.join(root, name), folder): sha256(os.path.join(root, name))
+        for root, _, names in tf.io.gfile.walk(folder) for name in names
+    }
+    temporary = os.path.join(folder, FILE_DIGEST + ".tmp")
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        json.dump(digest, f, indent=0, sort_keys=True)
+    tf.io.gfile.rename(temporary, os.path.join(folder, FILE_DIGEST), overwrite=True)
+
+
+def check_files(folder, items):
+    """Raises DamagedCheckpoint unless the files that a restore of `items`
+    reads from the checkpoint `folder` (its metadata, digest and `items`)
+    have their SHA-256 in its `FILE_DIGEST`."""
+    try:
+        with tf.io.gfile.GFile(os.path.join(folder, FILE_DIGEST)) as f:
+            recorded = json.load(f)
+    except tf.errors.NotFoundError:
+        raise DamagedCheckpoint(f"no {FILE_DIGEST}: its save did not finish") from None
+    except (tf.errors.OpError, ValueError) as error:
+        raise DamagedCheckpoint(f"{FILE_DIGEST}: {first_line(error)}") from None
+    for path, expected in sorted(recorded.items()):
+        top = path.split(os.sep)[0]
+        if top != path and top not in ("digest", *items):
+            continue
+        if not tf.io.gfile.exists(os.path.join(folder, path)):
+            raise DamagedCheckpoint(f"{path} is missing")
+        if sha256(os.path.join(folder, path)) != expected:
+            raise DamagedCheckpoint(f"{path} differs from its SHA-256 in {FILE_DIGEST}")
 
 
 @functools.cache
@@ -102,7 +156,7 @@ class JaxCheckpoints:
         hide_orbax_info_logs()
         self.manager = None  # Opened at the first save.
         self.saved_step = None
-        self.damaged_steps = []  # Skipped at restore; removed at the first save.
+        self.damaged_steps = []  # Newer than the one restored; removed at the first save.
 
     def _variables(self):
         return {"model": self.model.variables, "optimizer": self.model.optimizer.variables}
@@ -115,29 +169,16 @@ class JaxCheckpoints:
         `init_checkpoint`'s step is returned."""
         items = ("model",) if weights_only else ITEMS
         steps = orbax_checkpoint_steps(self.output_dir)
-        for step in reversed(steps):
-            path = step_path(self.output_dir, step)
-            try:
-                self._read(path, items)
-            except DamagedCheckpoint as damage:
-                logging.warning("Checkpoint %s is damaged (%s); trying the previous one.",
-                                path, damage)
-                self.damaged_steps.append(step)
-                continue
-            logging.info("%s %s", "Evaluating" if weights_only else "Resuming from", path)
-            if init_checkpoint:
-                logging.warning(
-                    "--init_checkpoint=%s has no effect: --output_dir=%s holds checkpoints "
-                    "of its own, resumed instead.", init_checkpoint, self.output_dir,
-                )
+        step = read_newest_readable(
+            self.output_dir, {s: step_path(self.output_dir, s) for s in steps},
+            lambda path: self._damage(path, items), init_checkpoint, weights_only,
+        )
+        if step is not None:
+            self.damaged_steps = [s for s in steps if s > step]
             self.saved_step = step
             return step
         if steps:
-            raise ValueError(
-                f"--output_dir={self.output_dir} holds checkpoints (steps {steps}) but none "
-                "is readable (see the warnings). Move them away to start from step 0, or use "
-                "another --output_dir."
-            )
+            raise none_readable(self.output_dir, f"steps {steps}")
         refuse_checkpoints_of("tensorflow", self.output_dir, init_checkpoint)
         if not init_checkpoint:
             return 0
@@ -152,10 +193,19 @@ class JaxCheckpoints:
             ) from None
         return step if weights_only else 0
 
+    def _damage(self, path, items):
+        """Reads the checkpoint `path` as `_read` does; returns None, or why it is damaged."""
+        try:
+            self._read(path, items)
+        except DamagedCheckpoint as damage:
+            return str(damage)
+        return None
+
     def _read(self, path, items):
         """Reads the `items` of the checkpoint `path` into the variables, laid
         out like them, and returns its step. Raises DamagedCheckpoint (then no
         variable changes), or ValueError if it does not fit the model."""
+        check_files(path, items)
         checkpointer = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
         # Orbax and TensorStore raise many types (bare Exceptions among them)
         # for missing and unreadable files: any error of a read is damage.
@@ -240,4 +290,9 @@ class JaxCheckpoints:
             ),
             force=True,
         )
+        self.manager.wait_until_finished()
+        if self.chief:
+            write_file_digest(step_path(self.output_dir, step))
+        if jax.process_count() > 1:  # Every process returns once the checkpoint is whole.
+            multihost_utils.sync_global_devices(f"file digest of checkpoint {step} written")
         self.saved_step = step
