@@ -35,7 +35,7 @@ EXTRAS = {
     "notebook": NOTEBOOK,
     "docs": DOCS,
     "jax": JAX,
-    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + JAX + ["pytest>=7", "ml_dtypes>=0.3.1", "optax>=0.2"])),
+    "test": sorted(set(MNIST + BERT + NOTEBOOK + DOCS + JAX + ["pytest>=7", "pytest-xdist>=3.5", "ml_dtypes>=0.3.1", "optax>=0.2"])),
 }
 
 setup(
