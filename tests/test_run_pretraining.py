@@ -429,6 +429,32 @@ def test_resume_with_other_training_flags_is_refused_listing_them_unless_allowed
         assert json.load(f) == {**recorded, "learning_rate": 2e-2, "train_batch_size": 8}
 
 
+def test_lamb16_moment_rounding_reaches_the_optimizer_and_is_a_training_flag(data, tmp_path):
+    # Feed-forward kernels of 32 x 128: at LAMB16's min_8bit_size, so their moments are 8-bit.
+    with open(os.path.join(data["dir"], "bert_config.json")) as f:
+        config = {**json.load(f), "intermediate_size": 128}
+    config_file = tmp_path / "bert_config.json"
+    config_file.write_text(json.dumps(config))
+    lamb16 = dict(optimizer="lamb16", bert_config_file=config_file)
+    runs = {}
+    for rounding in ("nearest", "stochastic"):
+        output_dir = str(tmp_path / rounding)
+        run_in_process(helpers.app_args(data, output_dir, num_train_steps=4,
+                                        lamb16_moment_rounding=rounding, **lamb16))
+        with open(os.path.join(output_dir, "flags.json")) as f:
+            recorded = json.load(f)
+        # Recorded when not the default, so that earlier lamb16 runs' records still match.
+        assert recorded.get("lamb16_moment_rounding") == (
+            "stochastic" if rounding == "stochastic" else None)
+        runs[rounding] = helpers.model_weights(tf.train.latest_checkpoint(output_dir))
+    # The same seed and batches: only the rounding of v's codes tells the runs apart.
+    assert any(not np.array_equal(runs["nearest"][name], runs["stochastic"][name])
+               for name in runs["nearest"])
+    with pytest.raises(ValueError, match=r"other training flags .*--lamb16_moment_rounding"):
+        run_in_process(helpers.app_args(data, str(tmp_path / "stochastic"), num_train_steps=8,
+                                        **lamb16))
+
+
 def test_output_dir_that_is_a_file_fails_before_any_work(data, tmp_path):
     path = tmp_path / "a_file"
     path.write_text("not a folder")
@@ -527,9 +553,11 @@ def test_a_finished_run_says_it_has_nothing_to_do(data, phase1, tmp_path, caplog
 
 
 @pytest.mark.parametrize("overrides, warnings", [
-    (dict(optimizer="adamw", log_trust_ratios=True, tpu_name="local"), [
+    (dict(optimizer="adamw", log_trust_ratios=True, tpu_name="local",
+          lamb16_moment_rounding="stochastic"), [
         "--log_trust_ratios has no effect with --optimizer=adamw, which has no trust ratio "
         "(lamb, lamb16 and lars do).",
+        "--lamb16_moment_rounding has no effect with --optimizer=adamw (only lamb16).",
         "--tpu_name has no effect with --strategy=default (only with tpu).",
     ]),
     (dict(optimizer="lars", beta_1=0.8, epsilon=1e-8), [

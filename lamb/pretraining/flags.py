@@ -8,7 +8,7 @@ import keras
 from lamb import _app, _checks
 from lamb import distribute, jax_distribution
 from lamb.factory import DECAY_SCHEDULES
-from lamb.optimizers import registry
+from lamb.optimizers import moments, registry
 from lamb.optimizers.layer_adaptive import LayerAdaptiveOptimizer
 
 FLAGS = flags.FLAGS
@@ -93,6 +93,11 @@ flags.DEFINE_bool(
     "lamb16_row_scales", True,
     "lamb16: a scale per row of each 8-bit moment (per token of the embedding), "
     "not one per variable.",
+)
+_app.define_choice(
+    "lamb16_moment_rounding", "nearest", moments.ROUNDINGS,
+    "lamb16: how v's 8-bit codes round; stochastic keeps v unbiased where nearest "
+    "rounding drifts, at high learning rates (docs/guides/lamb16.md).",
 )
 flags.DEFINE_float("beta_1", 0.9, "First-moment decay (lamb, adamw, adam, lamb16).")
 flags.DEFINE_float("beta_2", 0.999, "Second-moment decay (lamb, adamw, adam, lamb16).")
@@ -256,6 +261,8 @@ def validate_flags():
     # ε = 0 would divide 0 by 0 for weights that never get a gradient.
     _checks.check_float("--epsilon", FLAGS.epsilon, low=0.0, low_inclusive=False)
     _checks.check_choice("--optimizer", FLAGS.optimizer, OPTIMIZERS)
+    _checks.check_choice("--lamb16_moment_rounding", FLAGS.lamb16_moment_rounding,
+                         moments.ROUNDINGS)
     _checks.check_choice("--strategy", FLAGS.strategy, distribute.STRATEGIES)
     _check_backend_flags()
     if FLAGS.mixed_precision is not None:
@@ -355,7 +362,8 @@ def warn_about_flags_without_effect(strategy_name):
         for name in ("beta_1", "beta_2", "epsilon"):
             _app.warn_without_effect(name, "with --optimizer=lars (momentum, no moments)")
     if optimizer != "lamb16":
-        _app.warn_without_effect("lamb16_row_scales", f"with --optimizer={optimizer} (only lamb16)")
+        for name in ("lamb16_row_scales", "lamb16_moment_rounding"):
+            _app.warn_without_effect(name, f"with --optimizer={optimizer} (only lamb16)")
     if FLAGS.decay_schedule == "cosine":
         for name in ("end_learning_rate", "poly_power"):
             _app.warn_without_effect(name, "with --decay_schedule=cosine (its floor: --cosine_alpha)")

@@ -38,6 +38,8 @@ def training_record(bert_config, files):
     record = {name: getattr(FLAGS, name) for name in TRAINING_FLAGS}
     if FLAGS.optimizer == "lamb16":  # its state's layout
         record["lamb16_row_scales"] = FLAGS.lamb16_row_scales
+        if FLAGS.lamb16_moment_rounding != "nearest":
+            record["lamb16_moment_rounding"] = FLAGS.lamb16_moment_rounding
     # Recorded when set, so that the records of runs from before these flags still match.
     if FLAGS.decay_schedule == "cosine":
         record.update(decay_schedule="cosine", cosine_alpha=FLAGS.cosine_alpha)

@@ -131,7 +131,8 @@ def build_model(bert_config):
     if FLAGS.optimizer not in registry.KERAS_BUILTINS:  # Keras's own cannot skip steps.
         optimizer_kwargs.update(skip_nonfinite_gradients=True)
     if FLAGS.optimizer == "lamb16":
-        optimizer_kwargs.update(row_scales=FLAGS.lamb16_row_scales)
+        optimizer_kwargs.update(row_scales=FLAGS.lamb16_row_scales,
+                                moment_rounding=FLAGS.lamb16_moment_rounding)
     in_step_accumulation = FLAGS.gradient_accumulation_steps
     if fit_steps_per_step() > 1:
         optimizer_kwargs.update(gradient_accumulation_steps=fit_steps_per_step())
