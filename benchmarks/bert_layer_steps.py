@@ -30,8 +30,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("bert_config_file", None, "The runs' BERT config.", required=True)
 flags.DEFINE_multi_string("run", None, "label=output_dir of a lamb.run_pretraining run.",
                           required=True)
-flags.DEFINE_integer("from_step", None, "The earlier checkpoint's step.", required=True)
-flags.DEFINE_integer("to_step", None, "The later checkpoint's step.", required=True)
+flags.DEFINE_integer("from_step", None, "The earlier checkpoint's step (with --to_step).")
+flags.DEFINE_integer("to_step", None, "The later checkpoint's step (without: trust ratios only).")
 flags.DEFINE_list("trust_ratio_steps", [],
                   "Steps at which to print the trust ratios a --log_trust_ratios run logged.")
 
@@ -63,16 +63,13 @@ def spread(values):
     return values.max() / values.min(), np.percentile(values, 90) / np.percentile(values, 10)
 
 
-def main(argv):
-    del argv
-    model = bert.BertPretrainer(bert.load_bert_config(FLAGS.bert_config_file))
-    trainable = {variable.path for variable in model.trainable_variables}
-    paths = [variable.path for variable in model.variables if variable.path in trainable]
-    runs = dict(run.split("=", 1) for run in FLAGS.run)
+def print_relative_steps(variables, paths, adapted, runs):
+    """Each variable's relative step from --from_step to --to_step, per run,
+    and their spread over the `adapted` variables."""
     steps = {}
     for label, output_dir in runs.items():
-        before = checkpoint_weights(output_dir, FLAGS.from_step, model.variables)
-        after = checkpoint_weights(output_dir, FLAGS.to_step, model.variables)
+        before = checkpoint_weights(output_dir, FLAGS.from_step, variables)
+        after = checkpoint_weights(output_dir, FLAGS.to_step, variables)
         steps[label] = {
             path: np.linalg.norm(after[path] - before[path]) / np.linalg.norm(before[path])
             for path in paths
@@ -83,30 +80,45 @@ def main(argv):
     for path in paths:
         mark = "*" if excluded(path) else " "
         print(f"{mark}{path[-63:]:63s}" + "".join(f"{steps[label][path]:14.3e}" for label in runs))
-    adapted = [path for path in paths if not excluded(path)]
     for label in runs:
         largest, percentiles = spread([steps[label][path] for path in adapted])
         print(f"{label}: over the {len(adapted)} variables with a trust ratio, largest / "
               f"smallest relative step {largest:.1f}, 90th / 10th percentile {percentiles:.1f}")
-    for label, output_dir in runs.items():
-        if not FLAGS.trust_ratio_steps:
-            break
-        tags = tuple(f"trust_ratio/{path}" for path in adapted)
-        try:
-            ratios = bert_demo_curves.read_scalars(output_dir, tags)
-        except FileNotFoundError:
-            continue
+
+
+def print_trust_ratios(label, output_dir, adapted):
+    """The spread of the trust ratios a --log_trust_ratios run logged for the
+    `adapted` variables at each of --trust_ratio_steps (nothing without logs)."""
+    tags = tuple(f"trust_ratio/{path}" for path in adapted)
+    try:
+        logged = {tag: dict(points) for tag, points in
+                  bert_demo_curves.read_scalars(output_dir, tags).items()}
+    except FileNotFoundError:
+        return
+    for step in map(int, FLAGS.trust_ratio_steps):
+        ratios = {tag[len("trust_ratio/"):]: points[step]
+                  for tag, points in logged.items() if step in points}
         if not ratios:
             continue
-        for step in map(int, FLAGS.trust_ratio_steps):
-            values = [dict(ratios[tag])[step] for tag in tags if step in dict(ratios.get(tag, []))]
-            if not values:
-                continue
-            largest, percentiles = spread(values)
-            print(f"{label} at step {step}: trust ratio over {len(values)} variables from "
-                  f"{min(values):.3g} to {max(values):.3g} (median {np.median(values):.3g}; "
-                  f"largest / smallest {largest:.1f}, 90th / 10th percentile {percentiles:.1f})")
+        values = list(ratios.values())
+        largest, percentiles = spread(values)
+        print(f"{label} at step {step}: trust ratio over {len(values)} variables from "
+              f"{min(values):.3g} ({min(ratios, key=ratios.get)}) to {max(values):.3g} "
+              f"({max(ratios, key=ratios.get)}), median {np.median(values):.3g}; "
+              f"largest / smallest {largest:.1f}, 90th / 10th percentile {percentiles:.1f}")
 
+
+def main(argv):
+    del argv
+    model = bert.BertPretrainer(bert.load_bert_config(FLAGS.bert_config_file))
+    trainable = {variable.path for variable in model.trainable_variables}
+    paths = [variable.path for variable in model.variables if variable.path in trainable]
+    runs = dict(run.split("=", 1) for run in FLAGS.run)
+    adapted = [path for path in paths if not excluded(path)]
+    if FLAGS.to_step is not None:
+        print_relative_steps(model.variables, paths, adapted, runs)
+    for label, output_dir in runs.items():
+        print_trust_ratios(label, output_dir, adapted)
 
 if __name__ == "__main__":
     app.run(main)

@@ -52,5 +52,5 @@ def test_relative_steps_match_the_checkpoints_and_trust_ratios_the_logs(tmp_path
     ratios = [steps[8] for tag, steps in logged.items() if tag.startswith("trust_ratio/")
               and not re.search("layer_norm|bias", tag)]
     line = next(line for line in result.stdout.splitlines() if line.startswith("lamb at step 8"))
-    assert f"over {len(ratios)} variables from {min(ratios):.3g} to {max(ratios):.3g}" in line
-    assert f"median {np.median(ratios):.3g}" in line
+    assert f"over {len(ratios)} variables from {min(ratios):.3g} (" in line
+    assert f") to {max(ratios):.3g} (" in line and f"median {np.median(ratios):.3g};" in line
