@@ -19,7 +19,8 @@ Tiny BERT pre-trained on a CPU, AdamW (BERT's) against LAMB, every run a
    first --phase1_share of the examples at sequence --phase1_seq_length and
    twice the largest batch, then the rest at the full sequence and the largest
    batch from phase 1's weights, the rate warmed up again; against the grid's
-   one-phase run at the largest batch.
+   one-phase run at the largest batch. Each phase's peak rate is its batch's
+   square-root rate times each of --two_phase_factors (a pair of runs each).
 
 Warmup follows the paper's share: --largest_warmup_fraction of the steps at
 the largest batch, in proportion to the batch below it (so every run warms up
@@ -121,6 +122,11 @@ flags.DEFINE_integer("phase1_seq_length", 16, "Phase 1's sequence length.")
 flags.DEFINE_integer("phase1_predictions", 3, "Phase 1's masked-LM predictions per record.")
 flags.DEFINE_float("phase1_share", 0.9, "Phase 1's share of the examples.")
 flags.DEFINE_float("phase2_warmup_fraction", 0.1, "Phase 2's re-warmup share of its steps.")
+flags.DEFINE_list(
+    "two_phase_factors", ["1", "0.5"],
+    "The two-phase runs' peak rates: each phase's square-root rate times each of these, a "
+    "pair of runs per factor (0.5: at the square-root rates, phase 1 stayed on the plateau).",
+)
 flags.DEFINE_integer(
     "eval_every_examples", 16384,
     "Evaluate (and save a checkpoint) about every this many examples.",
@@ -295,7 +301,8 @@ def plan_retune(files, base):
 
 
 def plan_two_phase(files, base):
-    """Phase 1 and phase 2 of LAMB's mixed-batch run (phase 2 starts from phase 1's weights)."""
+    """Phase 1 and phase 2 of LAMB's mixed-batch run (phase 2 starts from phase
+    1's weights), for each of --two_phase_factors."""
     batches = batch_sizes()
     batch1, batch2 = 2 * batches[-1], batches[-1]
     examples1 = math.floor(FLAGS.phase1_share * grid_examples() / batch1) * batch1
@@ -306,18 +313,20 @@ def plan_two_phase(files, base):
             f"--phase1_share={FLAGS.phase1_share} of {grid_examples()} examples leaves a phase "
             f"without a whole batch ({batch1} in phase 1, {batch2} in phase 2)."
         )
-    lr1, lr2 = (base["lamb"] * math.sqrt(b / batches[0]) for b in (batch1, batch2))
-    phase1 = make_run(
-        "phase 1", "lamb", batch1, lr1, examples1, files, seq_length=FLAGS.phase1_seq_length,
-        predictions=FLAGS.phase1_predictions, warmup=FLAGS.largest_warmup_fraction,
-    )
-    phase2 = make_run(
-        "phase 2", "lamb", batch2, lr2, examples2, files, warmup=FLAGS.phase2_warmup_fraction,
-        name=os.path.basename(phase1.args["output_dir"]) + f"-then-b{batch2}-lr{lr2:.3g}",
-        init_checkpoint=phase1.args["output_dir"],
-    )
-    return [phase1, phase2]
-
+    runs = []
+    for factor in map(float, FLAGS.two_phase_factors):
+        lr1, lr2 = (factor * base["lamb"] * math.sqrt(b / batches[0]) for b in (batch1, batch2))
+        phase1 = make_run(
+            "phase 1", "lamb", batch1, lr1, examples1, files, seq_length=FLAGS.phase1_seq_length,
+            predictions=FLAGS.phase1_predictions, warmup=FLAGS.largest_warmup_fraction,
+        )
+        phase2 = make_run(
+            "phase 2", "lamb", batch2, lr2, examples2, files, warmup=FLAGS.phase2_warmup_fraction,
+            name=os.path.basename(phase1.args["output_dir"]) + f"-then-b{batch2}-lr{lr2:.3g}",
+            init_checkpoint=phase1.args["output_dir"],
+        )
+        runs += [phase1, phase2]
+    return runs
 
 def split_texts():
     """The .txt files of --text_dir for training, and for evaluation the last
@@ -493,7 +502,8 @@ def settings_title(bert_config, base):
 
 def label(run_):
     if run_.stage.startswith("phase"):
-        return f"LAMB two-phase ({run_.stage}, sequence {run_.args['max_seq_length']})"
+        return (f"LAMB two-phase, {run_.stage}: sequence {run_.args['max_seq_length']}, "
+                f"lr {run_.lr:.3g}")
     return f"{display(run_.optimizer)}, batch {run_.batch}" + (
         f", lr {run_.lr:.3g}" if run_.stage == "retune" else "")
 
@@ -537,13 +547,14 @@ def plot_batch(grid, retune, two_phase, title):
         if tuned:
             axes.plot(*zip(*tuned), linestyle="none", marker="^", color=style["color"],
                       markersize=7, label=f"{display(optimizer)}, other lr at the largest batch")
-    if len(two_phase) == 2:
-        accuracy = final_accuracy(two_phase[-1])
+    phase2 = [r for r in two_phase if r.stage == "phase 2"]
+    for index, run_ in enumerate(phase2):
+        accuracy = final_accuracy(run_)
         if accuracy is None:
-            diverged.append((two_phase[-1].batch, "C2"))
+            diverged.append((run_.batch, "C2"))
         else:
-            axes.plot([two_phase[-1].batch], [accuracy], linestyle="none", marker="*",
-                      markersize=11, color="C2", label="LAMB two-phase (phase 2 at this batch)")
+            axes.plot([run_.batch], [accuracy], linestyle="none", marker="*", markersize=11,
+                      color="C2", label=None if index else "LAMB two-phase (phase 2 at this batch)")
     for index, (batch, color) in enumerate(diverged):
         axes.plot([batch], [0], linestyle="none", marker="x", markersize=9, color=color,
                   label=None if index else "diverged (drawn at 0)")

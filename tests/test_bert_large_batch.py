@@ -15,6 +15,7 @@ from tests import pretraining_helpers as helpers  # noqa: E402
 
 DOCUMENTS = 100  # 291 records of sequence 32.
 DIVERGING = 1e5  # A retune factor whose run diverges.
+PHASE_FACTOR = 0.5  # The two phases' rates: this times their square-root rates.
 
 
 def run_driver(tmp_path, *extra, check=True):
@@ -34,6 +35,7 @@ def run_driver(tmp_path, *extra, check=True):
         "--optimizers=lamb", "--sweep_learning_rates=lamb=4e-3:1e-2", "--sweep_examples=256",
         "--sweep_extensions=1", f"--retune_factors={DIVERGING}", "--divergence_steps=2",
         "--nojit_compile", "--num_eval_texts=1", "--eval_batch_size=16", "--max_eval_steps=2",
+        f"--two_phase_factors={PHASE_FACTOR}",
         *extra,
     ]
     result = subprocess.run(command, env=helpers.app_env(), cwd=helpers.REPO,
@@ -76,8 +78,8 @@ def test_sweep_grid_retune_two_phase_figures_then_a_rerun_trains_nothing(tmp_pat
     assert re.fullmatch(r"diverged at step [2-8]", rows[5][6]), rows[5]
     assert f"retune: LAMB, batch 32, lr {2 * DIVERGING * base:.3g}: {rows[5][6]}." in result.stdout
     # Phase 1: sequence 16 at batch 64, 3 steps (192 examples); phase 2: 2 steps of 32.
-    assert rows[6][2:6] == ["64 (4 x 16)", "3", "1", f"{math.sqrt(8) * base:.3g}"]
-    assert rows[7][2:6] == ["32 (2 x 16)", "2", "0", f"{2 * base:.3g}"]
+    assert rows[6][2:6] == ["64 (4 x 16)", "3", "1", f"{PHASE_FACTOR * math.sqrt(8) * base:.3g}"]
+    assert rows[7][2:6] == ["32 (2 x 16)", "2", "0", f"{PHASE_FACTOR * 2 * base:.3g}"]
     for row in rows[:5] + rows[6:]:  # Held-out masked-LM accuracy.
         assert 0 <= float(row[6]) <= 1
     for name in ("curves", "batch"):
