@@ -328,6 +328,7 @@ def plan_two_phase(files, base):
         runs += [phase1, phase2]
     return runs
 
+
 def split_texts():
     """The .txt files of --text_dir for training, and for evaluation the last
     --num_eval_texts (by name) without their documents (blocks between blank

@@ -120,5 +120,6 @@ def main(argv):
     for label, output_dir in runs.items():
         print_trust_ratios(label, output_dir, adapted)
 
+
 if __name__ == "__main__":
     app.run(main)
