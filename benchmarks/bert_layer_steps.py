@@ -14,7 +14,6 @@ layers that take the trust ratio (largest / smallest, and the ratio of the
 """
 
 import os
-import re
 
 from absl import app
 from absl import flags
@@ -25,6 +24,7 @@ import bert_demo_curves  # benchmarks/bert_demo_curves.py
 
 from lamb.factory import BERT_EXCLUDE_FROM_WEIGHT_DECAY
 from lamb.models import bert
+from lamb.optimizers.rules import compile_rules, matches_any
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("bert_config_file", None, "The runs' BERT config.", required=True)
@@ -34,27 +34,17 @@ flags.DEFINE_integer("from_step", None, "The earlier checkpoint's step (with --t
 flags.DEFINE_integer("to_step", None, "The later checkpoint's step (without: trust ratios only).")
 flags.DEFINE_list("trust_ratio_steps", [],
                   "Steps at which to print the trust ratios a --log_trust_ratios run logged.")
+# The variables the app's optimizers give no weight decay and no trust ratio.
+EXCLUDED = compile_rules("exclude_from_weight_decay", BERT_EXCLUDE_FROM_WEIGHT_DECAY)
 
 
-def excluded(path):
-    """Whether the app's optimizers give `path` no weight decay and no trust
-    ratio (BERT's rules: LayerNorm and bias)."""
-    return any(re.search(pattern, path) for pattern in BERT_EXCLUDE_FROM_WEIGHT_DECAY)
-
-
-def checkpoint_weights(output_dir, step, variables):
-    """`{path: array}` of `variables` (the model's, in the app's checkpoint
-    order: `model/<index>`) in `<output_dir>/ckpt-<step>`."""
-    path = os.path.join(output_dir, f"ckpt-{step}")
-    reader = tf.train.load_checkpoint(path)
-    weights = {}
-    for index, variable in enumerate(variables):
-        weights[variable.path] = reader.get_tensor(f"model/{index}/.ATTRIBUTES/VARIABLE_VALUE")
-        if weights[variable.path].shape != tuple(variable.shape):
-            raise ValueError(f"{path} does not hold this --bert_config_file's model: its "
-                             f"variable {index} has shape {weights[variable.path].shape}, "
-                             f"{variable.path} {tuple(variable.shape)}.")
-    return weights
+def checkpoint_weights(model, output_dir, step):
+    """`{path: array}` of `model`'s trainable variables in
+    `<output_dir>/ckpt-<step>`, read into the model as the app writes them
+    (`model=list(model.variables)`)."""
+    tf.train.Checkpoint(model=list(model.variables)).read(
+        os.path.join(output_dir, f"ckpt-{step}")).expect_partial()
+    return {variable.path: variable.numpy() for variable in model.trainable_variables}
 
 
 def spread(values):
@@ -63,13 +53,13 @@ def spread(values):
     return values.max() / values.min(), np.percentile(values, 90) / np.percentile(values, 10)
 
 
-def print_relative_steps(variables, paths, adapted, runs):
+def print_relative_steps(model, paths, adapted, runs):
     """Each variable's relative step from --from_step to --to_step, per run,
     and their spread over the `adapted` variables."""
     steps = {}
     for label, output_dir in runs.items():
-        before = checkpoint_weights(output_dir, FLAGS.from_step, variables)
-        after = checkpoint_weights(output_dir, FLAGS.to_step, variables)
+        before = checkpoint_weights(model, output_dir, FLAGS.from_step)
+        after = checkpoint_weights(model, output_dir, FLAGS.to_step)
         steps[label] = {
             path: np.linalg.norm(after[path] - before[path]) / np.linalg.norm(before[path])
             for path in paths
@@ -78,7 +68,7 @@ def print_relative_steps(variables, paths, adapted, runs):
           "per variable (* : LayerNorm and bias, no trust ratio)")
     print(f"{'variable':64s}" + "".join(f"{label:>14s}" for label in runs))
     for path in paths:
-        mark = "*" if excluded(path) else " "
+        mark = " " if path in adapted else "*"
         print(f"{mark}{path[-63:]:63s}" + "".join(f"{steps[label][path]:14.3e}" for label in runs))
     for label in runs:
         largest, percentiles = spread([steps[label][path] for path in adapted])
@@ -111,12 +101,12 @@ def print_trust_ratios(label, output_dir, adapted):
 def main(argv):
     del argv
     model = bert.BertPretrainer(bert.load_bert_config(FLAGS.bert_config_file))
-    trainable = {variable.path for variable in model.trainable_variables}
-    paths = [variable.path for variable in model.variables if variable.path in trainable]
+    paths = [variable.path for variable in model.trainable_variables]
+    adapted = [variable.path for variable in model.trainable_variables
+               if not matches_any(EXCLUDED, variable)]
     runs = dict(run.split("=", 1) for run in FLAGS.run)
-    adapted = [path for path in paths if not excluded(path)]
     if FLAGS.to_step is not None:
-        print_relative_steps(model.variables, paths, adapted, runs)
+        print_relative_steps(model, paths, adapted, runs)
     for label, output_dir in runs.items():
         print_trust_ratios(label, output_dir, adapted)
 
